@@ -1,0 +1,1 @@
+//! Devices shared by the examples.

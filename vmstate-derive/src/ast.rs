@@ -1,0 +1,192 @@
+//! The container and field model, with parsed attributes.
+
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Expr, Fields, GenericArgument, Ident, Member, PathArguments, Type};
+
+use crate::attr::{ContainerAttrs, FieldAttrs};
+use crate::ctxt::Ctxt;
+
+/// The struct being derived.
+pub struct Container<'a> {
+    pub ident: &'a Ident,
+    pub attrs: ContainerAttrs,
+    pub fields: Vec<FieldAst<'a>>,
+    pub input: &'a DeriveInput,
+}
+
+/// The syntactic shape of a field's type, which decides how it is saved.
+pub enum Shape<'a> {
+    /// Any element type `T`.
+    Single,
+    /// `[T; N]`.
+    Array { elem: &'a Type, len: &'a Expr },
+    /// `Vec<T>` (needs `len = field`).
+    Vec { elem: &'a Type },
+}
+
+/// One field.
+pub struct FieldAst<'a> {
+    pub member: Member,
+    /// The Rust name (`foo`, or `0` for tuple fields).
+    pub rust_name: String,
+    pub ty: &'a Type,
+    pub shape: Shape<'a>,
+    pub attrs: FieldAttrs,
+}
+
+/// What a field contributes to the state.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum Role {
+    /// Not sent.
+    Skip,
+    /// A subsection.
+    Subsection,
+    /// `unused = N`.
+    Unused,
+    /// An ordinary field.
+    Data,
+}
+
+impl<'a> Container<'a> {
+    /// Builds the model; shape errors (enums, unions, unit structs) are recorded.
+    pub fn from_input(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        let attrs = ContainerAttrs::parse(cx, &input.attrs);
+        let fields = match &input.data {
+            Data::Struct(s) => match &s.fields {
+                Fields::Named(f) => f.named.iter().collect::<Vec<_>>(),
+                Fields::Unnamed(f) => f.unnamed.iter().collect(),
+                Fields::Unit => Vec::new(),
+            },
+            Data::Enum(e) => {
+                cx.error(
+                    e.enum_token.span(),
+                    "VmState can only be derived for structs; an enum has no fixed wire layout",
+                );
+                return None;
+            }
+            Data::Union(u) => {
+                cx.error(u.union_token.span(), "VmState cannot be derived for unions");
+                return None;
+            }
+        };
+        let fields = fields
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let (member, rust_name) = match &f.ident {
+                    Some(id) => (Member::Named(id.clone()), id.to_string()),
+                    None => (Member::Unnamed(i.into()), i.to_string()),
+                };
+                FieldAst {
+                    member,
+                    rust_name,
+                    ty: &f.ty,
+                    shape: Shape::of(&f.ty),
+                    attrs: FieldAttrs::parse(cx, &f.attrs),
+                }
+            })
+            .collect();
+        Some(Container {
+            ident: &input.ident,
+            attrs,
+            fields,
+            input,
+        })
+    }
+
+    /// The description name: `name = "..."`, or the type's name.
+    pub fn name(&self) -> String {
+        match self.attrs.name.get() {
+            Some(n) => n.value.clone(),
+            None => self.ident.to_string(),
+        }
+    }
+
+    /// `version = N`, default 1.
+    pub fn version(&self) -> u32 {
+        self.attrs.version.get().map_or(1, |v| v.value)
+    }
+
+    /// `min_version = N`, default: the version (no older stream accepted).
+    pub fn min_version(&self) -> u32 {
+        self.attrs
+            .min_version
+            .get()
+            .map_or(self.version(), |v| v.value)
+    }
+
+    /// Index of the field whose Rust name is `name`.
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.rust_name == name)
+    }
+}
+
+impl<'a> Shape<'a> {
+    fn of(ty: &'a Type) -> Self {
+        match ty {
+            Type::Array(a) => Shape::Array {
+                elem: &a.elem,
+                len: &a.len,
+            },
+            Type::Path(p) if p.qself.is_none() => {
+                let last = p.path.segments.last();
+                match last {
+                    Some(seg) if seg.ident == "Vec" => match &seg.arguments {
+                        PathArguments::AngleBracketed(args) if args.args.len() == 1 => {
+                            match &args.args[0] {
+                                GenericArgument::Type(elem) => Shape::Vec { elem },
+                                _ => Shape::Single,
+                            }
+                        }
+                        _ => Shape::Single,
+                    },
+                    _ => Shape::Single,
+                }
+            }
+            _ => Shape::Single,
+        }
+    }
+}
+
+impl FieldAst<'_> {
+    /// What the field contributes.
+    pub fn role(&self) -> Role {
+        if self.attrs.skip.is_set() {
+            Role::Skip
+        } else if self.attrs.subsection.is_set() {
+            Role::Subsection
+        } else if self.attrs.unused.is_set() {
+            Role::Unused
+        } else {
+            Role::Data
+        }
+    }
+
+    /// QEMU's field name: `rename`, `unused` for unused fields, else the Rust name.
+    pub fn qemu_name(&self) -> String {
+        if let Some(r) = self.attrs.rename.get() {
+            return r.value.clone();
+        }
+        if self.role() == Role::Unused {
+            return "unused".into();
+        }
+        self.rust_name.clone()
+    }
+
+    /// The integer type of this field, if it is one of the count types.
+    pub fn count_type(&self) -> Option<&'static str> {
+        let Type::Path(p) = self.ty else { return None };
+        let id = p.path.get_ident()?.to_string();
+        ["u8", "u16", "u32", "i32"].into_iter().find(|t| *t == id)
+    }
+
+    /// True if the type is `[u8; N]`.
+    pub fn is_byte_array(&self) -> bool {
+        match &self.shape {
+            Shape::Array { elem, .. } => {
+                matches!(elem, Type::Path(p) if p.path.is_ident("u8"))
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `#[derive(VmState)]` for the `vmstate` crate.
+//!
+//! Use it through `vmstate::VmState`; `docs/attributes.md` lists every attribute.
+//! The derive parses the attributes (`attr`), builds a model of the struct (`ast`),
+//! checks the rules that span several attributes (`check`), and emits a static
+//! description table plus straight-line save/load code (`expand`). All errors of one
+//! derive are reported together, each at the token at fault.
+
+mod ast;
+mod attr;
+mod check;
+mod ctxt;
+mod expand;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Derives `vmstate::VmState` (and `vmstate::VmElem`, so the type can be nested).
+#[proc_macro_derive(VmState, attributes(vmstate))]
+pub fn derive_vmstate(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let cx = ctxt::Ctxt::default();
+    let container = ast::Container::from_input(&cx, &input);
+    if let Some(c) = &container {
+        check::check(&cx, c);
+    }
+    match (cx.check(), container) {
+        (Ok(()), Some(c)) => expand::expand(&c).into(),
+        (Err(e), _) => e.to_compile_error().into(),
+        (Ok(()), None) => TokenStream::new(),
+    }
+}

@@ -1,0 +1,281 @@
+//! Static descriptions of device state: QEMU's `VMStateDescription` and `VMStateField`.
+//!
+//! `#[derive(VmState)]` emits one [`VmStateDescription`] per type as a `const`. It drives
+//! the vmdesc JSON, the schema dump, the compatibility checker and the generic decoder,
+//! while the generated code does the actual saving and loading.
+
+/// A description of one type's state: name, versions, fields and subsections.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VmStateDescription {
+    /// The name: section idstr (or its suffix), vmdesc `vmsd_name`, subsection name.
+    pub name: &'static str,
+    /// The current version, written in section and subsection headers.
+    pub version: u32,
+    /// The oldest version this build can load.
+    pub min_version: u32,
+    /// The fields in wire order.
+    pub fields: &'static [Field],
+    /// The subsections, in the order they are saved.
+    pub subsections: &'static [&'static VmStateDescription],
+}
+
+/// One field of a description.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Field {
+    /// QEMU's field name (what `-dump-vmstate` prints).
+    pub name: &'static str,
+    /// The name in the vmdesc JSON: `name`, plus `[k]` when several fields share it.
+    pub vmdesc_name: &'static str,
+    /// The version that introduced the field (QEMU's field `version_id`).
+    pub since: u32,
+    /// True when a custom `exists` predicate decides instead of `since`.
+    pub has_exists_test: bool,
+    /// The element type.
+    pub ty: FieldType,
+    /// How many elements.
+    pub count: Count,
+    /// Whether the loaded value must equal the local one.
+    pub equal: bool,
+}
+
+/// The type of one element of a field.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum FieldType {
+    /// A primitive with a QEMU `VMStateInfo` name and a fixed wire size.
+    Info(Info),
+    /// A nested description (QEMU's `VMS_STRUCT`).
+    Struct(&'static VmStateDescription),
+}
+
+/// A primitive wire type: its QEMU info name and its size in bytes.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Info {
+    /// QEMU's `VMStateInfo` name, used as the vmdesc `type` (`"uint32"`, `"timer"`, ...).
+    pub name: &'static str,
+    /// Bytes on the wire for one element.
+    pub size: usize,
+}
+
+/// How many elements a field has.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Count {
+    /// One element.
+    Single,
+    /// A fixed number of elements (`[T; N]`, QEMU's `VMS_ARRAY`).
+    Array(usize),
+    /// A count read from an earlier field (QEMU's `VMS_VARRAY_*`).
+    Varray {
+        /// The count field's name.
+        len_field: &'static str,
+        /// The count field's integer type.
+        len_type: LenType,
+    },
+}
+
+/// The integer type of a count field.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum LenType {
+    /// `u8` (VMS_VARRAY_UINT8).
+    U8,
+    /// `u16` (VMS_VARRAY_UINT16).
+    U16,
+    /// `u32` (VMS_VARRAY_UINT32).
+    U32,
+    /// `i32` (VMS_VARRAY_INT32).
+    I32,
+}
+
+impl Info {
+    /// A primitive type.
+    pub const fn new(name: &'static str, size: usize) -> Self {
+        Info { name, size }
+    }
+}
+
+impl FieldType {
+    /// The vmdesc `type` string: the info name, or `"struct"`.
+    pub const fn type_name(&self) -> &'static str {
+        match self {
+            FieldType::Info(i) => i.name,
+            FieldType::Struct(_) => "struct",
+        }
+    }
+
+    /// Bytes per element when they are fixed (structs without subsections or
+    /// variable-length fields), else `None`.
+    pub fn fixed_size(&self) -> Option<usize> {
+        match self {
+            FieldType::Info(i) => Some(i.size),
+            FieldType::Struct(d) => d.fixed_size(),
+        }
+    }
+}
+
+impl Field {
+    /// Whether the field exists at `version` by the `since` rule. A field with a custom
+    /// `exists` predicate is decided by the predicate instead (it needs the value).
+    pub const fn exists_at(&self, version: u32) -> bool {
+        self.since <= version
+    }
+
+    /// QEMU's "compressible" rule for the vmdesc: an array is described by its first
+    /// element only unless the field has an `exists` test or is a struct whose
+    /// description has subsections or a non-compressible field.
+    pub fn is_compressible(&self) -> bool {
+        !self.has_exists_test
+            && match self.ty {
+                FieldType::Info(_) => true,
+                FieldType::Struct(d) => d.is_compressible(),
+            }
+    }
+
+    /// The static element count, if it does not depend on the value.
+    pub const fn static_count(&self) -> Option<usize> {
+        match self.count {
+            Count::Single => Some(1),
+            Count::Array(n) => Some(n),
+            Count::Varray { .. } => None,
+        }
+    }
+}
+
+impl VmStateDescription {
+    /// True if the description (recursively) has no subsections and no field with an
+    /// `exists` test, so that arrays of it are described by their first element.
+    pub fn is_compressible(&self) -> bool {
+        self.subsections.is_empty() && self.fields.iter().all(Field::is_compressible)
+    }
+
+    /// The wire size of the description's fields at its own version when it is fixed
+    /// (no subsections, no variable counts, no `exists` tests).
+    pub fn fixed_size(&self) -> Option<usize> {
+        if !self.subsections.is_empty() {
+            return None;
+        }
+        let mut total = 0;
+        for f in self.fields.iter().filter(|f| f.exists_at(self.version)) {
+            if f.has_exists_test {
+                return None;
+            }
+            total += f.ty.fixed_size()? * f.static_count()?;
+        }
+        Some(total)
+    }
+
+    /// Looks up a subsection by its full name.
+    pub fn subsection(&self, name: &str) -> Option<&'static VmStateDescription> {
+        self.subsections.iter().copied().find(|s| s.name == name)
+    }
+
+    /// Looks up a field by its QEMU name (the first one, if several share it).
+    pub fn field(&self, name: &str) -> Option<&'static Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// The QEMU info types this crate writes, by name and size.
+pub mod infos {
+    use super::Info;
+
+    /// `bool`: one byte, any non-zero value loads as true.
+    pub const BOOL: Info = Info::new("bool", 1);
+    /// `int8`.
+    pub const INT8: Info = Info::new("int8", 1);
+    /// `int16`.
+    pub const INT16: Info = Info::new("int16", 2);
+    /// `int32`.
+    pub const INT32: Info = Info::new("int32", 4);
+    /// `int64`.
+    pub const INT64: Info = Info::new("int64", 8);
+    /// `uint8`.
+    pub const UINT8: Info = Info::new("uint8", 1);
+    /// `uint16`.
+    pub const UINT16: Info = Info::new("uint16", 2);
+    /// `uint32`.
+    pub const UINT32: Info = Info::new("uint32", 4);
+    /// `uint64`.
+    pub const UINT64: Info = Info::new("uint64", 8);
+    /// `float64`: be64 of the IEEE-754 bits (analyze-migration.py knows the name).
+    pub const FLOAT64: Info = Info::new("float64", 8);
+    /// `timer`: be64 expiry in ns, -1 = not armed.
+    pub const TIMER: Info = Info::new("timer", 8);
+
+    /// `buffer` of `size` raw bytes.
+    pub const fn buffer(size: usize) -> Info {
+        Info::new("buffer", size)
+    }
+
+    /// `unused_buffer`: `size` zero bytes on save, skipped on load.
+    pub const fn unused(size: usize) -> Info {
+        Info::new("unused_buffer", size)
+    }
+
+    /// The `* equal` info that QEMU uses for an equal-checked field of this info, if any.
+    /// (QEMU names the u64 variant `"int64 equal"`.)
+    pub const fn equal_variant(info: Info) -> Info {
+        let name = match info.name.as_bytes() {
+            b"uint8" => "uint8 equal",
+            b"uint16" => "uint16 equal",
+            b"uint32" => "uint32 equal",
+            b"uint64" => "int64 equal",
+            b"int32" => "int32 equal",
+            _ => info.name,
+        };
+        Info::new(name, info.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INNER: VmStateDescription = VmStateDescription {
+        name: "inner",
+        version: 1,
+        min_version: 1,
+        fields: &[Field {
+            name: "a",
+            vmdesc_name: "a",
+            since: 0,
+            has_exists_test: false,
+            ty: FieldType::Info(infos::UINT32),
+            count: Count::Array(3),
+            equal: false,
+        }],
+        subsections: &[],
+    };
+
+    #[test]
+    fn fixed_size_multiplies_counts() {
+        assert_eq!(INNER.fixed_size(), Some(12));
+        assert!(INNER.is_compressible());
+    }
+
+    #[test]
+    fn description_with_subsections_is_not_compressible() {
+        static SUB: VmStateDescription = VmStateDescription {
+            name: "outer/sub",
+            version: 1,
+            min_version: 1,
+            fields: &[],
+            subsections: &[],
+        };
+        static OUTER: VmStateDescription = VmStateDescription {
+            name: "outer",
+            version: 1,
+            min_version: 1,
+            fields: &[],
+            subsections: &[&SUB],
+        };
+        let outer = &OUTER;
+        assert!(!outer.is_compressible());
+        assert_eq!(outer.fixed_size(), None);
+        assert_eq!(outer.subsection("outer/sub").map(|s| s.version), Some(1));
+    }
+
+    #[test]
+    fn equal_variant_names_follow_qemu() {
+        assert_eq!(infos::equal_variant(infos::UINT64).name, "int64 equal");
+        assert_eq!(infos::equal_variant(infos::UINT16).name, "uint16 equal");
+    }
+}

@@ -1,0 +1,352 @@
+//! One error type for every failure, carrying where it happened.
+//!
+//! An [`Error`] has a [`ErrorKind`] (what went wrong) and a context: the byte offset in
+//! the stream, the field path (`serial.fifo[3]`), and the section when the error came
+//! from a stream. Context is added on the way out, only on the error path, so the fast
+//! path pays nothing for it.
+
+use std::fmt;
+
+/// A boxed error returned by user hooks (`pre_save`, `post_load`, ...).
+pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The stream ended while `needed` more bytes were expected.
+    #[error("unexpected end of stream ({needed} more bytes needed)")]
+    UnexpectedEof {
+        /// Bytes that were still needed.
+        needed: usize,
+    },
+    /// The stream's version of a description is newer than this build supports.
+    #[error("version {stream} of '{vmsd}' is newer than the newest supported version {local}")]
+    VersionTooNew {
+        /// Description name.
+        vmsd: &'static str,
+        /// Version found in the stream.
+        stream: u32,
+        /// Local `version`.
+        local: u32,
+    },
+    /// The stream's version of a description is older than `min_version`.
+    #[error("version {stream} of '{vmsd}' is older than the oldest supported version {min}")]
+    VersionTooOld {
+        /// Description name.
+        vmsd: &'static str,
+        /// Version found in the stream.
+        stream: u32,
+        /// Local `min_version`.
+        min: u32,
+    },
+    /// A subsection with the parent's name prefix that this description does not know.
+    #[error("subsection '{name}' in '{parent}' does not exist")]
+    UnknownSubsection {
+        /// Name read from the stream.
+        name: String,
+        /// Parent description name.
+        parent: &'static str,
+    },
+    /// A field marked `equal` loaded a value different from the local one.
+    #[error("value mismatch: the stream has {stream}, the local value is {local}")]
+    NotEqual {
+        /// Value in the stream.
+        stream: String,
+        /// Local value.
+        local: String,
+    },
+    /// A stream-driven allocation is larger than the reader's limit.
+    #[error("allocation of {requested} bytes exceeds the limit of {limit} bytes")]
+    AllocationTooLarge {
+        /// Bytes the stream asked for.
+        requested: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// A count field disagrees with the length of the data it counts.
+    #[error("count field '{count_field}' says {count}, but the data has {actual} elements")]
+    CountMismatch {
+        /// Name of the count field.
+        count_field: &'static str,
+        /// Value of the count field.
+        count: u64,
+        /// Actual number of elements.
+        actual: u64,
+    },
+    /// A count field holds a value that cannot be an element count (negative).
+    #[error("count field '{count_field}' holds an invalid count {count}")]
+    InvalidCount {
+        /// Name of the count field.
+        count_field: &'static str,
+        /// The value read.
+        count: i64,
+    },
+    /// A value that the format does not allow.
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// What was being read.
+        what: &'static str,
+        /// Why it is invalid.
+        detail: String,
+    },
+    /// A user hook failed.
+    #[error("{hook} hook failed: {source}")]
+    Hook {
+        /// Which hook (`pre_save`, `post_load`, ...).
+        hook: &'static str,
+        /// The hook's error.
+        source: HookError,
+    },
+    /// An I/O error from the underlying reader or writer.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A step in a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    /// A description (top-level or subsection) name.
+    Vmsd(&'static str),
+    /// A field name.
+    Field(&'static str),
+    /// An array index.
+    Index(usize),
+}
+
+/// The section an error happened in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionRef {
+    /// The section's idstr.
+    pub idstr: String,
+    /// The section's instance id.
+    pub instance_id: u32,
+    /// The section id used in the stream.
+    pub section_id: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kind: ErrorKind,
+    offset: Option<u64>,
+    /// Innermost segment first; rendered in reverse.
+    path: Vec<PathSegment>,
+    section: Option<SectionRef>,
+}
+
+/// An error with context: kind, byte offset, field path and section.
+///
+/// ```
+/// use vmstate::{Error, ErrorKind};
+/// let e = Error::new(ErrorKind::UnexpectedEof { needed: 4 })
+///     .at_offset(0x20)
+///     .at_index(3)
+///     .in_field("fifo")
+///     .in_vmsd("serial");
+/// assert_eq!(e.path(), "serial.fifo[3]");
+/// assert_eq!(e.offset(), Some(0x20));
+/// assert!(e.to_string().contains("serial.fifo[3]"));
+/// ```
+pub struct Error(Box<Inner>);
+
+impl Error {
+    /// An error of this kind with no context yet.
+    #[cold]
+    pub fn new(kind: ErrorKind) -> Self {
+        Error(Box::new(Inner {
+            kind,
+            offset: None,
+            path: Vec::new(),
+            section: None,
+        }))
+    }
+
+    /// An [`ErrorKind::Invalid`] error.
+    #[cold]
+    pub fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid {
+            what,
+            detail: detail.into(),
+        })
+    }
+
+    /// A failed hook.
+    #[cold]
+    pub fn hook(hook: &'static str, source: impl Into<HookError>) -> Self {
+        Self::new(ErrorKind::Hook {
+            hook,
+            source: source.into(),
+        })
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0.kind
+    }
+
+    /// The byte offset in the stream where it went wrong, if known.
+    pub fn offset(&self) -> Option<u64> {
+        self.0.offset
+    }
+
+    /// The section the error happened in, if it came from a stream.
+    pub fn section(&self) -> Option<&SectionRef> {
+        self.0.section.as_ref()
+    }
+
+    /// The field path, such as `serial.fifo[3]` (empty if unknown).
+    pub fn path(&self) -> String {
+        let mut out = String::new();
+        for seg in self.0.path.iter().rev() {
+            match seg {
+                // A subsection name already starts with its parent's name: it replaces it.
+                PathSegment::Vmsd(name) => {
+                    if !(out.is_empty() || name.starts_with(out.as_str())) {
+                        out.push('>');
+                    } else {
+                        out.clear();
+                    }
+                    out.push_str(name);
+                }
+                PathSegment::Field(name) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(name);
+                }
+                PathSegment::Index(i) => {
+                    out.push('[');
+                    out.push_str(&i.to_string());
+                    out.push(']');
+                }
+            }
+        }
+        out
+    }
+
+    /// Sets the byte offset unless one is already set (the innermost offset wins).
+    #[cold]
+    pub fn at_offset(mut self, offset: u64) -> Self {
+        self.0.offset.get_or_insert(offset);
+        self
+    }
+
+    /// Adds a field name to the path (called from the inside out).
+    #[cold]
+    pub fn in_field(mut self, name: &'static str) -> Self {
+        self.0.path.push(PathSegment::Field(name));
+        self
+    }
+
+    /// Adds an array index to the path.
+    #[cold]
+    pub fn at_index(mut self, index: usize) -> Self {
+        self.0.path.push(PathSegment::Index(index));
+        self
+    }
+
+    /// Adds a description name to the path.
+    #[cold]
+    pub fn in_vmsd(mut self, name: &'static str) -> Self {
+        self.0.path.push(PathSegment::Vmsd(name));
+        self
+    }
+
+    /// Records the section unless one is already recorded.
+    #[cold]
+    pub fn in_section(mut self, section: SectionRef) -> Self {
+        self.0.section.get_or_insert(section);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = &self.0.section {
+            write!(
+                f,
+                "section '{}' (instance {}, id {}): ",
+                s.idstr, s.instance_id, s.section_id
+            )?;
+        }
+        let path = self.path();
+        if !path.is_empty() {
+            write!(f, "field {path}: ")?;
+        }
+        write!(f, "{}", self.0.kind)?;
+        if let Some(off) = self.0.offset {
+            write!(f, " at byte offset {off} (0x{off:x})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0.kind {
+            ErrorKind::Hook { source, .. } => Some(source.as_ref()),
+            ErrorKind::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(ErrorKind::Io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsection_path_replaces_its_parent_prefix() {
+        let e = Error::new(ErrorKind::UnexpectedEof { needed: 1 })
+            .in_field("x")
+            .in_vmsd("serial/poll")
+            .in_vmsd("serial");
+        assert_eq!(e.path(), "serial/poll.x");
+    }
+
+    #[test]
+    fn innermost_offset_wins() {
+        let e = Error::new(ErrorKind::UnexpectedEof { needed: 1 })
+            .at_offset(7)
+            .at_offset(3);
+        assert_eq!(e.offset(), Some(7));
+    }
+
+    #[test]
+    fn display_names_section_path_and_offset() {
+        let e = Error::new(ErrorKind::UnexpectedEof { needed: 2 })
+            .at_offset(16)
+            .in_field("divider")
+            .in_vmsd("serial")
+            .in_section(SectionRef {
+                idstr: "serial".into(),
+                instance_id: 1,
+                section_id: 9,
+            });
+        let s = e.to_string();
+        assert!(s.contains("section 'serial' (instance 1, id 9)"), "{s}");
+        assert!(s.contains("field serial.divider"), "{s}");
+        assert!(s.contains("byte offset 16"), "{s}");
+    }
+}

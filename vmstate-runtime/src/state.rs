@@ -1,0 +1,264 @@
+//! The `VmState` trait (a type with its own description) and `VmElem` (anything that can
+//! be one element of a field), with the impls for integers, `bool` and `f64`.
+
+use crate::description::{FieldType, VmStateDescription, infos};
+use crate::error::Result;
+use crate::save_context::{Describer, PlainSave, SaveContext};
+use crate::wire::{Reader, Writer};
+
+/// A type whose state is described by a [`VmStateDescription`] and saved and loaded
+/// as QEMU saves a `VMStateDescription`: fields that exist at the version, then the
+/// subsections that are needed.
+///
+/// Implement it with `#[derive(VmState)]`; see `docs/attributes.md`.
+///
+/// ```
+/// use vmstate::VmState;
+///
+/// #[derive(VmState, Default)]
+/// #[vmstate(name = "port92", version = 1)]
+/// struct Port92 {
+///     outport: u8,
+/// }
+///
+/// let mut dev = Port92 { outport: 2 };
+/// let bytes = dev.to_bytes().unwrap();
+/// assert_eq!(bytes, [2]);
+///
+/// let mut fresh = Port92::default();
+/// fresh.load_bytes(&bytes, 1).unwrap();
+/// assert_eq!(fresh.outport, 2);
+/// ```
+pub trait VmState {
+    /// The static description of this type.
+    const DESCRIPTION: &'static VmStateDescription;
+
+    /// Saves the state: `pre_save`, the fields that exist at the save version, the
+    /// subsections that are needed, `post_save` (also after a failed save). The context
+    /// picks the version and may describe what is written.
+    fn save_state<C: SaveContext>(&mut self, w: &mut Writer<'_>, ctx: &mut C) -> Result<()>;
+
+    /// Loads state saved at `version` over the current value (QEMU's
+    /// `vmstate_load_state`): version range check, `pre_load`, the fields that exist at
+    /// `version`, subsections by name in any order, `post_load`. Fields marked `skip`
+    /// keep their values.
+    fn load_state(&mut self, r: &mut Reader<'_>, version: u32) -> Result<()>;
+
+    /// Whether the state is sent at all (QEMU's top-level `needed`). Default: always.
+    fn needed(&self) -> bool {
+        true
+    }
+
+    /// Saves the state at the current version. Errors carry the field path.
+    fn save(&mut self, w: &mut Writer<'_>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        self.save_state(w, &mut PlainSave)
+            .map_err(|e| e.in_vmsd(Self::DESCRIPTION.name))
+    }
+
+    /// Loads state saved at `version`. Errors carry the field path and byte offset.
+    fn load(&mut self, r: &mut Reader<'_>, version: u32) -> Result<()>
+    where
+        Self: Sized,
+    {
+        self.load_state(r, version)
+            .map_err(|e| e.in_vmsd(Self::DESCRIPTION.name))
+    }
+
+    /// Saves the state into a new byte vector.
+    fn to_bytes(&mut self) -> Result<Vec<u8>>
+    where
+        Self: Sized,
+    {
+        let mut w = Writer::new();
+        self.save(&mut w)?;
+        Ok(w.into_vec())
+    }
+
+    /// Loads state saved at `version` from bytes, requiring that all of them are used.
+    fn load_bytes(&mut self, bytes: &[u8], version: u32) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let mut r = Reader::from_slice(bytes);
+        self.load(&mut r, version)?;
+        if !r.at_end()? {
+            return Err(crate::Error::invalid(
+                "state",
+                format!(
+                    "{} bytes left over after loading",
+                    bytes.len() as u64 - r.position()
+                ),
+            )
+            .at_offset(r.position())
+            .in_vmsd(Self::DESCRIPTION.name));
+        }
+        Ok(())
+    }
+
+    /// Saves the state and returns the bytes together with the vmdesc JSON object that
+    /// describes them (QEMU's `vmsd_name`/`version`/`fields`/`subsections`).
+    fn save_described(&mut self) -> Result<(Vec<u8>, serde_json::Value)>
+    where
+        Self: Sized,
+    {
+        let mut w = Writer::new();
+        let mut d = Describer::new();
+        self.save_state(&mut w, &mut d)
+            .map_err(|e| e.in_vmsd(Self::DESCRIPTION.name))?;
+        Ok((w.into_vec(), d.finish()))
+    }
+}
+
+/// One element of a field: an integer, `bool`, `f64`, [`Timer`](crate::Timer), or a type
+/// that derives [`VmState`] (QEMU's `VMS_STRUCT`: no bytes of its own, loaded at its own
+/// local version).
+pub trait VmElem: Sized {
+    /// The element type for the description.
+    const TYPE: FieldType;
+
+    /// Writes this element.
+    fn save_elem<C: SaveContext>(&mut self, w: &mut Writer<'_>, ctx: &mut C) -> Result<()>;
+
+    /// Reads this element in place.
+    fn load_elem(&mut self, r: &mut Reader<'_>) -> Result<()>;
+
+    /// Writes many elements; primitives override this with a bulk write.
+    fn save_slice<C: SaveContext>(
+        elems: &mut [Self],
+        w: &mut Writer<'_>,
+        ctx: &mut C,
+    ) -> Result<()> {
+        for (i, e) in elems.iter_mut().enumerate() {
+            e.save_elem(w, ctx).map_err(|err| err.at_index(i))?;
+        }
+        Ok(())
+    }
+
+    /// Reads many elements; primitives override this with a bulk read.
+    fn load_slice(elems: &mut [Self], r: &mut Reader<'_>) -> Result<()> {
+        for (i, e) in elems.iter_mut().enumerate() {
+            e.load_elem(r).map_err(|err| err.at_index(i))?;
+        }
+        Ok(())
+    }
+}
+
+macro_rules! int_elem {
+    ($t:ty, $info:expr, $put:ident, $get:ident, $get_into:ident, $ut:ty) => {
+        impl VmElem for $t {
+            const TYPE: FieldType = FieldType::Info($info);
+
+            #[inline]
+            fn save_elem<C: SaveContext>(&mut self, w: &mut Writer<'_>, _: &mut C) -> Result<()> {
+                w.$put(*self as $ut);
+                Ok(())
+            }
+
+            #[inline]
+            fn load_elem(&mut self, r: &mut Reader<'_>) -> Result<()> {
+                *self = r.$get()? as $t;
+                Ok(())
+            }
+
+            fn save_slice<C: SaveContext>(
+                elems: &mut [Self],
+                w: &mut Writer<'_>,
+                _: &mut C,
+            ) -> Result<()> {
+                w.reserve(elems.len() * std::mem::size_of::<$t>());
+                for e in elems.iter() {
+                    w.$put(*e as $ut);
+                }
+                Ok(())
+            }
+
+            fn load_slice(elems: &mut [Self], r: &mut Reader<'_>) -> Result<()> {
+                $get_into(elems, r)
+            }
+        }
+    };
+}
+
+fn load_u16s(e: &mut [u16], r: &mut Reader<'_>) -> Result<()> {
+    r.get_be16_into(e)
+}
+fn load_u32s(e: &mut [u32], r: &mut Reader<'_>) -> Result<()> {
+    r.get_be32_into(e)
+}
+fn load_u64s(e: &mut [u64], r: &mut Reader<'_>) -> Result<()> {
+    r.get_be64_into(e)
+}
+fn load_each<T: VmElem>(e: &mut [T], r: &mut Reader<'_>) -> Result<()> {
+    for x in e {
+        x.load_elem(r)?;
+    }
+    Ok(())
+}
+
+int_elem!(i8, infos::INT8, put_u8, get_u8, load_each, u8);
+int_elem!(i16, infos::INT16, put_be16, get_be16, load_each, u16);
+int_elem!(i32, infos::INT32, put_be32, get_be32, load_each, u32);
+int_elem!(i64, infos::INT64, put_be64, get_be64, load_each, u64);
+int_elem!(u16, infos::UINT16, put_be16, get_be16, load_u16s, u16);
+int_elem!(u32, infos::UINT32, put_be32, get_be32, load_u32s, u32);
+int_elem!(u64, infos::UINT64, put_be64, get_be64, load_u64s, u64);
+
+impl VmElem for u8 {
+    const TYPE: FieldType = FieldType::Info(infos::UINT8);
+
+    #[inline]
+    fn save_elem<C: SaveContext>(&mut self, w: &mut Writer<'_>, _: &mut C) -> Result<()> {
+        w.put_u8(*self);
+        Ok(())
+    }
+
+    #[inline]
+    fn load_elem(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        *self = r.get_u8()?;
+        Ok(())
+    }
+
+    fn save_slice<C: SaveContext>(elems: &mut [Self], w: &mut Writer<'_>, _: &mut C) -> Result<()> {
+        w.put_bytes(elems);
+        Ok(())
+    }
+
+    fn load_slice(elems: &mut [Self], r: &mut Reader<'_>) -> Result<()> {
+        r.get_bytes_into(elems)
+    }
+}
+
+impl VmElem for bool {
+    const TYPE: FieldType = FieldType::Info(infos::BOOL);
+
+    #[inline]
+    fn save_elem<C: SaveContext>(&mut self, w: &mut Writer<'_>, _: &mut C) -> Result<()> {
+        w.put_bool(*self);
+        Ok(())
+    }
+
+    #[inline]
+    fn load_elem(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        *self = r.get_bool()?;
+        Ok(())
+    }
+}
+
+impl VmElem for f64 {
+    const TYPE: FieldType = FieldType::Info(infos::FLOAT64);
+
+    #[inline]
+    fn save_elem<C: SaveContext>(&mut self, w: &mut Writer<'_>, _: &mut C) -> Result<()> {
+        w.put_be64(self.to_bits());
+        Ok(())
+    }
+
+    #[inline]
+    fn load_elem(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        *self = f64::from_bits(r.get_be64()?);
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! The big-endian writer (QEMU's `qemu_put_*`).
+
+use std::io::Write;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::error::Result;
+
+/// How many buffered bytes make [`Writer::flush_if_full`] write them out.
+pub const FLUSH_THRESHOLD: usize = 1 << 20;
+
+/// A big-endian writer.
+///
+/// Every `put_*` appends to an in-memory buffer and cannot fail; nothing on the hot path
+/// makes a virtual call. A writer built with [`Writer::to_io`] hands the buffer to its
+/// sink when [`Writer::flush_if_full`] or [`Writer::flush`] is called (the stream engine
+/// does that between records), so I/O errors surface there.
+///
+/// ```
+/// use vmstate::Writer;
+/// let mut w = Writer::new();
+/// w.put_u8(0x04);
+/// w.put_be32(7);
+/// w.put_counted_str("ram").unwrap();
+/// assert_eq!(w.as_bytes(), &[4, 0, 0, 0, 7, 3, b'r', b'a', b'm']);
+/// ```
+pub struct Writer<'a> {
+    buf: Vec<u8>,
+    sink: Option<Box<dyn Write + 'a>>,
+    /// Bytes already handed to the sink.
+    flushed: u64,
+}
+
+impl Default for Writer<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Writer<'a> {
+    /// A writer that keeps everything in memory.
+    pub fn new() -> Self {
+        Self::from_vec(Vec::new())
+    }
+
+    /// An in-memory writer that appends to `buf` (reuse a buffer to avoid allocating).
+    pub fn from_vec(buf: Vec<u8>) -> Self {
+        Writer {
+            buf,
+            sink: None,
+            flushed: 0,
+        }
+    }
+
+    /// A writer that sends its bytes to `sink` when flushed.
+    pub fn to_io(sink: impl Write + 'a) -> Self {
+        Writer {
+            buf: Vec::with_capacity(FLUSH_THRESHOLD + (64 << 10)),
+            sink: Some(Box::new(sink)),
+            flushed: 0,
+        }
+    }
+
+    /// Bytes written so far, flushed or not: the stream offset of the next byte.
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.flushed + self.buf.len() as u64
+    }
+
+    /// The bytes still buffered (everything, for an in-memory writer).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes the buffered bytes, leaving the writer empty (its position keeps counting).
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        self.flushed += self.buf.len() as u64;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Empties the buffer and resets the position to 0, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.flushed = 0;
+    }
+
+    /// The in-memory buffer (for an in-memory writer, everything written).
+    pub fn into_vec(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// Reserves room for `additional` more bytes.
+    #[inline]
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
+    /// Writes one byte.
+    #[inline]
+    pub fn put_u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+
+    /// Writes one signed byte.
+    #[inline]
+    pub fn put_i8(&mut self, v: i8) {
+        self.buf.push(v as u8);
+    }
+
+    /// Writes a bool as one byte, 0 or 1.
+    #[inline]
+    pub fn put_bool(&mut self, v: bool) {
+        self.buf.push(v as u8);
+    }
+
+    /// Writes a big-endian u16.
+    #[inline]
+    pub fn put_be16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// Writes a big-endian u32.
+    #[inline]
+    pub fn put_be32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// Writes a big-endian u64.
+    #[inline]
+    pub fn put_be64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// Writes raw bytes, with no length prefix.
+    #[inline]
+    pub fn put_bytes(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Writes `n` zero bytes.
+    #[inline]
+    pub fn put_zeros(&mut self, n: usize) {
+        self.buf.resize(self.buf.len() + n, 0);
+    }
+
+    /// Writes a slice of u16 as consecutive big-endian values, in one reservation.
+    pub fn put_be16_slice(&mut self, values: &[u16]) {
+        let start = self.grow(values.len() * 2);
+        BigEndian::write_u16_into(values, &mut self.buf[start..]);
+    }
+
+    /// Writes a slice of u32 as consecutive big-endian values, in one reservation.
+    pub fn put_be32_slice(&mut self, values: &[u32]) {
+        let start = self.grow(values.len() * 4);
+        BigEndian::write_u32_into(values, &mut self.buf[start..]);
+    }
+
+    /// Writes a slice of u64 as consecutive big-endian values, in one reservation.
+    pub fn put_be64_slice(&mut self, values: &[u64]) {
+        let start = self.grow(values.len() * 8);
+        BigEndian::write_u64_into(values, &mut self.buf[start..]);
+    }
+
+    /// Writes a counted string: a u8 length, then the bytes (QEMU's
+    /// `qemu_put_counted_string`). Fails if the string is longer than 255 bytes.
+    pub fn put_counted_str(&mut self, s: &str) -> Result<()> {
+        let len = u8::try_from(s.len()).map_err(|_| {
+            crate::Error::invalid(
+                "counted string",
+                format!("'{s}' is {} bytes long; the limit is 255", s.len()),
+            )
+        })?;
+        self.put_u8(len);
+        self.put_bytes(s.as_bytes());
+        Ok(())
+    }
+
+    /// Hands the buffer to the sink once it holds at least [`FLUSH_THRESHOLD`] bytes.
+    #[inline]
+    pub fn flush_if_full(&mut self) -> Result<()> {
+        if self.buf.len() >= FLUSH_THRESHOLD && self.sink.is_some() {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Hands every buffered byte to the sink and flushes it. No-op in memory.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.sink.is_some() {
+            self.write_out()?;
+            if let Some(sink) = self.sink.as_mut() {
+                sink.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<()> {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.write_all(&self.buf)?;
+            self.flushed += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Grows the buffer by `n` zero bytes and returns where they start.
+    #[inline]
+    fn grow(&mut self, n: usize) -> usize {
+        let start = self.buf.len();
+        self.buf.resize(start + n, 0);
+        start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_big_endian() {
+        let mut w = Writer::new();
+        w.put_be16(0x0102);
+        w.put_be32(0x03040506);
+        w.put_be64(0x0708090a0b0c0d0e);
+        w.put_i8(-1);
+        assert_eq!(
+            w.as_bytes(),
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xff]
+        );
+    }
+
+    #[test]
+    fn slices_match_single_puts() {
+        let vals = [1u32, 0xdeadbeef, 7];
+        let mut a = Writer::new();
+        a.put_be32_slice(&vals);
+        let mut b = Writer::new();
+        vals.iter().for_each(|v| b.put_be32(*v));
+        assert_eq!(a.as_bytes(), b.as_bytes());
+    }
+
+    #[test]
+    fn counted_string_over_255_bytes_is_an_error() {
+        let mut w = Writer::new();
+        assert!(w.put_counted_str(&"x".repeat(256)).is_err());
+        assert!(w.put_counted_str(&"x".repeat(255)).is_ok());
+        assert_eq!(w.as_bytes()[0], 255);
+    }
+
+    #[test]
+    fn io_writer_counts_position_across_flushes() {
+        let mut out = Vec::new();
+        {
+            let mut w = Writer::to_io(&mut out);
+            w.put_be32(1);
+            w.flush().unwrap();
+            w.put_be16(2);
+            assert_eq!(w.position(), 6);
+            w.flush().unwrap();
+        }
+        assert_eq!(out, [0, 0, 0, 1, 0, 2]);
+    }
+}

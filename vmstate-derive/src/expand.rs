@@ -78,8 +78,7 @@ pub fn expand(c: &Container<'_>) -> TokenStream {
         #[doc(hidden)]
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
-            extern crate vmstate as __vmstate_crate;
-            use __vmstate_crate::__private as __vm;
+            use ::vmstate::__private as __vm;
 
             static __DESCRIPTION: __vm::VmStateDescription = __vm::VmStateDescription {
                 name: #name,

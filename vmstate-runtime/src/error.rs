@@ -101,6 +101,104 @@ pub enum ErrorKind {
         /// The hook's error.
         source: HookError,
     },
+    /// Two entries with the same idstr and instance id.
+    #[error("an entry '{idstr}' with instance id {instance_id} is already registered")]
+    DuplicateSection {
+        /// The idstr.
+        idstr: String,
+        /// The instance id.
+        instance_id: u32,
+    },
+    /// The stream does not start with QEMU's magic.
+    #[error("not a migration stream: magic is 0x{found:08x}, expected 0x5145564d (\"QEVM\")")]
+    BadMagic {
+        /// The first four bytes.
+        found: u32,
+    },
+    /// A stream format version other than 3.
+    #[error("unsupported stream format version {found} (only version 3 is supported{})",
+            if *found == 2 { "; version 2 is obsolete" } else { "" })]
+    UnsupportedFormatVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// The configuration section names another machine type.
+    #[error("machine type mismatch: the stream is for '{stream}', this side is '{local}'")]
+    MachineMismatch {
+        /// Name in the stream.
+        stream: String,
+        /// Local name.
+        local: String,
+    },
+    /// A START or FULL section for an entry nobody registered.
+    #[error(
+        "unknown section or instance: '{idstr}' instance {instance_id} (section id {section_id}) is not registered here"
+    )]
+    UnknownSection {
+        /// The idstr in the stream.
+        idstr: String,
+        /// The instance id in the stream.
+        instance_id: u32,
+        /// The section id in the stream.
+        section_id: u32,
+    },
+    /// A PART or END section whose id no START section introduced.
+    #[error("section id {section_id} was not introduced by a START section")]
+    UnknownSectionId {
+        /// The section id in the stream.
+        section_id: u32,
+    },
+    /// A section's version is newer than the local entry's.
+    #[error("section version {stream} is newer than the local version {local}")]
+    SectionVersionTooNew {
+        /// Version in the stream.
+        stream: u32,
+        /// Local version.
+        local: u32,
+    },
+    /// A record type byte that is not defined.
+    #[error("unknown record type 0x{byte:02x}")]
+    UnknownRecordType {
+        /// The byte.
+        byte: u8,
+    },
+    /// The byte after a section payload is not the footer marker.
+    #[error("missing section footer: expected 0x7e, found 0x{found:02x}")]
+    MissingFooter {
+        /// The byte found.
+        found: u8,
+    },
+    /// The footer names another section.
+    #[error("mismatched section id in footer: expected {expected}, found {found}")]
+    FooterMismatch {
+        /// The section id of the section.
+        expected: u32,
+        /// The id in the footer.
+        found: u32,
+    },
+    /// A command this loader does not implement (postcopy, COLO, return path, ...).
+    #[error("unsupported command {name} ({cmd}) with {len} bytes of payload")]
+    UnsupportedCommand {
+        /// Command number.
+        cmd: u16,
+        /// QEMU's name for it.
+        name: &'static str,
+        /// Declared payload length.
+        len: u16,
+    },
+    /// A command number outside QEMU's range, or with the wrong length.
+    #[error("invalid command {cmd} with length {len}: {detail}")]
+    InvalidCommand {
+        /// Command number.
+        cmd: u16,
+        /// Declared payload length.
+        len: u16,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// The operation was cancelled.
+    #[error("cancelled")]
+    Cancelled,
     /// An I/O error from the underlying reader or writer.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

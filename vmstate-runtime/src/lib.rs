@@ -63,15 +63,19 @@
 //! - [`qjson`]: JSON written exactly as QEMU writes it;
 //! - [`Error`]: one error type with the field path, byte offset and section.
 
-#[allow(unused_extern_crates)] // lets the derive's `extern crate vmstate` work in-crate
+#[allow(unused_extern_crates)] // lets the derive's `::vmstate` paths work in-crate
 extern crate self as vmstate;
 
 pub mod description;
 mod error;
+pub mod handler;
 pub mod qjson;
+pub mod registry;
 pub mod save_context;
 mod state;
+pub mod stream;
 mod timer;
+pub mod transport;
 pub mod wire;
 
 #[doc(hidden)]
@@ -79,8 +83,11 @@ pub mod derive_support;
 
 pub use description::{Count, Field, FieldType, Info, LenType, VmStateDescription};
 pub use error::{Error, ErrorKind, HookError, PathSegment, Result, SectionRef};
+pub use handler::{IterationStatus, IterativeHandler, Pending, Phase};
+pub use registry::{Device, Priority, Registration, Registry, SectionHandle, SectionInfo};
 pub use save_context::{Describer, PlainSave, SaveContext};
 pub use state::{VmElem, VmState};
+pub use stream::StreamSaveCtx;
 pub use timer::Timer;
 pub use wire::{Limits, Reader, Writer};
 

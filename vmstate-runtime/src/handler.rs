@@ -1,0 +1,144 @@
+//! The iterative handler trait: state sent in rounds while the guest runs (QEMU's
+//! `SaveVMHandlers`), RAM being the main one.
+//!
+//! # Contract
+//!
+//! On the source, for one migration or snapshot, the stream engine calls:
+//!
+//! 1. [`save_setup`](IterativeHandler::save_setup) once, writing the START section
+//!    payload (for RAM: the block list). Dirty tracking starts here.
+//! 2. Any number of rounds, each made of
+//!    [`pending`](IterativeHandler::pending) (cheap, may be an estimate; with
+//!    `exact = true` the handler synchronises first, as RAM syncs its dirty bitmap) and
+//!    [`save_iterate`](IterativeHandler::save_iterate), writing one PART payload of
+//!    roughly at most `budget` bytes and saying whether anything is left.
+//! 3. With the guest stopped, [`save_complete`](IterativeHandler::save_complete) once,
+//!    writing the END payload: everything still pending.
+//! 4. [`save_cleanup`](IterativeHandler::save_cleanup) once, on success, on failure
+//!    and on cancellation, even if setup never ran. After it the handler must be usable
+//!    for another migration.
+//!
+//! Every payload must be self-delimiting (the loader reads it with no length): RAM ends
+//! each payload with its EOS flag.
+//!
+//! On the destination: [`load_setup`](IterativeHandler::load_setup) once before the
+//! first section, [`load`](IterativeHandler::load) for each START/PART/END section of
+//! this handler with the version from the START header,
+//! [`switchover_start`](IterativeHandler::switchover_start) when the source announces
+//! the switchover, and [`load_cleanup`](IterativeHandler::load_cleanup) at the end,
+//! whether the load succeeded or not.
+//!
+//! An error from any `save_*` fails the save: the engine stops writing, runs
+//! `save_cleanup` on every handler, and the guest keeps running on the source. An error
+//! from `load` fails the load with the section named in the error.
+
+use crate::error::Result;
+use crate::wire::{Reader, Writer};
+
+/// Which kind of section a payload belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The START section (setup).
+    Start,
+    /// A PART section (one round).
+    Part,
+    /// The END section (completion).
+    End,
+}
+
+/// Bytes a handler still has to send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Bytes that must be sent before the guest can run on the destination.
+    pub must_precopy: u64,
+    /// Bytes that could be sent after switchover (postcopy); 0 for precopy-only handlers.
+    pub can_postcopy: u64,
+}
+
+impl Pending {
+    /// Both counters together.
+    pub fn total(&self) -> u64 {
+        self.must_precopy + self.can_postcopy
+    }
+}
+
+/// What a round of iteration left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IterationStatus {
+    /// Nothing was left when the round ended (a full scan found nothing dirty).
+    Done,
+    /// More remains; call again.
+    More,
+}
+
+/// State that is sent in rounds while the guest runs. See the module docs for the
+/// contract.
+pub trait IterativeHandler: Send {
+    /// Whether the handler takes part in this migration. Inactive handlers get no
+    /// sections (QEMU's `is_active`).
+    fn is_active(&self) -> bool {
+        true
+    }
+
+    /// Writes the START payload and starts tracking changes.
+    fn save_setup(&mut self, w: &mut Writer<'_>) -> Result<()>;
+
+    /// Bytes still to send. With `exact`, synchronise first (may be slower).
+    fn pending(&mut self, exact: bool) -> Pending;
+
+    /// Writes one PART payload of about `budget` bytes at most.
+    fn save_iterate(&mut self, w: &mut Writer<'_>, budget: u64) -> Result<IterationStatus>;
+
+    /// Writes the END payload with everything still pending. The guest is stopped.
+    fn save_complete(&mut self, w: &mut Writer<'_>) -> Result<()>;
+
+    /// Ends a save, successful or not.
+    fn save_cleanup(&mut self) {}
+
+    /// Prepares for an incoming stream.
+    fn load_setup(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reads one section payload written by this handler at `version`.
+    fn load(&mut self, r: &mut Reader<'_>, version: u32, phase: Phase) -> Result<()>;
+
+    /// The source announced the switchover (QEMU's SWITCHOVER_START command).
+    fn switchover_start(&mut self) {}
+
+    /// Ends a load, successful or not.
+    fn load_cleanup(&mut self) {}
+}
+
+impl<H: IterativeHandler> IterativeHandler for std::sync::Arc<std::sync::Mutex<H>> {
+    fn is_active(&self) -> bool {
+        crate::registry::lock(self).is_active()
+    }
+    fn save_setup(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        crate::registry::lock(self).save_setup(w)
+    }
+    fn pending(&mut self, exact: bool) -> Pending {
+        crate::registry::lock(self).pending(exact)
+    }
+    fn save_iterate(&mut self, w: &mut Writer<'_>, budget: u64) -> Result<IterationStatus> {
+        crate::registry::lock(self).save_iterate(w, budget)
+    }
+    fn save_complete(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        crate::registry::lock(self).save_complete(w)
+    }
+    fn save_cleanup(&mut self) {
+        crate::registry::lock(self).save_cleanup()
+    }
+    fn load_setup(&mut self) -> Result<()> {
+        crate::registry::lock(self).load_setup()
+    }
+    fn load(&mut self, r: &mut Reader<'_>, version: u32, phase: Phase) -> Result<()> {
+        crate::registry::lock(self).load(r, version, phase)
+    }
+    fn switchover_start(&mut self) {
+        crate::registry::lock(self).switchover_start()
+    }
+    fn load_cleanup(&mut self) {
+        crate::registry::lock(self).load_cleanup()
+    }
+}

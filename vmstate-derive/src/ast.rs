@@ -1,5 +1,6 @@
 //! The container and field model, with parsed attributes.
 
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Expr, Fields, GenericArgument, Ident, Member, PathArguments, Type};
 
@@ -189,4 +190,22 @@ impl FieldAst<'_> {
             _ => false,
         }
     }
+}
+
+/// A type as the user wrote it, for messages.
+pub fn type_str(ty: &syn::Type) -> String {
+    let mut s = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" ;", ";"),
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        ("& ", "&"),
+    ] {
+        s = s.replace(from, to);
+    }
+    s
 }

@@ -8,18 +8,31 @@
 //!
 //! Unknown and duplicate keys are errors pointing at the key.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenTree};
+use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::spanned::Spanned;
-use syn::{Ident, LitInt, LitStr, Path};
+use syn::{Ident, LitInt, LitStr, Path, Token};
 
 use crate::ctxt::Ctxt;
 
-/// A parsed value and the span of the token it came from.
+/// A parsed value and where it came from, for errors that point at it.
 #[derive(Clone)]
 pub struct WithSpan<T> {
     pub value: T,
+    /// The value's first token (the key itself for flags).
     pub span: Span,
+    /// The key (`since` in `since = 2`).
+    pub key: Span,
+    /// The last token of the value (the key itself for flags).
+    pub end: Span,
+}
+
+impl<T> WithSpan<T> {
+    /// From the key to the end of the value: `since = 2`, `needed = Self::has_poll`.
+    pub fn whole(&self) -> (Span, Span) {
+        (self.key, self.end)
+    }
 }
 
 /// One attribute key that may be given at most once.
@@ -33,14 +46,16 @@ impl<T> Slot<T> {
         Slot { key, value: None }
     }
 
-    fn set(&mut self, cx: &Ctxt, key_span: Span, value: T, span: Span) {
+    fn set(&mut self, cx: &Ctxt, key: Span, value: T, (span, end): (Span, Span)) {
         if self.value.is_some() {
-            cx.error(
-                key_span,
-                format!("duplicate vmstate attribute `{}`", self.key),
-            );
+            cx.error(key, format!("duplicate vmstate attribute `{}`", self.key));
         } else {
-            self.value = Some(WithSpan { value, span });
+            self.value = Some(WithSpan {
+                value,
+                span,
+                key,
+                end,
+            });
         }
     }
 
@@ -52,8 +67,9 @@ impl<T> Slot<T> {
         self.value.is_some()
     }
 
-    pub fn span(&self) -> Option<Span> {
-        self.value.as_ref().map(|v| v.span)
+    /// The key's name, for messages.
+    pub fn key(&self) -> &'static str {
+        self.key
     }
 }
 
@@ -83,10 +99,28 @@ pub struct FieldAttrs {
     pub rename: Slot<String>,
 }
 
-const CONTAINER_KEYS: &str =
-    "name, version, min_version, pre_save, post_save, pre_load, post_load, needed";
-const FIELD_KEYS: &str =
-    "since, exists, skip, unused, len, equal, buffer, subsection, needed, rename";
+const CONTAINER_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "min_version",
+    "pre_save",
+    "post_save",
+    "pre_load",
+    "post_load",
+    "needed",
+];
+const FIELD_KEYS: &[&str] = &[
+    "since",
+    "exists",
+    "skip",
+    "unused",
+    "len",
+    "equal",
+    "buffer",
+    "subsection",
+    "needed",
+    "rename",
+];
 
 impl ContainerAttrs {
     pub fn parse(cx: &Ctxt, attrs: &[syn::Attribute]) -> Self {
@@ -116,7 +150,7 @@ impl ContainerAttrs {
                 "pre_load" => set_path(cx, &mut a.pre_load, ks, meta),
                 "post_load" => set_path(cx, &mut a.post_load, ks, meta),
                 "needed" => set_path(cx, &mut a.needed, ks, meta),
-                _ => unknown(meta, CONTAINER_KEYS, "container"),
+                _ => unknown(cx, meta, Kind::Container),
             }
         });
         a
@@ -124,6 +158,28 @@ impl ContainerAttrs {
 }
 
 impl FieldAttrs {
+    /// Every key given on the field, in grammar order, with its whole span range.
+    pub fn given(&self) -> Vec<(&'static str, (Span, Span))> {
+        fn g<T>(s: &Slot<T>) -> Option<(&'static str, (Span, Span))> {
+            s.get().map(|v| (s.key(), v.whole()))
+        }
+        [
+            g(&self.since),
+            g(&self.exists),
+            g(&self.skip),
+            g(&self.unused),
+            g(&self.len),
+            g(&self.equal),
+            g(&self.buffer),
+            g(&self.subsection),
+            g(&self.needed),
+            g(&self.rename),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     pub fn parse(cx: &Ctxt, attrs: &[syn::Attribute]) -> Self {
         let mut a = FieldAttrs {
             since: Slot::new("since"),
@@ -152,7 +208,7 @@ impl FieldAttrs {
                 "len" => {
                     let ident: Ident = meta.value()?.parse()?;
                     let span = ident.span();
-                    a.len.set(cx, ks, ident, span);
+                    a.len.set(cx, ks, ident, (span, span));
                     Ok(())
                 }
                 "equal" => set_flag(cx, &mut a.equal, ks),
@@ -160,7 +216,7 @@ impl FieldAttrs {
                 "subsection" => set_flag(cx, &mut a.subsection, ks),
                 "needed" => set_path(cx, &mut a.needed, ks, meta),
                 "rename" => set_str(cx, &mut a.rename, ks, meta),
-                _ => unknown(meta, FIELD_KEYS, "field"),
+                _ => unknown(cx, meta, Kind::Field),
             }
         });
         a
@@ -180,19 +236,60 @@ fn for_each_meta(
     }
 }
 
-fn unknown(meta: &ParseNestedMeta<'_>, keys: &str, what: &str) -> syn::Result<()> {
-    let key = meta
-        .path
-        .get_ident()
-        .map(|i| i.to_string())
-        .unwrap_or_else(|| "?".into());
-    Err(meta.error(format!(
-        "unknown vmstate {what} attribute `{key}` (expected one of: {keys})"
-    )))
+/// Where an attribute was written.
+#[derive(Clone, Copy)]
+enum Kind {
+    Container,
+    Field,
+}
+
+/// Records an unknown key (with a hint when it is a typo or belongs on the struct rather
+/// than a field, or the other way round) and skips its value, so that the rest of the
+/// attribute is still checked.
+fn unknown(cx: &Ctxt, meta: &ParseNestedMeta<'_>, kind: Kind) -> syn::Result<()> {
+    let (what, keys, other_keys, other_place) = match kind {
+        Kind::Container => ("container", CONTAINER_KEYS, FIELD_KEYS, "on a field"),
+        Kind::Field => ("field", FIELD_KEYS, CONTAINER_KEYS, "on the struct"),
+    };
+    let key = meta.path.to_token_stream().to_string().replace(' ', "");
+    let hint = if other_keys.contains(&key.as_str()) {
+        format!("`{key}` goes {other_place}; ")
+    } else if let Some(k) = keys.iter().find(|k| is_typo_of(&key, k)) {
+        format!("did you mean `{k}`? ")
+    } else {
+        String::new()
+    };
+    cx.error_spanned(
+        &meta.path,
+        format!(
+            "unknown vmstate {what} attribute `{key}` ({hint}expected one of: {})",
+            keys.join(", ")
+        ),
+    );
+    while !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+        meta.input.parse::<TokenTree>()?;
+    }
+    Ok(())
+}
+
+/// True if `key` is within two single-character edits of `known`.
+fn is_typo_of(key: &str, known: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (key.chars().collect(), known.chars().collect());
+    // Levenshtein distance, one row at a time.
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            row.push(sub.min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()] <= 2 && prev[b.len()] < b.len()
 }
 
 fn set_flag(cx: &Ctxt, slot: &mut Slot<()>, key_span: Span) -> syn::Result<()> {
-    slot.set(cx, key_span, (), key_span);
+    slot.set(cx, key_span, (), (key_span, key_span));
     Ok(())
 }
 
@@ -203,7 +300,7 @@ fn set_str(
     meta: &ParseNestedMeta<'_>,
 ) -> syn::Result<()> {
     let lit: LitStr = meta.value()?.parse()?;
-    slot.set(cx, ks, lit.value(), lit.span());
+    slot.set(cx, ks, lit.value(), (lit.span(), lit.span()));
     Ok(())
 }
 
@@ -214,8 +311,8 @@ fn set_path(
     meta: &ParseNestedMeta<'_>,
 ) -> syn::Result<()> {
     let path: Path = meta.value()?.parse()?;
-    let span = path.span();
-    slot.set(cx, ks, path, span);
+    let range = span_range(&path);
+    slot.set(cx, ks, path, range);
     Ok(())
 }
 
@@ -231,6 +328,15 @@ where
 {
     let lit: LitInt = meta.value()?.parse()?;
     let v = lit.base10_parse::<T>()?;
-    slot.set(cx, ks, v, lit.span());
+    slot.set(cx, ks, v, (lit.span(), lit.span()));
     Ok(())
+}
+
+/// The spans of the first and last tokens of `tokens` (stable Rust cannot join spans;
+/// an error given both is shown over the whole range).
+pub fn span_range(tokens: &impl ToTokens) -> (Span, Span) {
+    let mut iter = tokens.to_token_stream().into_iter();
+    let first = iter.next().map_or_else(|| tokens.span(), |t| t.span());
+    let last = iter.last().map_or(first, |t| t.span());
+    (first, last)
 }

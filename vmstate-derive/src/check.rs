@@ -4,9 +4,7 @@
 //! information (hook signatures, element types) are checked by the generated code at
 //! compile time instead, with spans on the offending tokens.
 
-use syn::spanned::Spanned;
-
-use crate::ast::{Container, FieldAst, Role, Shape};
+use crate::ast::{Container, FieldAst, Role, Shape, type_str};
 use crate::ctxt::Ctxt;
 
 /// Runs every rule.
@@ -14,9 +12,13 @@ pub fn check(cx: &Ctxt, c: &Container<'_>) {
     no_generics(cx, c);
     min_version_not_above_version(cx, c);
     for (i, f) in c.fields.iter().enumerate() {
+        if f.attrs.skip.is_set() {
+            // A skipped field is never sent: the only thing to say is what else was given.
+            skip_stands_alone(cx, f);
+            continue;
+        }
         since_not_above_version(cx, c, f);
         exists_replaces_since(cx, f);
-        skip_stands_alone(cx, f);
         unused_takes_only_version_keys(cx, f);
         subsection_needs_needed(cx, f);
         subsection_takes_no_data_keys(cx, f);
@@ -28,12 +30,22 @@ pub fn check(cx: &Ctxt, c: &Container<'_>) {
     }
 }
 
+/// `version = N` as the messages say it: given, or the default.
+fn version_words(c: &Container<'_>) -> String {
+    if c.attrs.version.is_set() {
+        format!("version {}", c.version())
+    } else {
+        format!("version {} (the default; set `version = N`)", c.version())
+    }
+}
+
 fn no_generics(cx: &Ctxt, c: &Container<'_>) {
     let g = &c.input.generics;
     if !g.params.is_empty() {
-        cx.error(
-            g.span(),
-            "VmState cannot be derived for generic types: a description is one static table",
+        cx.error_spanned(
+            g,
+            "VmState cannot be derived for generic types: a description is one static table \
+             (write a concrete struct per instantiation)",
         );
     }
 }
@@ -45,9 +57,9 @@ fn min_version_not_above_version(cx: &Ctxt, c: &Container<'_>) {
         cx.error(
             min.span,
             format!(
-                "min_version {} is above version {}: no stream could ever load",
+                "min_version {} is above {}: no stream could ever be loaded",
                 min.value,
-                c.version()
+                version_words(c)
             ),
         );
     }
@@ -60,63 +72,57 @@ fn since_not_above_version(cx: &Ctxt, c: &Container<'_>, f: &FieldAst<'_>) {
         cx.error(
             since.span,
             format!(
-                "since = {} is above the container's version {}: the field would never be sent",
+                "since = {} is above the container's {}: the field would never be sent",
                 since.value,
-                c.version()
+                version_words(c)
             ),
         );
     }
 }
 
 fn exists_replaces_since(cx: &Ctxt, f: &FieldAst<'_>) {
-    if let (Some(_), Some(exists)) = (f.attrs.since.get(), f.attrs.exists.get()) {
-        cx.error(
-            exists.span,
-            "`exists` replaces `since` (the predicate receives the version): use one of them",
+    if let (Some(since), Some(exists)) = (f.attrs.since.get(), f.attrs.exists.get()) {
+        cx.error_range(
+            exists.whole(),
+            format!(
+                "`exists` and `since` cannot be combined: the `exists` predicate receives the \
+                 version, so test `version >= {}` inside it and remove `since`",
+                since.value
+            ),
         );
     }
 }
 
 fn skip_stands_alone(cx: &Ctxt, f: &FieldAst<'_>) {
-    let a = &f.attrs;
-    if let Some(skip) = a.skip.get() {
-        let others = [
-            a.since.span(),
-            a.exists.span(),
-            a.unused.span(),
-            a.len.span(),
-            a.equal.span(),
-            a.buffer.span(),
-            a.subsection.span(),
-            a.needed.span(),
-            a.rename.span(),
-        ];
-        if others.iter().any(Option::is_some) {
-            cx.error(
-                skip.span,
-                "`skip` cannot be combined with other vmstate attributes",
+    for (key, range) in f.attrs.given() {
+        if key != "skip" {
+            cx.error_range(
+                range,
+                format!(
+                    "`{key}` cannot be combined with `skip`: a skipped field is never sent \
+                     and takes no other vmstate attribute"
+                ),
             );
         }
     }
 }
 
 fn unused_takes_only_version_keys(cx: &Ctxt, f: &FieldAst<'_>) {
-    let a = &f.attrs;
-    if let Some(unused) = a.unused.get() {
-        if unused.value == 0 {
-            cx.error(unused.span, "`unused` needs a size of at least 1 byte");
-        }
-        for span in [
-            a.len.span(),
-            a.equal.span(),
-            a.buffer.span(),
-            a.subsection.span(),
-            a.rename.span(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            cx.error(span, "`unused` fields take only `since` or `exists`");
+    let Some(unused) = f.attrs.unused.get() else {
+        return;
+    };
+    if unused.value == 0 {
+        cx.error(unused.span, "`unused` needs a size of at least 1 byte");
+    }
+    for (key, range) in f.attrs.given() {
+        if !matches!(key, "unused" | "since" | "exists") {
+            cx.error_range(
+                range,
+                format!(
+                    "`{key}` cannot be combined with `unused`: an unused field takes only \
+                     `since` or `exists`"
+                ),
+            );
         }
     }
 }
@@ -127,28 +133,25 @@ fn subsection_needs_needed(cx: &Ctxt, f: &FieldAst<'_>) {
     {
         cx.error(
             sub.span,
-            "a subsection needs `needed = path`: the predicate that decides whether it is sent",
+            "a subsection needs `needed = path`: the predicate `fn(&Self) -> bool` that decides \
+             whether it is sent",
         );
     }
 }
 
 fn subsection_takes_no_data_keys(cx: &Ctxt, f: &FieldAst<'_>) {
-    let a = &f.attrs;
-    if a.subsection.is_set() {
-        for span in [
-            a.since.span(),
-            a.exists.span(),
-            a.len.span(),
-            a.equal.span(),
-            a.buffer.span(),
-            a.rename.span(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            cx.error(
-                span,
-                "a subsection takes only `needed` (its name and versions come from its own type)",
+    if !f.attrs.subsection.is_set() {
+        return;
+    }
+    for (key, range) in f.attrs.given() {
+        // `unused` together with `subsection` is reported by the `unused` rule.
+        if !matches!(key, "subsection" | "needed" | "unused") {
+            cx.error_range(
+                range,
+                format!(
+                    "`{key}` cannot be combined with `subsection`: a subsection takes only \
+                     `needed` (its name and versions come from its own type)"
+                ),
             );
         }
     }
@@ -158,9 +161,10 @@ fn needed_only_on_subsections(cx: &Ctxt, f: &FieldAst<'_>) {
     if let Some(needed) = f.attrs.needed.get()
         && !f.attrs.subsection.is_set()
     {
-        cx.error(
-            needed.span,
-            "`needed` applies to subsections: add `subsection`, or use `exists` for a field",
+        cx.error_range(
+            needed.whole(),
+            "`needed` applies to subsections: add `subsection`, or use `exists = path` to make \
+             a single field conditional",
         );
     }
 }
@@ -170,13 +174,24 @@ fn len_matches_shape(cx: &Ctxt, f: &FieldAst<'_>) {
         return;
     }
     match (&f.shape, f.attrs.len.get()) {
-        (Shape::Vec { .. }, None) => cx.error(
-            f.ty.span(),
-            "a Vec field needs `len = field`: the earlier integer field holding its count",
+        (Shape::Vec { .. }, None) => cx.error_spanned(
+            f.ty,
+            "a Vec field needs `#[vmstate(len = field)]`: the earlier integer field holding its \
+             element count",
         ),
-        (Shape::Single | Shape::Array { .. }, Some(len)) => cx.error(
-            len.span,
-            "`len` applies to Vec fields; fixed arrays `[T; N]` carry their own length",
+        (Shape::Array { .. }, Some(len)) => cx.error_range(
+            len.whole(),
+            format!(
+                "`len` applies to Vec fields; the fixed array `{}` carries its own length",
+                type_str(f.ty)
+            ),
+        ),
+        (Shape::Single, Some(len)) => cx.error_range(
+            len.whole(),
+            format!(
+                "`len` applies to Vec fields, and this field is a `{}`",
+                type_str(f.ty)
+            ),
         ),
         _ => {}
     }
@@ -200,7 +215,10 @@ fn len_names_an_earlier_integer_field(
     if target >= index {
         cx.error(
             len.span,
-            format!("`len` names `{name}`, which comes later: the count must be loaded first"),
+            format!(
+                "`len` names `{name}`, which does not come before this field: the count must be \
+                 loaded first"
+            ),
         );
         return;
     }
@@ -215,7 +233,10 @@ fn len_names_an_earlier_integer_field(
     if t.count_type().is_none() {
         cx.error(
             len.span,
-            format!("`len` names `{name}`, which is not a u8, u16, u32 or i32 field"),
+            format!(
+                "`len` names `{name}`, a `{}`: the count field must be a u8, u16, u32 or i32",
+                type_str(t.ty)
+            ),
         );
     }
 }
@@ -224,7 +245,13 @@ fn buffer_is_a_byte_array(cx: &Ctxt, f: &FieldAst<'_>) {
     if let Some(b) = f.attrs.buffer.get()
         && !f.is_byte_array()
     {
-        cx.error(b.span, "`buffer` applies to byte arrays `[u8; N]`");
+        cx.error(
+            b.span,
+            format!(
+                "`buffer` applies to byte arrays `[u8; N]`, and this field is a `{}`",
+                type_str(f.ty)
+            ),
+        );
     }
 }
 
@@ -234,7 +261,10 @@ fn equal_is_a_single_value(cx: &Ctxt, f: &FieldAst<'_>) {
     {
         cx.error(
             e.span,
-            "`equal` applies to single values, not arrays or Vecs",
+            format!(
+                "`equal` applies to single values, and this field is a `{}`",
+                type_str(f.ty)
+            ),
         );
     }
 }

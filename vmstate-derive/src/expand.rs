@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{LitStr, Path};
 
-use crate::ast::{Container, FieldAst, Role, Shape};
+use crate::ast::{Container, FieldAst, Role, Shape, type_str};
+use crate::attr::span_range;
 
 /// Everything generated for one struct.
 pub fn expand(c: &Container<'_>) -> TokenStream {
@@ -44,32 +45,31 @@ pub fn expand(c: &Container<'_>) -> TokenStream {
     let save_subs = subs.iter().map(|f| save_subsection(f));
     let load_subs = load_subsections(&subs);
 
-    let pre_save = hook_call(
-        c.attrs.pre_save.get().map(|h| &h.value),
-        |p| quote_spanned!(p.span()=> __vm::pre_save(self, #p)?;),
-    );
+    let pre_save = hook_call(c.attrs.pre_save.get().map(|h| &h.value), |p| {
+        hook_helper(p, "pre_save", quote!(self), true)
+    });
     let post_save = c.attrs.post_save.get().map(|h| &h.value).map_or_else(
         || quote!(__result),
         |p| {
-            quote_spanned!(p.span()=> {
-                let __post = __vm::post_save(self, #p);
+            let call = hook_helper(p, "post_save", quote!(self), false);
+            quote!({
+                let __post = #call;
                 __result.and(__post)
             })
         },
     );
-    let pre_load = hook_call(
-        c.attrs.pre_load.get().map(|h| &h.value),
-        |p| quote_spanned!(p.span()=> __vm::pre_load(self, r, #p)?;),
-    );
-    let post_load = hook_call(
-        c.attrs.post_load.get().map(|h| &h.value),
-        |p| quote_spanned!(p.span()=> __vm::post_load(self, version, r, #p)?;),
-    );
+    let pre_load = hook_call(c.attrs.pre_load.get().map(|h| &h.value), |p| {
+        hook_helper(p, "pre_load", quote!(self, r), true)
+    });
+    let post_load = hook_call(c.attrs.post_load.get().map(|h| &h.value), |p| {
+        hook_helper(p, "post_load", quote!(self, version, r), true)
+    });
     let needed = c.attrs.needed.get().map(|h| {
         let p = &h.value;
-        quote_spanned! {p.span()=>
+        let call = hook_helper(p, "needed", quote!(self), false);
+        quote! {
             fn needed(&self) -> bool {
-                __vm::needed(self, #p)
+                #call
             }
         }
     });
@@ -161,6 +161,24 @@ fn hook_call(path: Option<&Path>, f: impl FnOnce(&Path) -> TokenStream) -> Token
     path.map(f).unwrap_or_default()
 }
 
+/// `__vm::<helper>(<args>, <path>)` (with `?;` if `try_`), spanned over the whole hook
+/// path: the helpers take typed closures, so a hook with the wrong signature (or an error
+/// type that is not an error) is a type error, and it points at `Self::sync` in
+/// `pre_save = Self::sync` rather than at the derive.
+fn hook_helper(p: &Path, helper: &str, args: TokenStream, try_: bool) -> TokenStream {
+    let (first, last) = span_range(p);
+    let helper = Ident::new(helper, first);
+    // A call's span runs from its callee to its closing parenthesis.
+    let mut call_args = Group::new(Delimiter::Parenthesis, quote!(#args, #p));
+    call_args.set_span(last);
+    let call = quote_spanned!(first=> __vm::#helper #call_args);
+    if try_ {
+        quote_spanned!(last=> #call ?;)
+    } else {
+        call
+    }
+}
+
 /// vmdesc names: a name shared by several fields gets `[k]`, its position among them.
 fn vmdesc_names(wire: &[&FieldAst<'_>]) -> Vec<String> {
     let mut totals: HashMap<String, usize> = HashMap::new();
@@ -247,7 +265,7 @@ fn field_desc(c: &Container<'_>, f: &FieldAst<'_>, vmdesc_name: &str) -> TokenSt
 fn guarded(f: &FieldAst<'_>, body: TokenStream) -> TokenStream {
     if let Some(p) = f.attrs.exists.get() {
         let p = &p.value;
-        let test = quote_spanned!(p.span()=> __vm::exists(&*this, version, #p));
+        let test = hook_helper(p, "exists", quote!(&*this, version), false);
         quote!(if #test { #body })
     } else if let Some(s) = f.attrs.since.get().filter(|s| s.value > 0) {
         let v = s.value;
@@ -328,7 +346,7 @@ fn save_subsection(f: &FieldAst<'_>) -> TokenStream {
         .get()
         .expect("checked: subsection has needed")
         .value;
-    let test = quote_spanned!(needed.span()=> __vm::needed(&*this, #needed));
+    let test = hook_helper(needed, "needed", quote!(&*this), false);
     quote! {
         if #test {
             __vm::save_subsection(&mut this.#m, &__DESCRIPTION, w, ctx)?;
@@ -360,17 +378,36 @@ fn load_subsections(subs: &[&FieldAst<'_>]) -> TokenStream {
     }
 }
 
-/// A compile-time check that a subsection's name starts with the parent's name.
+/// A compile-time check that a subsection's name starts with the parent's name and goes
+/// on after it (QEMU's loader only takes a subsection whose name is longer than the
+/// parent's). The error points at the field's type and says what to write.
 fn prefix_check(parent: &str, f: &FieldAst<'_>) -> TokenStream {
     let ty = f.ty;
+    let ty_name = type_str(ty);
+    let field = &f.rust_name;
     let msg = LitStr::new(
-        &format!("a subsection's name must start with its parent's name \"{parent}\""),
+        &format!(
+            "subsection `{field}`: the vmstate name of `{ty_name}` must start with its \
+             parent's name \"{parent}\" and be longer, e.g. \
+             #[vmstate(name = \"{parent}/{field}\")] on `{ty_name}`"
+        )
+        // `assert!` reads its message as a format string.
+        .replace('{', "{{")
+        .replace('}', "}}"),
         Span::call_site(),
     );
-    quote_spanned! {ty.span()=>
-        const _: () = ::core::assert!(
-            __vm::has_prefix(<#ty as __vm::VmState>::DESCRIPTION.name, #parent),
+    let (first, last) = span_range(ty);
+    // The assertion's span runs from the type's first token to its last.
+    let mut args = Group::new(
+        Delimiter::Parenthesis,
+        quote_spanned! {first=>
+            __vm::has_prefix(<#ty as __vm::VmState>::DESCRIPTION.name, #parent)
+                && <#ty as __vm::VmState>::DESCRIPTION.name.len() > #parent.len(),
             #msg
-        );
+        },
+    );
+    args.set_span(last);
+    quote_spanned! {first=>
+        const _: () = ::core::assert! #args;
     }
 }

@@ -30,3 +30,8 @@ pub fn derive_vmstate(input: TokenStream) -> TokenStream {
         (Ok(()), None) => TokenStream::new(),
     }
 }
+
+/// Compiles and runs every example of `docs/attributes.md` as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/attributes.md")]
+struct AttributesDoc;

@@ -1,0 +1,10 @@
+use vmstate::VmState;
+
+#[derive(VmState)]
+#[vmstate(name = "mode")]
+enum Mode {
+    Off,
+    On(u8),
+}
+
+fn main() {}

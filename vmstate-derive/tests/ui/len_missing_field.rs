@@ -1,0 +1,11 @@
+use vmstate::VmState;
+
+#[derive(VmState)]
+#[vmstate(name = "dev")]
+struct Dev {
+    count: u8,
+    #[vmstate(len = cnt)]
+    data: Vec<u8>,
+}
+
+fn main() {}

@@ -70,6 +70,7 @@ pub mod description;
 mod error;
 pub mod handler;
 pub mod qjson;
+pub mod ram;
 pub mod registry;
 pub mod save_context;
 mod state;

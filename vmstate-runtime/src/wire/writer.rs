@@ -161,6 +161,26 @@ impl<'a> Writer<'a> {
         BigEndian::write_u64_into(values, &mut self.buf[start..]);
     }
 
+    /// Appends `n` zero bytes and returns them for the caller to fill in place (saves
+    /// a copy when the data comes from elsewhere, such as a guest page).
+    #[inline]
+    pub fn put_slot(&mut self, n: usize) -> &mut [u8] {
+        let start = self.grow(n);
+        &mut self.buf[start..]
+    }
+
+    /// Drops the bytes written after stream position `pos`. Only bytes still in the
+    /// buffer can be dropped: returns false (and drops nothing) if some were flushed.
+    pub fn rewind_to(&mut self, pos: u64) -> bool {
+        match pos.checked_sub(self.flushed) {
+            Some(keep) if keep <= self.buf.len() as u64 => {
+                self.buf.truncate(keep as usize);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Writes a counted string: a u8 length, then the bytes (QEMU's
     /// `qemu_put_counted_string`). Fails if the string is longer than 255 bytes.
     pub fn put_counted_str(&mut self, s: &str) -> Result<()> {

@@ -1,0 +1,240 @@
+//! A RAM block: guest memory the emulator owns, with its dirty bitmap.
+//!
+//! The memory is an array of atomic 64-bit words, so vCPU threads can write it while
+//! the migration thread copies pages out, without `unsafe` and without locks. Every
+//! write through [`RamBlock::write`] / [`RamBlock::write_u64`] marks its pages dirty
+//! after storing the data (see [`DirtyBitmap`] for why that order is enough).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::dirty::DirtyBitmap;
+use crate::error::{Error, Result};
+
+/// The target page size QEMU uses on x86 and most targets.
+pub const DEFAULT_PAGE_SIZE: usize = 4096;
+
+/// A named block of guest RAM (QEMU's RAMBlock: `pc.ram`, `pc.bios`, ...).
+///
+/// ```
+/// use vmstate::ram::RamBlock;
+/// let ram = RamBlock::new("pc.ram", 1 << 20).unwrap();
+/// ram.write(0x1003, b"hello");
+/// let mut out = [0u8; 5];
+/// ram.read(0x1003, &mut out);
+/// assert_eq!(&out, b"hello");
+/// assert!(ram.dirty().is_dirty(1));
+/// ```
+#[derive(Debug)]
+pub struct RamBlock {
+    name: String,
+    words: Box<[AtomicU64]>,
+    page_size: usize,
+    dirty: DirtyBitmap,
+}
+
+impl RamBlock {
+    /// A zero-filled block of `size` bytes with 4 KiB pages.
+    pub fn new(name: impl Into<String>, size: u64) -> Result<Self> {
+        Self::with_page_size(name, size, DEFAULT_PAGE_SIZE)
+    }
+
+    /// A zero-filled block with a given page size (a power of two, at least 1 KiB, as
+    /// RAM flags live in the low 10 bits of page offsets).
+    pub fn with_page_size(name: impl Into<String>, size: u64, page_size: usize) -> Result<Self> {
+        let name = name.into();
+        if name.is_empty() || name.len() > 255 {
+            return Err(Error::invalid(
+                "RAM block name",
+                format!("'{name}' must be 1 to 255 bytes"),
+            ));
+        }
+        if !page_size.is_power_of_two() || page_size < 1024 {
+            return Err(Error::invalid(
+                "page size",
+                format!("{page_size} is not a power of two >= 1024"),
+            ));
+        }
+        if size % page_size as u64 != 0 {
+            return Err(Error::invalid(
+                "RAM block size",
+                format!("{size} is not a multiple of the page size {page_size}"),
+            ));
+        }
+        let words = usize::try_from(size / 8)
+            .map_err(|_| Error::invalid("RAM block size", "too large for this host"))?;
+        Ok(RamBlock {
+            name,
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            page_size,
+            dirty: DirtyBitmap::new((size / page_size as u64) as usize),
+        })
+    }
+
+    /// The block's name (its idstr in the stream).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Size in bytes (QEMU's `used_length`).
+    pub fn len(&self) -> u64 {
+        self.words.len() as u64 * 8
+    }
+
+    /// True for a zero-sized block.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.dirty.pages()
+    }
+
+    /// The dirty bitmap.
+    pub fn dirty(&self) -> &DirtyBitmap {
+        &self.dirty
+    }
+
+    /// Guest write of any length at any offset; marks the pages dirty.
+    ///
+    /// Panics if the range is outside the block (a guest bug, like a bad DMA address).
+    pub fn write(&self, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.store(offset, data);
+        let first = (offset / self.page_size as u64) as usize;
+        let last = ((offset + data.len() as u64 - 1) / self.page_size as u64) as usize;
+        self.dirty.mark_range(first, last);
+    }
+
+    /// Guest write of an aligned 64-bit value; marks the page dirty.
+    #[inline]
+    pub fn write_u64(&self, offset: u64, value: u64) {
+        debug_assert_eq!(offset % 8, 0, "unaligned write_u64");
+        self.words[(offset / 8) as usize].store(value, Ordering::Relaxed);
+        self.dirty.mark((offset / self.page_size as u64) as usize);
+    }
+
+    /// Reads `out.len()` bytes at `offset`.
+    pub fn read(&self, offset: u64, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            let at = offset + i as u64;
+            let word = self.words[(at / 8) as usize].load(Ordering::Relaxed);
+            *b = word.to_ne_bytes()[(at % 8) as usize];
+        }
+    }
+
+    /// Copies page `page` into `out` (exactly one page long).
+    #[inline]
+    pub fn copy_page(&self, page: usize, out: &mut [u8]) {
+        let per_page = self.page_size / 8;
+        let words = &self.words[page * per_page..(page + 1) * per_page];
+        for (dst, w) in out.chunks_exact_mut(8).zip(words) {
+            dst.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        }
+    }
+
+    /// Writes a whole page from the stream (destination side; marks nothing).
+    #[inline]
+    pub fn load_page(&self, page: usize, data: &[u8]) {
+        let per_page = self.page_size / 8;
+        let words = &self.words[page * per_page..(page + 1) * per_page];
+        for (src, w) in data.chunks_exact(8).zip(words) {
+            w.store(
+                u64::from_ne_bytes(src.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Zeroes a page (destination side), skipping words that are already zero.
+    pub fn zero_page(&self, page: usize) {
+        let per_page = self.page_size / 8;
+        for w in &self.words[page * per_page..(page + 1) * per_page] {
+            if w.load(Ordering::Relaxed) != 0 {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A 64-bit FNV-1a checksum of page `page` (for verifying a migration).
+    pub fn page_checksum(&self, page: usize) -> u64 {
+        let per_page = self.page_size / 8;
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for w in &self.words[page * per_page..(page + 1) * per_page] {
+            h ^= w.load(Ordering::Relaxed);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    }
+
+    fn store(&self, offset: u64, data: &[u8]) {
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let word = &self.words[(at / 8) as usize];
+            let in_word = (at % 8) as usize;
+            let n = (8 - in_word).min(rest.len());
+            if n == 8 {
+                word.store(
+                    u64::from_ne_bytes(rest[..8].try_into().expect("8")),
+                    Ordering::Relaxed,
+                );
+            } else {
+                // A partial word: merge atomically, other vCPUs may write its other bytes.
+                let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    let mut b = old.to_ne_bytes();
+                    b[in_word..in_word + n].copy_from_slice(&rest[..n]);
+                    Some(u64::from_ne_bytes(b))
+                });
+            }
+            at += n as u64;
+            rest = &rest[n..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unaligned_writes_read_back_and_mark_every_touched_page() {
+        let b = RamBlock::new("r", 3 * 4096).unwrap();
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        b.write(4090, &data);
+        let mut out = vec![0u8; 5000];
+        b.read(4090, &mut out);
+        assert_eq!(out, data);
+        assert_eq!(b.dirty().count(), 3);
+    }
+
+    #[test]
+    fn sizes_must_be_page_multiples() {
+        assert!(RamBlock::new("r", 4097).is_err());
+        assert!(RamBlock::new("", 4096).is_err());
+        assert!(RamBlock::with_page_size("r", 4096, 512).is_err());
+    }
+
+    #[test]
+    fn page_copy_and_load_are_inverse() {
+        let a = RamBlock::new("a", 8192).unwrap();
+        a.write(4096, &[7; 100]);
+        let mut page = vec![0; 4096];
+        a.copy_page(1, &mut page);
+        let b = RamBlock::new("b", 8192).unwrap();
+        b.load_page(1, &page);
+        assert_eq!(a.page_checksum(1), b.page_checksum(1));
+        b.zero_page(1);
+        assert_eq!(
+            b.page_checksum(1),
+            RamBlock::new("c", 4096).unwrap().page_checksum(0)
+        );
+    }
+}

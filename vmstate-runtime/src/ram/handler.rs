@@ -1,0 +1,405 @@
+//! The `ram` iterative handler in QEMU's wire format (section `ram`, version 4;
+//! spec section 5).
+//!
+//! Setup sends the block list (MEM_SIZE record) and marks every page dirty. Each round
+//! scans the dirty bitmaps from where the last round stopped and sends dirty pages as
+//! ZERO or PAGE records until the byte budget is spent; a round that scans every page
+//! and finds nothing dirty reports `Done`. Completion sends every page still dirty.
+//! Each payload ends with EOS. A record names its block unless it is the block of the
+//! previous record on this stream (CONTINUE), across section boundaries too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::block::RamBlock;
+use super::format::{CONTINUE, EOS, MEM_SIZE, MULTIFD_FLUSH, PAGE, ZERO, flag_names};
+use super::zero::is_zero;
+use crate::error::{Error, Result};
+use crate::handler::{IterationStatus, IterativeHandler, Pending, Phase};
+use crate::wire::{Reader, Writer};
+
+/// The section version QEMU uses for RAM.
+pub const RAM_VERSION: u32 = 4;
+
+/// Counters of the RAM handler, readable from other threads while a migration runs
+/// (QEMU's `query-migrate` `ram` object).
+#[derive(Debug, Default)]
+pub struct RamStats {
+    /// Pages sent (or received) with their contents (QEMU's `normal`).
+    pub normal_pages: AtomicU64,
+    /// Zero pages sent (or received) as 9-byte records (QEMU's `duplicate`).
+    pub zero_pages: AtomicU64,
+    /// Completed passes over all dirty bitmaps (QEMU's `dirty-sync-count`, roughly).
+    pub passes: AtomicU64,
+    /// Pages found dirty again after they had been sent (for the dirty rate).
+    pub redirtied_pages: AtomicU64,
+}
+
+/// A snapshot of [`RamStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RamCounters {
+    /// Pages sent with contents.
+    pub normal_pages: u64,
+    /// Zero pages.
+    pub zero_pages: u64,
+    /// Completed passes.
+    pub passes: u64,
+    /// Pages dirtied again after being sent.
+    pub redirtied_pages: u64,
+}
+
+impl RamStats {
+    /// The current values.
+    pub fn get(&self) -> RamCounters {
+        RamCounters {
+            normal_pages: self.normal_pages.load(Ordering::Relaxed),
+            zero_pages: self.zero_pages.load(Ordering::Relaxed),
+            passes: self.passes.load(Ordering::Relaxed),
+            redirtied_pages: self.redirtied_pages.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        for c in [
+            &self.normal_pages,
+            &self.zero_pages,
+            &self.passes,
+            &self.redirtied_pages,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Guest RAM as an iterative handler. Register it as `("ram", RAM_VERSION)`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use vmstate::ram::{RamBlock, RamHandler, RAM_VERSION};
+/// use vmstate::{Registration, Registry};
+///
+/// let ram = Arc::new(RamBlock::new("pc.ram", 16 << 20).unwrap());
+/// let mut reg = Registry::new();
+/// reg.register_iterative("ram", RAM_VERSION, RamHandler::new(vec![ram.clone()]).unwrap(),
+///                        Registration::new()).unwrap();
+/// ```
+pub struct RamHandler {
+    blocks: Vec<Arc<RamBlock>>,
+    page_size: usize,
+    stats: Arc<RamStats>,
+    /// Block of the last record sent on this stream (for CONTINUE).
+    last_sent: Option<usize>,
+    /// Scan position: block index and bitmap word index.
+    cursor: (usize, usize),
+    /// Whether setup ran (pages dirtied again are counted only after the first pass).
+    first_pass_done: bool,
+    /// Block of the last record received (for CONTINUE on load).
+    last_loaded: Option<usize>,
+    page_buf: Vec<u8>,
+}
+
+impl RamHandler {
+    /// A handler over `blocks`, in RAM list order. All blocks must share a page size.
+    pub fn new(blocks: Vec<Arc<RamBlock>>) -> Result<Self> {
+        let page_size = blocks
+            .first()
+            .map_or(super::block::DEFAULT_PAGE_SIZE, |b| b.page_size());
+        if let Some(b) = blocks.iter().find(|b| b.page_size() != page_size) {
+            return Err(Error::invalid(
+                "RAM blocks",
+                format!(
+                    "block '{}' has page size {}, others {page_size}",
+                    b.name(),
+                    b.page_size()
+                ),
+            ));
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            if blocks[..i].iter().any(|o| o.name() == b.name()) {
+                return Err(Error::invalid(
+                    "RAM blocks",
+                    format!("two blocks named '{}'", b.name()),
+                ));
+            }
+        }
+        Ok(RamHandler {
+            blocks,
+            page_size,
+            stats: Arc::default(),
+            last_sent: None,
+            cursor: (0, 0),
+            first_pass_done: false,
+            last_loaded: None,
+            page_buf: vec![0; page_size],
+        })
+    }
+
+    /// The blocks.
+    pub fn blocks(&self) -> &[Arc<RamBlock>] {
+        &self.blocks
+    }
+
+    /// The counters, shared (clone the `Arc` to read them from another thread).
+    pub fn stats(&self) -> Arc<RamStats> {
+        self.stats.clone()
+    }
+
+    /// Total bytes of RAM.
+    pub fn total_bytes(&self) -> u64 {
+        self.blocks.iter().map(|b| b.len()).sum()
+    }
+
+    fn dirty_pages(&self) -> u64 {
+        self.blocks.iter().map(|b| b.dirty().count()).sum()
+    }
+
+    /// Writes one page record, ZERO or PAGE, for `page` of block `bi`.
+    #[inline]
+    fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<()> {
+        let block = &self.blocks[bi];
+        let offset = (page * self.page_size) as u64;
+        let cont = if self.last_sent == Some(bi) {
+            CONTINUE
+        } else {
+            0
+        };
+        let start = w.position();
+        w.put_be64(offset | PAGE | cont);
+        if cont == 0 {
+            w.put_counted_str(block.name())?;
+        }
+        let slot = w.put_slot(self.page_size);
+        block.copy_page(page, slot);
+        if is_zero(slot) {
+            let rewound = w.rewind_to(start);
+            debug_assert!(rewound, "no flush happens inside a record");
+            w.put_be64(offset | ZERO | cont);
+            if cont == 0 {
+                w.put_counted_str(block.name())?;
+            }
+            w.put_u8(0);
+            self.stats.zero_pages.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.first_pass_done {
+            self.stats.redirtied_pages.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_sent = Some(bi);
+        w.flush_if_full()
+    }
+
+    /// Sends every page whose bit is set in `bits` (word `wi` of block `bi`).
+    fn send_word(&mut self, w: &mut Writer<'_>, bi: usize, wi: usize, mut bits: u64) -> Result<()> {
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.send_page(w, bi, wi * 64 + bit)?;
+        }
+        Ok(())
+    }
+
+    fn advance_cursor(&mut self) {
+        let (bi, wi) = self.cursor;
+        if wi + 1 < self.blocks[bi].dirty().words() {
+            self.cursor = (bi, wi + 1);
+            return;
+        }
+        let mut next = bi + 1;
+        while next < self.blocks.len() && self.blocks[next].dirty().words() == 0 {
+            next += 1;
+        }
+        if next >= self.blocks.len() {
+            self.stats.passes.fetch_add(1, Ordering::Relaxed);
+            self.first_pass_done = true;
+            next = 0;
+        }
+        self.cursor = (next, 0);
+    }
+
+    fn block_for(&mut self, r: &mut Reader<'_>, flags: u64) -> Result<usize> {
+        if flags & CONTINUE != 0 {
+            return self.last_loaded.ok_or_else(|| {
+                Error::invalid(
+                    "RAM record",
+                    "CONTINUE flag on the first page of the stream",
+                )
+            });
+        }
+        let name = r.get_counted_string()?;
+        let bi = self
+            .blocks
+            .iter()
+            .position(|b| b.name() == name)
+            .ok_or_else(|| Error::invalid("RAM block", format!("unknown RAM block '{name}'")))?;
+        self.last_loaded = Some(bi);
+        Ok(bi)
+    }
+
+    fn load_block_list(&mut self, r: &mut Reader<'_>, total: u64) -> Result<()> {
+        let mut left = total;
+        while left > 0 {
+            let at = r.position();
+            let name = r.get_counted_string()?;
+            let len = r.get_be64()?;
+            let block = self
+                .blocks
+                .iter()
+                .find(|b| b.name() == name)
+                .ok_or_else(|| {
+                    Error::invalid("RAM block list", format!("unknown RAM block '{name}'"))
+                        .at_offset(at)
+                })?;
+            if block.len() != len {
+                return Err(Error::invalid(
+                    "RAM block list",
+                    format!(
+                        "block '{name}' is 0x{len:x} bytes in the stream and 0x{:x} here (resizing is not supported)",
+                        block.len()
+                    ),
+                )
+                .at_offset(at));
+            }
+            left = left.checked_sub(len).ok_or_else(|| {
+                Error::invalid(
+                    "RAM block list",
+                    format!("blocks add up to more than the total 0x{total:x}"),
+                )
+                .at_offset(at)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn check_page(&self, bi: usize, offset: u64, at: u64) -> Result<usize> {
+        let block = &self.blocks[bi];
+        if offset + self.page_size as u64 > block.len() {
+            return Err(Error::invalid(
+                "RAM page",
+                format!(
+                    "offset 0x{offset:x} is outside block '{}' (0x{:x} bytes)",
+                    block.name(),
+                    block.len()
+                ),
+            )
+            .at_offset(at));
+        }
+        Ok((offset / self.page_size as u64) as usize)
+    }
+}
+
+impl IterativeHandler for RamHandler {
+    fn save_setup(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        self.last_sent = None;
+        self.cursor = (0, 0);
+        self.first_pass_done = false;
+        self.stats.reset();
+        w.put_be64(self.total_bytes() | MEM_SIZE);
+        for b in &self.blocks {
+            w.put_counted_str(b.name())?;
+            w.put_be64(b.len());
+            b.dirty().mark_all();
+        }
+        w.put_be64(EOS);
+        Ok(())
+    }
+
+    fn pending(&mut self, _exact: bool) -> Pending {
+        Pending {
+            must_precopy: self.dirty_pages() * self.page_size as u64,
+            can_postcopy: 0,
+        }
+    }
+
+    fn save_iterate(&mut self, w: &mut Writer<'_>, budget: u64) -> Result<IterationStatus> {
+        let start = w.position();
+        let total_words: usize = self.blocks.iter().map(|b| b.dirty().words()).sum();
+        let mut clean_run = 0;
+        let mut status = IterationStatus::Done;
+        while clean_run < total_words {
+            if w.position() - start >= budget {
+                status = IterationStatus::More;
+                break;
+            }
+            let (bi, wi) = self.cursor;
+            self.advance_cursor();
+            let dirty = self.blocks[bi].dirty();
+            if dirty.peek_word(wi) == 0 {
+                clean_run += 1;
+                continue;
+            }
+            let bits = dirty.take_word(wi);
+            clean_run = 0;
+            self.send_word(w, bi, wi, bits)?;
+        }
+        w.put_be64(EOS);
+        Ok(status)
+    }
+
+    fn save_complete(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        for bi in 0..self.blocks.len() {
+            for wi in 0..self.blocks[bi].dirty().words() {
+                if self.blocks[bi].dirty().peek_word(wi) != 0 {
+                    let bits = self.blocks[bi].dirty().take_word(wi);
+                    self.send_word(w, bi, wi, bits)?;
+                }
+            }
+        }
+        w.put_be64(EOS);
+        Ok(())
+    }
+
+    fn load_setup(&mut self) -> Result<()> {
+        self.last_loaded = None;
+        self.stats.reset();
+        Ok(())
+    }
+
+    fn load(&mut self, r: &mut Reader<'_>, version: u32, _phase: Phase) -> Result<()> {
+        if version != RAM_VERSION {
+            return Err(Error::invalid(
+                "RAM section",
+                format!("version {version}; only version {RAM_VERSION} exists"),
+            ));
+        }
+        let mask = self.page_size as u64 - 1;
+        loop {
+            let at = r.position();
+            let word = r.get_be64()?;
+            let (flags, offset) = (word & mask, word & !mask);
+            match flags & !CONTINUE {
+                EOS => return Ok(()),
+                MEM_SIZE => self.load_block_list(r, offset)?,
+                ZERO => {
+                    let bi = self.block_for(r, flags).map_err(|e| e.at_offset(at))?;
+                    let page = self.check_page(bi, offset, at)?;
+                    let fill = r.get_u8()?;
+                    if fill != 0 {
+                        return Err(Error::invalid(
+                            "RAM zero page",
+                            format!("fill byte 0x{fill:02x}; only 0 is valid"),
+                        )
+                        .at_offset(at));
+                    }
+                    self.blocks[bi].zero_page(page);
+                    self.stats.zero_pages.fetch_add(1, Ordering::Relaxed);
+                }
+                PAGE => {
+                    let bi = self.block_for(r, flags).map_err(|e| e.at_offset(at))?;
+                    let page = self.check_page(bi, offset, at)?;
+                    r.get_bytes_into(&mut self.page_buf)?;
+                    self.blocks[bi].load_page(page, &self.page_buf);
+                    self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
+                }
+                MULTIFD_FLUSH => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "RAM record",
+                        format!("unsupported flags 0x{flags:x} ({})", flag_names(flags)),
+                    )
+                    .at_offset(at));
+                }
+            }
+        }
+    }
+}

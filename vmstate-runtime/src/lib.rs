@@ -66,12 +66,14 @@
 #[allow(unused_extern_crates)] // lets the derive's `::vmstate` paths work in-crate
 extern crate self as vmstate;
 
+pub mod decode;
 pub mod description;
 mod error;
 pub mod handler;
 pub mod qjson;
 pub mod ram;
 pub mod registry;
+pub mod schema;
 pub mod save_context;
 mod state;
 pub mod stream;

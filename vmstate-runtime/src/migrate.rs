@@ -1,0 +1,345 @@
+//! The precopy driver: live migration that converges under a downtime limit
+//! (QEMU's `migration_thread` / `migration_iteration_run`, spec 4.2-4.3).
+//!
+//! It runs setup, then rounds while the guest keeps running. After each round it
+//! measures the bandwidth achieved and compares what is still dirty with what can be
+//! sent within the downtime limit (`threshold = bandwidth × downtime_limit`). Once the
+//! remaining state fits, it stops the guest through [`GuestControl::stop`], sends the
+//! rest and every device, and waits for the destination
+//! ([`GuestControl::wait_destination`]) to measure the real downtime.
+//!
+//! Cancellation ([`CancelToken`]) and every failure before the switchover leave the guest
+//! running on the source with its state intact (handlers are cleaned up, nothing on the
+//! source is modified). A failure after the guest was stopped resumes it on the source.
+//!
+//! ```no_run
+//! use std::net::TcpStream;
+//! use vmstate::migrate::{migrate, CancelToken, GuestControl, MigrationParams};
+//! # fn registry() -> vmstate::Registry { vmstate::Registry::new() }
+//! struct Vcpus;
+//! impl GuestControl for Vcpus {
+//!     fn stop(&mut self) -> vmstate::Result<()> { /* pause vCPU threads */ Ok(()) }
+//!     fn resume(&mut self) { /* restart them */ }
+//! }
+//! let mut reg = registry();
+//! let sock = TcpStream::connect("127.0.0.1:4444").unwrap();
+//! let stats = migrate(&mut reg, sock, &mut Vcpus, &MigrationParams::new("my-vmm-1.0"),
+//!                     &CancelToken::new(), &mut |_| {}).unwrap();
+//! println!("downtime {:?}", stats.downtime);
+//! ```
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::handler::IterationStatus;
+use crate::ram::{RamCounters, RamStats};
+use crate::registry::Registry;
+use crate::stream::{SaveSession, StreamConfig};
+
+/// What to do when `max_total_time` runs out before the migration converges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// Cancel: the guest keeps running on the source (the default).
+    #[default]
+    Cancel,
+    /// Stop the guest and switch over anyway, accepting a longer downtime.
+    ForceSwitchover,
+}
+
+/// Migration parameters, named after QEMU's (`downtime-limit`, `max-bandwidth`, ...).
+#[derive(Debug, Clone)]
+pub struct MigrationParams {
+    /// The stream's configuration (machine name, optional commands).
+    pub stream: StreamConfig,
+    /// Longest acceptable downtime (QEMU's default: 300 ms).
+    pub downtime_limit: Duration,
+    /// Bandwidth cap in bytes per second (`None`: unlimited, the default here).
+    pub max_bandwidth: Option<u64>,
+    /// Give up (or force the switchover) after this long (`None`: no limit).
+    pub max_total_time: Option<Duration>,
+    /// What happens when `max_total_time` runs out.
+    pub on_timeout: OnTimeout,
+    /// RAM counters to report, if the registry has a RAM handler.
+    pub ram_stats: Option<Arc<RamStats>>,
+}
+
+impl MigrationParams {
+    /// QEMU's defaults, except an unlimited bandwidth, for machine `machine`.
+    pub fn new(machine: impl Into<String>) -> Self {
+        MigrationParams {
+            stream: StreamConfig::new(machine),
+            downtime_limit: Duration::from_millis(300),
+            max_bandwidth: None,
+            max_total_time: None,
+            on_timeout: OnTimeout::Cancel,
+            ram_stats: None,
+        }
+    }
+}
+
+/// The emulator's control over the source guest.
+pub trait GuestControl {
+    /// Stops the guest (pauses every vCPU); after it returns, no vCPU writes memory.
+    fn stop(&mut self) -> Result<()>;
+    /// Runs the guest again on the source (after a failure that followed `stop`).
+    fn resume(&mut self);
+    /// Blocks until the destination reports that it loaded the stream and can run the
+    /// guest; the downtime ends here. Default: return at once (downtime then ends when
+    /// the stream is flushed).
+    fn wait_destination(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Cancels a migration from another thread.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requests cancellation. Honoured until the switchover starts.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Where a migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Status {
+    /// Writing the header and START sections.
+    #[default]
+    Setup,
+    /// Sending rounds while the guest runs.
+    Active,
+    /// The guest is stopped and the rest is being sent.
+    Device,
+    /// Done: the destination has the guest.
+    Completed,
+    /// Cancelled or timed out; the guest runs on the source.
+    Cancelled,
+    /// Failed; the guest runs on the source.
+    Failed,
+}
+
+/// Statistics as QEMU's `query-migrate` reports them, updated while the migration runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MigrationStats {
+    /// Where the migration is.
+    pub status: Status,
+    /// Time since the start.
+    pub total_time: Duration,
+    /// Time spent in setup (header and START sections).
+    pub setup_time: Duration,
+    /// Guest stopped on the source until the destination could run it (0 until then).
+    pub downtime: Duration,
+    /// Downtime predicted from the remaining dirty bytes and the bandwidth.
+    pub expected_downtime: Duration,
+    /// Bytes written to the stream.
+    pub transferred: u64,
+    /// Bytes still dirty at the last check.
+    pub remaining: u64,
+    /// Rounds (PART sections per handler) run.
+    pub rounds: u64,
+    /// Bandwidth achieved over the last round, in bytes per second.
+    pub bandwidth: u64,
+    /// Rate at which the guest dirtied memory over the last round, in bytes per second.
+    pub dirty_rate: u64,
+    /// Threshold used for the switchover decision (bandwidth × downtime limit).
+    pub threshold: u64,
+    /// Whether the switchover was forced by `max_total_time`.
+    pub forced_switchover: bool,
+    /// RAM page counters, if `ram_stats` was given.
+    pub ram: Option<RamCounters>,
+}
+
+/// Rate limiting in windows of 100 ms, as QEMU (`max-bandwidth / 10` per window).
+struct RateLimit {
+    per_window: Option<u64>,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+const WINDOW: Duration = Duration::from_millis(100);
+/// Round size when the bandwidth is not limited: large enough to amortise the
+/// per-round work, small enough to re-check convergence often.
+const UNLIMITED_ROUND: u64 = 32 << 20;
+
+impl RateLimit {
+    fn new(max_bandwidth: Option<u64>) -> Self {
+        RateLimit {
+            per_window: max_bandwidth.map(|b| (b / 10).max(4096)),
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// Bytes that may be sent now; sleeps until the next window if none.
+    fn budget(&mut self) -> u64 {
+        let Some(limit) = self.per_window else {
+            return UNLIMITED_ROUND;
+        };
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= WINDOW {
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        } else if self.window_bytes >= limit {
+            std::thread::sleep(WINDOW - elapsed);
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        }
+        limit - self.window_bytes.min(limit)
+    }
+
+    fn sent(&mut self, bytes: u64) {
+        self.window_bytes += bytes;
+    }
+}
+
+/// Migrates the guest described by `registry` to the destination at the other end of
+/// `sink`. `progress` is called after every round and at the end with the current
+/// statistics (for a progress display).
+pub fn migrate(
+    registry: &mut Registry,
+    sink: impl Write,
+    guest: &mut dyn GuestControl,
+    params: &MigrationParams,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(&MigrationStats),
+) -> Result<MigrationStats> {
+    let start = Instant::now();
+    let mut stats = MigrationStats::default();
+    let ram = || params.ram_stats.as_ref().map(|r| r.get());
+    let mut session = SaveSession::new(registry, sink, params.stream.clone());
+
+    session.setup()?;
+    stats.setup_time = start.elapsed();
+    stats.status = Status::Active;
+    stats.transferred = session.bytes_written();
+    progress(&stats);
+
+    let mut limit = RateLimit::new(params.max_bandwidth);
+    let limit_ms = params.downtime_limit.as_secs_f64() * 1000.0;
+    let mut bandwidth_bpms: Option<f64> = None; // bytes per millisecond
+    let mut remaining = session.pending(false).total();
+    loop {
+        if cancel.is_cancelled() {
+            return finish_cancelled(session, stats, start, ram(), progress, None);
+        }
+        let timed_out = params.max_total_time.is_some_and(|t| start.elapsed() >= t);
+        if timed_out && params.on_timeout == OnTimeout::Cancel {
+            return finish_cancelled(
+                session,
+                stats,
+                start,
+                ram(),
+                progress,
+                Some("max_total_time"),
+            );
+        }
+        let threshold = bandwidth_bpms.map_or(0.0, |b| b * limit_ms) as u64;
+        stats.threshold = threshold;
+        if bandwidth_bpms.is_some() && remaining <= threshold {
+            remaining = session.pending(true).total(); // QEMU's exact pass
+            if remaining <= threshold {
+                break;
+            }
+        }
+        if timed_out {
+            stats.forced_switchover = true;
+            break;
+        }
+
+        // The round's time includes any wait for the rate limit, so that the measured
+        // bandwidth is what the link is allowed to carry, as QEMU measures it.
+        let round_start = Instant::now();
+        let budget = limit.budget();
+        let before = session.bytes_written();
+        let status = session.iterate(budget)?;
+        let sent = session.bytes_written() - before;
+        let elapsed = round_start.elapsed();
+        limit.sent(sent);
+
+        let ms = (elapsed.as_secs_f64() * 1000.0).max(0.001);
+        if sent > 0 {
+            bandwidth_bpms = Some(sent as f64 / ms);
+        }
+        let now_pending = session.pending(false).total();
+        // What was dirty, minus what this round sent, plus what the guest dirtied.
+        let redirtied = (now_pending + sent).saturating_sub(remaining);
+        remaining = now_pending;
+        stats.rounds += 1;
+        stats.transferred = session.bytes_written();
+        stats.remaining = remaining;
+        stats.bandwidth = bandwidth_bpms.map_or(0, |b| (b * 1000.0) as u64);
+        stats.dirty_rate = (redirtied as f64 / elapsed.as_secs_f64().max(1e-6)) as u64;
+        stats.expected_downtime = bandwidth_bpms.map_or(Duration::ZERO, |b| {
+            Duration::from_secs_f64(remaining as f64 / b / 1000.0)
+        });
+        stats.total_time = start.elapsed();
+        stats.ram = ram();
+        progress(&stats);
+        if status == IterationStatus::Done && remaining == 0 && bandwidth_bpms.is_none() {
+            // Nothing at all to send (no RAM): switch over.
+            break;
+        }
+    }
+
+    // Switchover: from here on the guest is stopped; failures resume it.
+    if cancel.is_cancelled() {
+        return finish_cancelled(session, stats, start, ram(), progress, None);
+    }
+    guest.stop()?;
+    let stopped = Instant::now();
+    stats.status = Status::Device;
+    progress(&stats);
+    let completed = session.complete().and_then(|_| guest.wait_destination());
+    if let Err(e) = completed {
+        guest.resume();
+        stats.status = Status::Failed;
+        stats.total_time = start.elapsed();
+        progress(&stats);
+        return Err(e);
+    }
+    stats.downtime = stopped.elapsed();
+    stats.status = Status::Completed;
+    stats.transferred = session.bytes_written();
+    stats.remaining = 0;
+    stats.total_time = start.elapsed();
+    stats.ram = ram();
+    progress(&stats);
+    Ok(stats)
+}
+
+fn finish_cancelled(
+    session: SaveSession<'_, '_>,
+    mut stats: MigrationStats,
+    start: Instant,
+    ram: Option<RamCounters>,
+    progress: &mut dyn FnMut(&MigrationStats),
+    why: Option<&'static str>,
+) -> Result<MigrationStats> {
+    drop(session); // runs every handler's cleanup
+    stats.status = Status::Cancelled;
+    stats.total_time = start.elapsed();
+    stats.ram = ram;
+    progress(&stats);
+    Err(match why {
+        Some(limit) => Error::invalid(
+            "migration",
+            format!(
+                "{limit} ran out before the migration converged; the guest keeps running on the source"
+            ),
+        ),
+        None => Error::new(ErrorKind::Cancelled),
+    })
+}

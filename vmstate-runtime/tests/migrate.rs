@@ -1,0 +1,346 @@
+//! The precopy driver: convergence with a guest writing, cancellation, a destination
+//! dying mid-stream, and the total-time limit.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vmstate::migrate::{CancelToken, GuestControl, MigrationParams, OnTimeout, Status, migrate};
+use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
+use vmstate::stream::{LoadOptions, load_stream};
+use vmstate::transport::pipe;
+use vmstate::{
+    IterationStatus, IterativeHandler, Pending, Phase, Reader, Registration, Registry, VmState,
+    Writer,
+};
+
+const MACHINE: &str = "migrate-test-1.0";
+const PAGES: u64 = 2048; // 8 MiB
+
+#[derive(VmState, Default, Debug, Clone, PartialEq)]
+#[vmstate(name = "counter")]
+struct Counter {
+    value: u64,
+}
+
+/// A guest: one vCPU thread storing to its RAM until stopped, and a device.
+struct Guest {
+    ram: Arc<RamBlock>,
+    running: Arc<AtomicBool>,
+    vcpu: Option<JoinHandle<()>>,
+    writes: Arc<AtomicU64>,
+    stops: u32,
+    resumes: u32,
+}
+
+impl Guest {
+    fn new() -> Self {
+        let mut g = Guest {
+            ram: Arc::new(RamBlock::new("ram0", PAGES * 4096).unwrap()),
+            running: Arc::new(AtomicBool::new(false)),
+            vcpu: None,
+            writes: Arc::default(),
+            stops: 0,
+            resumes: 0,
+        };
+        g.start();
+        g
+    }
+
+    fn start(&mut self) {
+        self.running.store(true, Ordering::SeqCst);
+        let (ram, running, writes) = (self.ram.clone(), self.running.clone(), self.writes.clone());
+        self.vcpu = Some(std::thread::spawn(move || {
+            let mut i = writes.load(Ordering::Relaxed);
+            while running.load(Ordering::Relaxed) {
+                // A working set of the first quarter of RAM, rewritten in a loop.
+                let page = i % (PAGES / 4);
+                ram.write_u64(page * 4096 + (i % 512) * 8, i);
+                i += 1;
+                writes.store(i, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    fn halt(&mut self) {
+        self.running.store(false, Ordering::SeqCst);
+        if let Some(h) = self.vcpu.take() {
+            h.join().unwrap();
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.vcpu.is_some()
+    }
+}
+
+impl GuestControl for Guest {
+    fn stop(&mut self) -> vmstate::Result<()> {
+        self.stops += 1;
+        self.halt();
+        Ok(())
+    }
+    fn resume(&mut self) {
+        self.resumes += 1;
+        self.start();
+    }
+}
+
+fn source(guest: &Guest) -> (Registry, MigrationParams) {
+    let mut reg = Registry::new();
+    let handler = RamHandler::new(vec![guest.ram.clone()]).unwrap();
+    let mut params = MigrationParams::new(MACHINE);
+    params.ram_stats = Some(handler.stats());
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .unwrap();
+    reg.register_device(Counter { value: 42 }, Registration::new())
+        .unwrap();
+    (reg, params)
+}
+
+/// A destination on a thread: returns its RAM and device after loading.
+fn destination(
+    input: impl Read + Send + 'static,
+) -> JoinHandle<vmstate::Result<(Arc<RamBlock>, Counter, u64)>> {
+    destination_with(input, false)
+}
+
+/// A destination that may also have the never-converging handler.
+fn destination_with(
+    input: impl Read + Send + 'static,
+    endless: bool,
+) -> JoinHandle<vmstate::Result<(Arc<RamBlock>, Counter, u64)>> {
+    std::thread::spawn(move || {
+        let ram = Arc::new(RamBlock::new("ram0", PAGES * 4096).unwrap());
+        let mut reg = Registry::new();
+        reg.register_iterative(
+            "ram",
+            RAM_VERSION,
+            RamHandler::new(vec![ram.clone()])?,
+            Registration::new(),
+        )?;
+        let counter = Arc::new(Mutex::new(Counter::default()));
+        reg.register_device(counter.clone(), Registration::new())?;
+        if endless {
+            reg.register_iterative("endless", 1, Endless, Registration::new())?;
+        }
+        let opts = LoadOptions {
+            machine: Some(MACHINE.into()),
+            ..Default::default()
+        };
+        let report = load_stream(&mut reg, &mut Reader::from_io(input), &opts)?;
+        let c = counter.lock().unwrap().clone();
+        Ok((ram, c, report.bytes))
+    })
+}
+
+fn same_ram(a: &RamBlock, b: &RamBlock) -> bool {
+    (0..a.pages()).all(|p| a.page_checksum(p) == b.page_checksum(p))
+}
+
+#[test]
+fn migration_with_a_guest_writing_converges_and_the_copy_is_exact() {
+    let mut guest = Guest::new();
+    let (mut reg, params) = source(&guest);
+    let (w, r) = pipe();
+    let dst = destination(r);
+    let mut rounds_seen = 0;
+    let stats = migrate(
+        &mut reg,
+        w,
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |s| {
+            rounds_seen = s.rounds;
+        },
+    )
+    .unwrap();
+    let (ram, counter, bytes) = dst.join().unwrap().unwrap();
+    assert_eq!(stats.status, Status::Completed);
+    assert!(!guest.is_running(), "the guest now runs on the destination");
+    assert!(guest.writes.load(Ordering::Relaxed) > 0);
+    assert!(
+        same_ram(&guest.ram, &ram),
+        "destination RAM differs from the source's"
+    );
+    assert_eq!(counter.value, 42);
+    assert_eq!(stats.transferred, bytes);
+    assert_eq!(rounds_seen, stats.rounds);
+    let pages = stats.ram.unwrap();
+    assert!(pages.normal_pages + pages.zero_pages >= PAGES);
+}
+
+#[test]
+fn cancellation_keeps_the_guest_running_on_the_source() {
+    let mut guest = Guest::new();
+    let (mut reg, mut params) = source(&guest);
+    reg.register_iterative("endless", 1, Endless, Registration::new())
+        .unwrap();
+    params.max_bandwidth = Some(8 << 20);
+    let (w, r) = pipe();
+    let dst = destination_with(r, true);
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    let err = migrate(&mut reg, w, &mut guest, &params, &cancel, &mut |s| {
+        if s.rounds == 2 {
+            c2.cancel();
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err.kind(), vmstate::ErrorKind::Cancelled));
+    assert!(guest.is_running(), "cancel never stops the guest");
+    assert_eq!((guest.stops, guest.resumes), (0, 0));
+    assert!(
+        dst.join().unwrap().is_err(),
+        "the destination saw a cut stream"
+    );
+    guest.halt();
+}
+
+#[test]
+fn destination_dying_mid_stream_leaves_the_source_running() {
+    let mut guest = Guest::new();
+    let (mut reg, params) = source(&guest);
+    let (w, mut r) = pipe();
+    let dst = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        r.read_exact(&mut buf).unwrap();
+        drop(r); // dies after 1 MiB
+    });
+    let before = guest.writes.load(Ordering::Relaxed);
+    let err = migrate(
+        &mut reg,
+        w,
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    dst.join().unwrap();
+    assert!(matches!(err.kind(), vmstate::ErrorKind::Io(_)), "{err}");
+    assert!(guest.is_running());
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        guest.writes.load(Ordering::Relaxed) > before,
+        "the guest keeps running"
+    );
+    guest.halt();
+    // The source can migrate again afterwards.
+    guest.start();
+    let (w, r) = pipe();
+    let dst = destination(r);
+    migrate(
+        &mut reg,
+        w,
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let (ram, _, _) = dst.join().unwrap().unwrap();
+    assert!(same_ram(&guest.ram, &ram));
+}
+
+#[test]
+fn failure_after_the_guest_stopped_resumes_it() {
+    struct Failing(Guest);
+    impl GuestControl for Failing {
+        fn stop(&mut self) -> vmstate::Result<()> {
+            self.0.stop()
+        }
+        fn resume(&mut self) {
+            self.0.resume()
+        }
+        fn wait_destination(&mut self) -> vmstate::Result<()> {
+            Err(vmstate::Error::invalid("destination", "refused the guest"))
+        }
+    }
+    let guest = Guest::new();
+    let (mut reg, params) = source(&guest);
+    let mut failing = Failing(guest);
+    let (w, r) = pipe();
+    let dst = destination(r);
+    let err = migrate(
+        &mut reg,
+        w,
+        &mut failing,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("refused the guest"));
+    assert_eq!((failing.0.stops, failing.0.resumes), (1, 1));
+    assert!(failing.0.is_running());
+    dst.join().unwrap().unwrap();
+    failing.0.halt();
+}
+
+/// A handler that always has more to send than any threshold: never converges.
+struct Endless;
+
+impl IterativeHandler for Endless {
+    fn save_setup(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
+        w.put_u8(0);
+        Ok(())
+    }
+    fn pending(&mut self, _exact: bool) -> Pending {
+        Pending {
+            must_precopy: u64::MAX / 4,
+            can_postcopy: 0,
+        }
+    }
+    fn save_iterate(&mut self, w: &mut Writer<'_>, _: u64) -> vmstate::Result<IterationStatus> {
+        w.put_u8(0);
+        Ok(IterationStatus::More)
+    }
+    fn save_complete(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
+        w.put_u8(0);
+        Ok(())
+    }
+    fn load(&mut self, r: &mut Reader<'_>, _: u32, _: Phase) -> vmstate::Result<()> {
+        r.get_u8()?;
+        Ok(())
+    }
+}
+
+#[test]
+fn running_out_of_time_cancels_or_forces_the_switchover() {
+    let mut guest = Guest::new();
+    let (mut reg, mut params) = source(&guest);
+    reg.register_iterative("endless", 1, Endless, Registration::new())
+        .unwrap();
+    params.max_total_time = Some(Duration::from_millis(200));
+    let err = migrate(
+        &mut reg,
+        Vec::new(),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max_total_time"), "{err}");
+    assert!(guest.is_running());
+    assert_eq!(guest.stops, 0);
+
+    params.on_timeout = OnTimeout::ForceSwitchover;
+    let mut stream = Vec::new();
+    let stats = migrate(
+        &mut reg,
+        &mut stream,
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(stats.forced_switchover);
+    assert_eq!(stats.status, Status::Completed);
+    assert!(!guest.is_running());
+}

@@ -1,1 +1,4 @@
-//! Devices shared by the examples.
+//! Code shared by the examples: an emulated machine (`machine`) for the live-migration
+//! and snapshot examples.
+
+pub mod machine;

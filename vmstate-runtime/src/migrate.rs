@@ -152,7 +152,8 @@ pub struct MigrationStats {
     pub rounds: u64,
     /// Bandwidth achieved over the last round, in bytes per second.
     pub bandwidth: u64,
-    /// Rate at which the guest dirtied memory over the last round, in bytes per second.
+    /// Rate at which the guest dirtied memory over the last round, in bytes per second
+    /// (pages newly dirtied since the previous check, at page size).
     pub dirty_rate: u64,
     /// Threshold used for the switchover decision (bandwidth × downtime limit).
     pub threshold: u64,
@@ -264,6 +265,7 @@ pub fn migrate(
         let round_start = Instant::now();
         let budget = limit.budget();
         let before = session.bytes_written();
+        let ram_before = ram();
         let status = session.iterate(budget)?;
         let sent = session.bytes_written() - before;
         let elapsed = round_start.elapsed();
@@ -274,8 +276,14 @@ pub fn migrate(
             bandwidth_bpms = Some(sent as f64 / ms);
         }
         let now_pending = session.pending(false).total();
-        // What was dirty, minus what this round sent, plus what the guest dirtied.
-        let redirtied = (now_pending + sent).saturating_sub(remaining);
+        // Pending state the round consumed: RAM pages at their page size (a zero page
+        // costs 9 stream bytes but clears 4 KiB of pending), else the bytes sent.
+        let consumed = match (ram_before, ram()) {
+            (Some(a), Some(b)) => b.pages_bytes() - a.pages_bytes(),
+            _ => sent,
+        };
+        // What is dirty now, minus what was left of the old dirty set: newly dirtied.
+        let redirtied = (now_pending + consumed).saturating_sub(remaining);
         remaining = now_pending;
         stats.rounds += 1;
         stats.transferred = session.bytes_written();

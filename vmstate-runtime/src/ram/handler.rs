@@ -33,6 +33,8 @@ pub struct RamStats {
     pub passes: AtomicU64,
     /// Pages found dirty again after they had been sent (for the dirty rate).
     pub redirtied_pages: AtomicU64,
+    /// The target page size.
+    pub page_size: AtomicU64,
 }
 
 /// A snapshot of [`RamStats`].
@@ -46,6 +48,15 @@ pub struct RamCounters {
     pub passes: u64,
     /// Pages dirtied again after being sent.
     pub redirtied_pages: u64,
+    /// The target page size.
+    pub page_size: u64,
+}
+
+impl RamCounters {
+    /// Bytes of guest RAM sent (full and zero pages, at page size each).
+    pub fn pages_bytes(&self) -> u64 {
+        (self.normal_pages + self.zero_pages) * self.page_size
+    }
 }
 
 impl RamStats {
@@ -56,6 +67,7 @@ impl RamStats {
             zero_pages: self.zero_pages.load(Ordering::Relaxed),
             passes: self.passes.load(Ordering::Relaxed),
             redirtied_pages: self.redirtied_pages.load(Ordering::Relaxed),
+            page_size: self.page_size.load(Ordering::Relaxed),
         }
     }
 
@@ -122,10 +134,12 @@ impl RamHandler {
                 ));
             }
         }
+        let stats = Arc::new(RamStats::default());
+        stats.page_size.store(page_size as u64, Ordering::Relaxed);
         Ok(RamHandler {
             blocks,
             page_size,
-            stats: Arc::default(),
+            stats,
             last_sent: None,
             cursor: (0, 0),
             first_pass_done: false,

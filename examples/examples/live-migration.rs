@@ -1,0 +1,270 @@
+//! A whole live migration on this machine: a source guest with vCPU threads writing its
+//! RAM, a destination process, loopback TCP between them, a progress display, a final
+//! report, and a check that the destination's state equals the source's at switchover.
+//!
+//! ```text
+//! cargo run --release --example live-migration                 # everything, defaults
+//! cargo run --release --example live-migration -- --ram 2G --working-set 512M --dirty-rate 200M
+//! cargo run --release --example live-migration -- --json       # final report as JSON
+//! # two hosts: start the destination first, then the source
+//! cargo run --release --example live-migration -- --listen 0.0.0.0:4444 --ram 1G
+//! cargo run --release --example live-migration -- --connect desthost:4444 --ram 1G
+//! ```
+//!
+//! The protocol between the two ends is described in `vmstate_examples::machine::live`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use vmstate::migrate::MigrationStats;
+use vmstate_examples::machine::Workload;
+use vmstate_examples::machine::live::{self, Outcome, SourceConfig};
+
+/// Live-migrate a small emulated guest between two processes over loopback TCP.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Guest RAM size (K, M, G suffixes).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    ram: u64,
+    /// Bytes of RAM the vCPUs keep rewriting while the migration runs.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    working_set: u64,
+    /// Cap on the guest's dirty rate, in bytes per second (default: no cap).
+    #[arg(long, value_parser = parse_size)]
+    dirty_rate: Option<u64>,
+    /// Number of vCPU threads.
+    #[arg(long, default_value_t = 1)]
+    vcpus: usize,
+    /// Downtime limit in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    downtime_ms: u64,
+    /// Bandwidth cap in bytes per second (default: unlimited).
+    #[arg(long, value_parser = parse_size)]
+    max_bandwidth: Option<u64>,
+    /// Give up after this many seconds and force the switchover.
+    #[arg(long, default_value_t = 120)]
+    max_time: u64,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Run as the destination, listening on ADDR (port 0 picks one; it is printed).
+    #[arg(long, value_name = "ADDR", conflicts_with = "connect")]
+    listen: Option<String>,
+    /// Run as the source, connecting to a destination at ADDR.
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<String>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("'{s}' is not a size like 512M or 2G"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = if let Some(addr) = &args.listen {
+        destination(&args, addr)
+    } else {
+        source(&args)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("live-migration: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The destination: print the address, then load the guest from one connection.
+fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
+    let listener = TcpListener::bind(addr)?;
+    println!("LISTENING {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    live::run_destination(listener, args.ram)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts this program again as the destination on a free loopback port.
+fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let addr = line
+        .strip_prefix("LISTENING ")
+        .map(|a| a.trim().to_string())
+        .ok_or_else(|| format!("destination said {line:?}"))?;
+    Ok((child, addr))
+}
+
+fn source(args: &Args) -> AnyResult<ExitCode> {
+    let (child, addr) = match &args.connect {
+        Some(a) => (None, a.clone()),
+        None => {
+            let (c, a) = spawn_destination(args)?;
+            (Some(c), a)
+        }
+    };
+    let cfg = SourceConfig {
+        ram: args.ram,
+        workload: Workload {
+            vcpus: args.vcpus,
+            working_set: args.working_set.min(args.ram),
+            dirty_rate: args.dirty_rate,
+        },
+        downtime_limit: Duration::from_millis(args.downtime_ms),
+        max_bandwidth: args.max_bandwidth,
+        max_time: Duration::from_secs(args.max_time),
+        warm_up: Duration::from_millis(200),
+    };
+    let bar = progress_bar(args.ram);
+    let outcome = live::run_source(&cfg, &addr, &mut |s| show_progress(&bar, s));
+    bar.finish_and_clear();
+    let outcome = outcome?;
+    if let Some(mut c) = child {
+        c.wait()?;
+    }
+    report(args, &outcome);
+    Ok(if outcome.verified() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn progress_bar(ram: u64) -> ProgressBar {
+    let bar = ProgressBar::new(ram);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes:>10} sent {wide_msg}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn show_progress(bar: &ProgressBar, s: &MigrationStats) {
+    bar.set_position(s.transferred);
+    bar.set_message(format!(
+        "{:?}, round {}, remaining {}, dirty {}/s, {}/s",
+        s.status,
+        s.rounds,
+        human(s.remaining),
+        human(s.dirty_rate),
+        human(s.bandwidth)
+    ));
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_024 => format!("{bytes} B"),
+        1_024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.2} GiB", b / 1_073_741_824.0),
+    }
+}
+
+fn report(args: &Args, o: &Outcome) {
+    let s = &o.stats;
+    let ram = s.ram.unwrap_or_default();
+    let throughput = s.transferred as f64 / s.total_time.as_secs_f64().max(1e-9);
+    if args.json {
+        let v = json!({
+            "status": format!("{:?}", s.status).to_lowercase(),
+            "total_time_ms": ms(s.total_time),
+            "setup_time_ms": ms(s.setup_time),
+            "downtime_ms": ms(s.downtime),
+            "downtime_limit_ms": args.downtime_ms,
+            "transferred_bytes": s.transferred,
+            "throughput_bytes_per_sec": throughput as u64,
+            "last_round_bandwidth_bytes_per_sec": s.bandwidth,
+            "dirty_rate_bytes_per_sec": s.dirty_rate,
+            "rounds": s.rounds,
+            "normal_pages": ram.normal_pages,
+            "zero_pages": ram.zero_pages,
+            "forced_switchover": s.forced_switchover,
+            "guest_page_writes": o.guest_writes,
+            "ram_bytes": args.ram,
+            "working_set_bytes": args.working_set,
+            "verified": o.verified(),
+            "differing_pages": o.differing_pages,
+            "differing_devices": o.differing_devices,
+            "wall_time_ms": ms(o.wall),
+        });
+        println!("{v}");
+        return;
+    }
+    println!("live migration {:?}", s.status);
+    println!(
+        "  RAM                {} ({} pages), working set {}",
+        human(args.ram),
+        o.pages,
+        human(args.working_set)
+    );
+    println!(
+        "  total time         {:.1} ms (setup {:.2} ms)",
+        ms(s.total_time),
+        ms(s.setup_time)
+    );
+    println!(
+        "  downtime           {:.1} ms (limit {} ms){}",
+        ms(s.downtime),
+        args.downtime_ms,
+        if s.forced_switchover {
+            ", switchover forced by --max-time"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  transferred        {} ({}/s)",
+        human(s.transferred),
+        human(throughput as u64)
+    );
+    println!("  rounds             {}", s.rounds);
+    println!(
+        "  pages              {} full, {} zero",
+        ram.normal_pages, ram.zero_pages
+    );
+    println!(
+        "  dirty rate         {}/s (last round); the guest made {} page writes",
+        human(s.dirty_rate),
+        o.guest_writes
+    );
+    println!("  bandwidth          {}/s (last round)", human(s.bandwidth));
+    if o.verified() {
+        println!(
+            "  verification       OK: {} pages and 3 devices equal the source at switchover",
+            o.pages
+        );
+    } else {
+        println!(
+            "  verification       FAILED: {} pages differ, devices {:?}",
+            o.differing_pages, o.differing_devices
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

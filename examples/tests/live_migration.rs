@@ -1,0 +1,60 @@
+//! The main example's two ends, over loopback TCP, with a guest writing all along.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use vmstate::migrate::Status;
+use vmstate_examples::machine::Workload;
+use vmstate_examples::machine::live::{SourceConfig, run_destination, run_source};
+
+fn run(cfg: SourceConfig) -> vmstate_examples::machine::live::Outcome {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let ram = cfg.ram;
+    let dst = std::thread::spawn(move || run_destination(listener, ram).map_err(|e| e.to_string()));
+    let mut rounds = 0;
+    let outcome = run_source(&cfg, &addr, &mut |s| rounds = s.rounds).unwrap();
+    dst.join().unwrap().unwrap();
+    assert_eq!(rounds, outcome.stats.rounds, "progress saw every round");
+    outcome
+}
+
+fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
+    SourceConfig {
+        ram: 64 << 20,
+        workload: Workload {
+            vcpus,
+            working_set: 16 << 20,
+            dirty_rate,
+        },
+        downtime_limit: Duration::from_millis(300),
+        max_bandwidth: None,
+        max_time: Duration::from_secs(60),
+        warm_up: Duration::from_millis(20),
+    }
+}
+
+#[test]
+fn live_migration_with_vcpus_writing_verifies_every_page_and_device() {
+    let o = run(config(2, None));
+    assert_eq!(o.stats.status, Status::Completed);
+    assert!(
+        o.verified(),
+        "{} pages differ, devices {:?}",
+        o.differing_pages,
+        o.differing_devices
+    );
+    assert_eq!(o.pages, (64 << 20) / 4096);
+    assert!(o.guest_writes > 0);
+    let ram = o.stats.ram.unwrap();
+    assert!(ram.normal_pages + ram.zero_pages >= o.pages as u64);
+}
+
+#[test]
+fn live_migration_with_a_dirty_rate_cap_and_a_bandwidth_cap_verifies() {
+    let mut cfg = config(1, Some(4 << 20));
+    cfg.max_bandwidth = Some(256 << 20);
+    let o = run(cfg);
+    assert!(o.verified());
+    assert!(o.stats.rounds >= 1);
+}

@@ -47,21 +47,55 @@ fn pc_destination(analyze: &Value) -> Pc {
     reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
         .unwrap();
     let mut handles = Vec::new();
-    handles.push(("timer", reg.register_device(CpuTimers::default(), Registration::new()).unwrap()));
-    handles.push(("fw_cfg", reg.register_device(FwCfg::default(), Registration::new()).unwrap()));
+    handles.push((
+        "timer",
+        reg.register_device(CpuTimers::default(), Registration::new())
+            .unwrap(),
+    ));
+    handles.push((
+        "fw_cfg",
+        reg.register_device(FwCfg::default(), Registration::new())
+            .unwrap(),
+    ));
     handles.push((
         "mc146818rtc",
-        reg.register_device(Mc146818Rtc::default(), Registration::new()).unwrap(),
+        reg.register_device(Mc146818Rtc::default(), Registration::new())
+            .unwrap(),
     ));
-    handles.push(("i8259.0", reg.register_device(I8259::default(), Registration::new()).unwrap()));
-    handles.push(("i8259.1", reg.register_device(I8259::default(), Registration::new()).unwrap()));
-    handles.push(("ioapic", reg.register_device(IoApic::default(), Registration::new()).unwrap()));
-    handles.push(("hpet", reg.register_device(Hpet::default(), Registration::new()).unwrap()));
-    handles.push(("i8254", reg.register_device(I8254::default(), Registration::new()).unwrap()));
-    handles.push(("port92", reg.register_device(Port92::default(), Registration::new()).unwrap()));
+    handles.push((
+        "i8259.0",
+        reg.register_device(I8259::default(), Registration::new())
+            .unwrap(),
+    ));
+    handles.push((
+        "i8259.1",
+        reg.register_device(I8259::default(), Registration::new())
+            .unwrap(),
+    ));
+    handles.push((
+        "ioapic",
+        reg.register_device(IoApic::default(), Registration::new())
+            .unwrap(),
+    ));
+    handles.push((
+        "hpet",
+        reg.register_device(Hpet::default(), Registration::new())
+            .unwrap(),
+    ));
+    handles.push((
+        "i8254",
+        reg.register_device(I8254::default(), Registration::new())
+            .unwrap(),
+    ));
+    handles.push((
+        "port92",
+        reg.register_device(Port92::default(), Registration::new())
+            .unwrap(),
+    ));
     handles.push((
         "globalstate",
-        reg.register_device(GlobalState::default(), Registration::new()).unwrap(),
+        reg.register_device(GlobalState::default(), Registration::new())
+            .unwrap(),
     ));
     Pc {
         reg,
@@ -82,10 +116,19 @@ fn load(pc: &mut Pc, file: &str, skip_unknown: bool) -> vmstate::Result<LoadRepo
 #[test]
 fn none_minimal_loads_completely_with_its_three_sections() {
     let mut reg = Registry::new();
-    reg.register_iterative("ram", RAM_VERSION, RamHandler::new(vec![]).unwrap(), Registration::new())
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(vec![]).unwrap(),
+        Registration::new(),
+    )
+    .unwrap();
+    let timer = reg
+        .register_device(CpuTimers::default(), Registration::new())
         .unwrap();
-    let timer = reg.register_device(CpuTimers::default(), Registration::new()).unwrap();
-    let gs = reg.register_device(GlobalState::default(), Registration::new()).unwrap();
+    let gs = reg
+        .register_device(GlobalState::default(), Registration::new())
+        .unwrap();
     let opts = LoadOptions {
         machine: Some("none".into()),
         ..Default::default()
@@ -98,8 +141,18 @@ fn none_minimal_loads_completely_with_its_three_sections() {
         .iter()
         .map(|s| (s.section.idstr.as_str(), s.section.section_id, s.skipped))
         .collect();
-    assert_eq!(ids, [("ram", 1, false), ("timer", 0, false), ("globalstate", 3, false)]);
-    assert_eq!(reg.device_mut::<GlobalState>(gs).unwrap().runstate_name(), b"prelaunch");
+    assert_eq!(
+        ids,
+        [
+            ("ram", 1, false),
+            ("timer", 0, false),
+            ("globalstate", 3, false)
+        ]
+    );
+    assert_eq!(
+        reg.device_mut::<GlobalState>(gs).unwrap().runstate_name(),
+        b"prelaunch"
+    );
     let _ = reg.device_mut::<CpuTimers>(timer).unwrap();
 }
 
@@ -113,7 +166,10 @@ fn missing_device_fails_at_its_section_naming_it() {
             idstr,
             instance_id,
             section_id,
-        } => assert_eq!((idstr.as_str(), *instance_id, *section_id), ("cpu_common", 0, 3)),
+        } => assert_eq!(
+            (idstr.as_str(), *instance_id, *section_id),
+            ("cpu_common", 0, 3)
+        ),
         other => panic!("unexpected {other:?}"),
     }
     // cpu_common starts at 0x3c5d1 (pc-minimal.sections.txt).
@@ -136,25 +192,49 @@ fn skipping_unknown_sections_loads_every_modelled_device_with_qemus_values() {
     assert_eq!(
         loaded,
         [
-            "ram", "timer", "fw_cfg", "mc146818rtc", "i8259", "i8259", "ioapic", "hpet",
-            "i8254", "port92", "globalstate"
+            "ram",
+            "timer",
+            "fw_cfg",
+            "mc146818rtc",
+            "i8259",
+            "i8259",
+            "ioapic",
+            "hpet",
+            "i8254",
+            "port92",
+            "globalstate"
         ]
     );
     assert_eq!(report.sections.iter().filter(|s| s.skipped).count(), 20);
 
-    let hpet = pc.reg.device_mut::<Hpet>(pc.handle("hpet")).unwrap().clone();
+    let hpet = pc
+        .reg
+        .device_mut::<Hpet>(pc.handle("hpet"))
+        .unwrap()
+        .clone();
     let want = &analyze["hpet (21)"];
     assert_eq!(hpet.timer.len(), 3);
     assert_eq!(hpet.timer[2].config, hex(&want["timer"][2]["config"]));
     assert_eq!(hpet.timer[1].cmp, hex(&want["timer"][1]["cmp"]));
-    let pit = pc.reg.device_mut::<I8254>(pc.handle("i8254")).unwrap().clone();
+    let pit = pc
+        .reg
+        .device_mut::<I8254>(pc.handle("i8254"))
+        .unwrap()
+        .clone();
     let want = &analyze["i8254 (22)"]["channels"];
     for (i, ch) in pit.channels.iter().enumerate() {
         assert_eq!(ch.count as u64, hex(&want[i]["count"]), "channel {i}");
         assert_eq!(ch.mode as u64, hex(&want[i]["mode"]), "channel {i}");
     }
-    let pic1 = pc.reg.device_mut::<I8259>(pc.handle("i8259.1")).unwrap().clone();
-    assert_eq!(pic1.irq_base as u64, hex(&analyze["i8259 (19)"]["irq_base"]));
+    let pic1 = pc
+        .reg
+        .device_mut::<I8259>(pc.handle("i8259.1"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        pic1.irq_base as u64,
+        hex(&analyze["i8259 (19)"]["irq_base"])
+    );
     let rtc = pc
         .reg
         .device_mut::<Mc146818Rtc>(pc.handle("mc146818rtc"))
@@ -164,7 +244,10 @@ fn skipping_unknown_sections_loads_every_modelled_device_with_qemus_values() {
         rtc.cmos_data.to_vec(),
         fixture::hex_bytes(&analyze["mc146818rtc (13)"]["cmos_data"])
     );
-    let gs = pc.reg.device_mut::<GlobalState>(pc.handle("globalstate")).unwrap();
+    let gs = pc
+        .reg
+        .device_mut::<GlobalState>(pc.handle("globalstate"))
+        .unwrap();
     assert_eq!(gs.runstate_name(), b"prelaunch");
 }
 
@@ -175,8 +258,14 @@ fn pc_minimal_ram_page_counts_equal_qemus() {
     let mut pc = pc_destination(&analyze);
     load(&mut pc, "pc-minimal.mig", true).unwrap();
     let c = pc.ram_stats.get();
-    assert_eq!(c.normal_pages, info["query_migrate"]["ram"]["normal"].as_u64().unwrap());
-    assert_eq!(c.zero_pages, info["query_migrate"]["ram"]["duplicate"].as_u64().unwrap());
+    assert_eq!(
+        c.normal_pages,
+        info["query_migrate"]["ram"]["normal"].as_u64().unwrap()
+    );
+    assert_eq!(
+        c.zero_pages,
+        info["query_migrate"]["ram"]["duplicate"].as_u64().unwrap()
+    );
 }
 
 /// The 8 MiB pc-ramdata payload, rebuilt from its recipe (vectors README).
@@ -210,8 +299,14 @@ fn pc_ramdata_reproduces_the_known_payload_and_qemus_page_counts() {
     let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
     assert_eq!(first_bad, None, "payload differs at byte {first_bad:?}");
     let c = pc.ram_stats.get();
-    assert_eq!(c.normal_pages, info["query_migrate"]["ram"]["normal"].as_u64().unwrap());
-    assert_eq!(c.zero_pages, info["query_migrate"]["ram"]["duplicate"].as_u64().unwrap());
+    assert_eq!(
+        c.normal_pages,
+        info["query_migrate"]["ram"]["normal"].as_u64().unwrap()
+    );
+    assert_eq!(
+        c.zero_pages,
+        info["query_migrate"]["ram"]["duplicate"].as_u64().unwrap()
+    );
 }
 
 #[test]

@@ -46,7 +46,20 @@ impl Guest {
             resumes: 0,
         };
         g.start();
+        g.wait_for_writes();
         g
+    }
+
+    /// Waits until the vCPU has made some writes (it may not be scheduled at once).
+    fn wait_for_writes(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.writes.load(Ordering::Relaxed) < 10_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the vCPU thread never ran"
+            );
+            std::thread::yield_now();
+        }
     }
 
     fn start(&mut self) {

@@ -2,7 +2,7 @@
 //! writing while RAM is sent.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
 use vmstate::stream::{LoadOptions, SaveSession, StreamConfig, load_stream, save_snapshot};
@@ -283,8 +283,9 @@ fn ram_section_of_another_version_is_refused() {
 fn guest_writing_during_the_whole_save_loses_nothing() {
     let src = blocks(&[("lo", 64), ("hi", 192)]);
     let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
     let vcpu = {
-        let (src, stop) = (src.clone(), stop.clone());
+        let (src, stop, writes) = (src.clone(), stop.clone(), writes.clone());
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -292,21 +293,35 @@ fn guest_writing_during_the_whole_save_loses_nothing() {
                 let off = (i.wrapping_mul(0x9e37_79b9) % (b.len() / 8)) * 8;
                 b.write_u64(off, i);
                 i += 1;
+                writes.store(i, Ordering::Relaxed);
             }
-            i
         })
+    };
+    // Waits until the vCPU has made `n` more writes: each phase really overlaps them.
+    let wait_writes = |n: u64| {
+        let target = writes.load(Ordering::Relaxed) + n;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while writes.load(Ordering::Relaxed) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the vCPU thread stalled"
+            );
+            std::thread::yield_now();
+        }
     };
     let mut reg = registry(&src);
     let mut out = Vec::new();
     {
         let mut s = SaveSession::new(&mut reg, &mut out, StreamConfig::new("m"));
+        wait_writes(1000);
         s.setup().unwrap();
         for _ in 0..20 {
+            wait_writes(100);
             s.iterate(32 * PAGE).unwrap();
         }
+        wait_writes(100);
         stop.store(true, Ordering::Relaxed);
-        let writes = vcpu.join().unwrap();
-        assert!(writes > 0);
+        vcpu.join().unwrap();
         s.complete().unwrap();
     }
     let dst = blocks(&[("lo", 64), ("hi", 192)]);

@@ -1,9 +1,12 @@
 //! A RAM block: guest memory the emulator owns, with its dirty bitmap.
 //!
 //! The memory is an array of atomic 64-bit words, so vCPU threads can write it while
-//! the migration thread copies pages out, without `unsafe` and without locks. Every
-//! write through [`RamBlock::write`] / [`RamBlock::write_u64`] marks its pages dirty
-//! after storing the data (see [`DirtyBitmap`] for why that order is enough).
+//! the migration thread copies pages out, without `unsafe` and without locks. It is
+//! allocated zeroed (`calloc`), so the OS maps it lazily. Every write through
+//! [`RamBlock::write`] / [`RamBlock::write_u64`] marks its pages dirty after storing
+//! the data (see [`DirtyBitmap`] for why that order is enough), and marks them
+//! *populated*: a page never populated is known to be zero, so it is sent and loaded
+//! as a zero page without touching (and faulting in) its memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +33,9 @@ pub struct RamBlock {
     words: Box<[AtomicU64]>,
     page_size: usize,
     dirty: DirtyBitmap,
+    /// Pages that may be non-zero (written since the block was created). Only grows,
+    /// except when a page is zeroed by a load.
+    populated: DirtyBitmap,
 }
 
 impl RamBlock {
@@ -62,11 +68,20 @@ impl RamBlock {
         }
         let words = usize::try_from(size / 8)
             .map_err(|_| Error::invalid("RAM block size", "too large for this host"))?;
+        let words =
+            bytemuck::allocation::try_zeroed_slice_box::<AtomicU64>(words).map_err(|_| {
+                Error::invalid(
+                    "RAM block",
+                    format!("cannot allocate {size} bytes for '{name}'"),
+                )
+            })?;
+        let pages = (size / page_size as u64) as usize;
         Ok(RamBlock {
             name,
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            words,
             page_size,
-            dirty: DirtyBitmap::new((size / page_size as u64) as usize),
+            dirty: DirtyBitmap::new(pages),
+            populated: DirtyBitmap::new(pages),
         })
     }
 
@@ -107,9 +122,12 @@ impl RamBlock {
         if data.is_empty() {
             return;
         }
-        self.store(offset, data);
         let first = (offset / self.page_size as u64) as usize;
         let last = ((offset + data.len() as u64 - 1) / self.page_size as u64) as usize;
+        for page in first..=last {
+            self.populated.mark_relaxed(page);
+        }
+        self.store(offset, data);
         self.dirty.mark_range(first, last);
     }
 
@@ -117,8 +135,10 @@ impl RamBlock {
     #[inline]
     pub fn write_u64(&self, offset: u64, value: u64) {
         debug_assert_eq!(offset % 8, 0, "unaligned write_u64");
+        let page = (offset / self.page_size as u64) as usize;
+        self.populated.mark_relaxed(page);
         self.words[(offset / 8) as usize].store(value, Ordering::Relaxed);
-        self.dirty.mark((offset / self.page_size as u64) as usize);
+        self.dirty.mark(page);
     }
 
     /// Reads `out.len()` bytes at `offset`.
@@ -140,9 +160,29 @@ impl RamBlock {
         }
     }
 
-    /// Writes a whole page from the stream (destination side; marks nothing).
+    /// Whether page `page` may hold non-zero bytes (it was written since creation).
+    #[inline]
+    pub fn is_populated(&self, page: usize) -> bool {
+        self.populated.is_dirty(page)
+    }
+
+    /// Whether page `page` is all zero: false at the first non-zero word, without
+    /// copying, and true at once for a page never written.
+    #[inline]
+    pub fn page_is_zero(&self, page: usize) -> bool {
+        if !self.is_populated(page) {
+            return true;
+        }
+        let per_page = self.page_size / 8;
+        self.words[page * per_page..(page + 1) * per_page]
+            .chunks_exact(8)
+            .all(|c| c.iter().fold(0, |acc, w| acc | w.load(Ordering::Relaxed)) == 0)
+    }
+
+    /// Writes a whole page from the stream (destination side; not marked dirty).
     #[inline]
     pub fn load_page(&self, page: usize, data: &[u8]) {
+        self.populated.mark_relaxed(page);
         let per_page = self.page_size / 8;
         let words = &self.words[page * per_page..(page + 1) * per_page];
         for (src, w) in data.chunks_exact(8).zip(words) {
@@ -153,20 +193,32 @@ impl RamBlock {
         }
     }
 
-    /// Zeroes a page (destination side), skipping words that are already zero.
+    /// Zeroes a page (destination side). A page never written is left untouched, so
+    /// loading zero pages into fresh memory does not fault it in.
     pub fn zero_page(&self, page: usize) {
+        if !self.is_populated(page) {
+            return;
+        }
         let per_page = self.page_size / 8;
         for w in &self.words[page * per_page..(page + 1) * per_page] {
             if w.load(Ordering::Relaxed) != 0 {
                 w.store(0, Ordering::Relaxed);
             }
         }
+        self.populated.unmark(page);
     }
 
     /// A 64-bit FNV-1a checksum of page `page` (for verifying a migration).
     pub fn page_checksum(&self, page: usize) -> u64 {
         let per_page = self.page_size / 8;
         let mut h = 0xcbf2_9ce4_8422_2325u64;
+        if !self.is_populated(page) {
+            // All zero: the same result as hashing the zero words, without reading them.
+            for _ in 0..per_page {
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+            return h;
+        }
         for w in &self.words[page * per_page..(page + 1) * per_page] {
             h ^= w.load(Ordering::Relaxed);
             h = h.wrapping_mul(0x100_0000_01b3);
@@ -213,6 +265,32 @@ mod tests {
         b.read(4090, &mut out);
         assert_eq!(out, data);
         assert_eq!(b.dirty().count(), 3);
+    }
+
+    #[test]
+    fn written_zeros_and_untouched_pages_are_both_zero_pages() {
+        let b = RamBlock::new("r", 3 * 4096).unwrap();
+        b.write(4096, &[0; 16]);
+        b.write(8192 + 4095, &[1]);
+        assert!(!b.is_populated(0) && b.page_is_zero(0));
+        assert!(b.is_populated(1) && b.page_is_zero(1));
+        assert!(!b.page_is_zero(2));
+        let untouched = RamBlock::new("u", 4096).unwrap().page_checksum(0);
+        assert_eq!(b.page_checksum(0), untouched);
+        assert_eq!(b.page_checksum(1), untouched);
+        assert_ne!(b.page_checksum(2), untouched);
+    }
+
+    #[test]
+    fn loading_a_zero_page_clears_a_written_page() {
+        let b = RamBlock::new("r", 4096).unwrap();
+        b.load_page(0, &[0xff; 4096]);
+        assert!(!b.page_is_zero(0));
+        b.zero_page(0);
+        assert!(b.page_is_zero(0) && !b.is_populated(0));
+        let mut out = [1u8; 8];
+        b.read(4088, &mut out);
+        assert_eq!(out, [0; 8]);
     }
 
     #[test]

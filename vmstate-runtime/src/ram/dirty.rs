@@ -42,6 +42,23 @@ impl DirtyBitmap {
         self.words[page / 64].fetch_or(1 << (page % 64), Ordering::Release);
     }
 
+    /// Marks page `page` unless it is already marked, without the release ordering of
+    /// [`mark`](Self::mark): for monotonic flags read only while writers are stopped.
+    #[inline]
+    pub fn mark_relaxed(&self, page: usize) {
+        let word = &self.words[page / 64];
+        let bit = 1 << (page % 64);
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears page `page`'s bit.
+    #[inline]
+    pub fn unmark(&self, page: usize) {
+        self.words[page / 64].fetch_and(!(1 << (page % 64)), Ordering::Relaxed);
+    }
+
     /// Marks pages `first..=last` dirty.
     pub fn mark_range(&self, first: usize, last: usize) {
         for page in first..=last.min(self.pages.saturating_sub(1)) {

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::block::RamBlock;
 use super::format::{CONTINUE, EOS, MEM_SIZE, MULTIFD_FLUSH, PAGE, ZERO, flag_names};
-use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::handler::{IterationStatus, IterativeHandler, Pending, Phase};
 use crate::wire::{Reader, Writer};
@@ -107,7 +106,6 @@ pub struct RamHandler {
     first_pass_done: bool,
     /// Block of the last record received (for CONTINUE on load).
     last_loaded: Option<usize>,
-    page_buf: Vec<u8>,
 }
 
 impl RamHandler {
@@ -144,7 +142,6 @@ impl RamHandler {
             cursor: (0, 0),
             first_pass_done: false,
             last_loaded: None,
-            page_buf: vec![0; page_size],
         })
     }
 
@@ -167,7 +164,8 @@ impl RamHandler {
         self.blocks.iter().map(|b| b.dirty().count()).sum()
     }
 
-    /// Writes one page record, ZERO or PAGE, for `page` of block `bi`.
+    /// Writes one page record, ZERO or PAGE, for `page` of block `bi`. A zero page is
+    /// detected in place (no copy); only non-zero pages are copied into the stream.
     #[inline]
     fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<()> {
         let block = &self.blocks[bi];
@@ -177,23 +175,16 @@ impl RamHandler {
         } else {
             0
         };
-        let start = w.position();
-        w.put_be64(offset | PAGE | cont);
+        let zero = block.page_is_zero(page);
+        w.put_be64(offset | if zero { ZERO } else { PAGE } | cont);
         if cont == 0 {
             w.put_counted_str(block.name())?;
         }
-        let slot = w.put_slot(self.page_size);
-        block.copy_page(page, slot);
-        if is_zero(slot) {
-            let rewound = w.rewind_to(start);
-            debug_assert!(rewound, "no flush happens inside a record");
-            w.put_be64(offset | ZERO | cont);
-            if cont == 0 {
-                w.put_counted_str(block.name())?;
-            }
+        if zero {
             w.put_u8(0);
             self.stats.zero_pages.fetch_add(1, Ordering::Relaxed);
         } else {
+            block.copy_page(page, w.put_slot(self.page_size));
             self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
         }
         if self.first_pass_done {
@@ -401,8 +392,8 @@ impl IterativeHandler for RamHandler {
                 PAGE => {
                     let bi = self.block_for(r, flags).map_err(|e| e.at_offset(at))?;
                     let page = self.check_page(bi, offset, at)?;
-                    r.get_bytes_into(&mut self.page_buf)?;
-                    self.blocks[bi].load_page(page, &self.page_buf);
+                    let block = &self.blocks[bi];
+                    r.with_bytes(self.page_size, |data| block.load_page(page, data))?;
                     self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
                 }
                 MULTIFD_FLUSH => {}

@@ -249,6 +249,25 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Hands the next `n` bytes to `f` in place (reading them from the source first if
+    /// needed) and consumes them: one copy less than [`get_bytes_into`] for bulk data
+    /// such as RAM pages. `n` must be at most 1 MiB.
+    ///
+    /// [`get_bytes_into`]: Self::get_bytes_into
+    pub fn with_bytes<T>(&mut self, n: usize, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+        assert!(
+            n <= READ_CHUNK,
+            "with_bytes reads at most {READ_CHUNK} bytes"
+        );
+        if !self.fill(n)? {
+            return Err(self.eof(n));
+        }
+        let pos = self.pos;
+        let out = f(&self.bytes()[pos..pos + n]);
+        self.pos = pos + n;
+        Ok(out)
+    }
+
     /// Skips `n` bytes.
     pub fn skip(&mut self, n: u64) -> Result<()> {
         let mut left = n;
@@ -298,8 +317,49 @@ impl<'a> Reader<'a> {
     }
 
     /// True when no byte is left.
+    #[inline]
     pub fn at_end(&mut self) -> Result<bool> {
+        if self.available() > 0 {
+            return Ok(false);
+        }
+        if self.source.is_none() {
+            return Ok(true);
+        }
         Ok(!self.fill(1)?)
+    }
+
+    /// False when the next byte is certainly not `byte`: it is buffered and differs, or
+    /// an in-memory stream has ended. True otherwise (it is `byte`, or more must be
+    /// read to know). A cheap test before a peek.
+    #[inline]
+    pub fn may_be_next(&self, byte: u8) -> bool {
+        match self.bytes().get(self.pos) {
+            Some(&b) => b == byte,
+            None => !matches!(self.buf, Buf::Borrowed(_)),
+        }
+    }
+
+    /// Reads `n` bytes in place, without copying them out, when they are already
+    /// buffered: calls `read` with the buffered bytes from the read position (at least
+    /// `n`, and everything after them that is buffered) and whether those run to the
+    /// end of the stream, and consumes the `n` bytes if `read` returns true. Returns
+    /// false (consuming nothing) when fewer than `n` bytes are buffered or `read`
+    /// declines; the caller then reads the ordinary way.
+    ///
+    /// The derive's generated code reads runs of fixed-size fields with one check.
+    #[doc(hidden)]
+    #[inline]
+    pub fn read_raw(&mut self, n: usize, read: impl FnOnce(&[u8], bool) -> bool) -> bool {
+        let at_end = matches!(self.buf, Buf::Borrowed(_));
+        let pos = self.pos;
+        let ok = match self.bytes().get(pos..) {
+            Some(rest) if rest.len() >= n => read(rest, at_end),
+            _ => false,
+        };
+        if ok {
+            self.pos = pos + n;
+        }
+        ok
     }
 
     /// Checks that `count` elements of `elem_size` bytes fit the allocation limit and

@@ -169,6 +169,17 @@ impl<'a> Writer<'a> {
         &mut self.buf[start..]
     }
 
+    /// Appends `N` zero bytes and returns them as an array to fill in place: one
+    /// capacity check for a run of fixed-size fields (the derive's generated code).
+    #[doc(hidden)]
+    #[inline]
+    pub fn put_array<const N: usize>(&mut self) -> &mut [u8; N] {
+        let start = self.grow(N);
+        self.buf[start..]
+            .first_chunk_mut::<N>()
+            .expect("grow appended N bytes")
+    }
+
     /// Drops the bytes written after stream position `pos`. Only bytes still in the
     /// buffer can be dropped: returns false (and drops nothing) if some were flushed.
     pub fn rewind_to(&mut self, pos: u64) -> bool {

@@ -1,0 +1,388 @@
+//! RAM and migration benchmarks, each against a baseline measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example ram-bench            # table
+//! cargo run --release --example ram-bench -- --json  # one JSON object
+//! ```
+//!
+//! 1. One full RAM pass over 1 GiB (256 MiB of random pages, the rest zero) into memory,
+//!    against `memcpy` of the non-zero bytes plus a zero scan of the rest; and the two
+//!    parts alone (all-random RAM vs memcpy, all-zero RAM vs a memory scan).
+//! 2. A round with 1% and 10% of the pages dirty, on 256 MiB and 1 GiB of RAM: the
+//!    cost per dirty page must not depend on the RAM size.
+//! 3. Migrating the 1 GiB machine over loopback TCP to a destination that loads it,
+//!    against a raw loopback TCP copy of the same number of bytes.
+//! 4. Saving the 1 GiB machine to a snapshot file (page cache, no fsync), against one
+//!    large `write` of the same bytes.
+//!
+//! Times are medians over several repetitions.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler, is_zero};
+use vmstate::stream::{LoadOptions, StreamConfig, load_stream, save_snapshot};
+use vmstate::{IterativeHandler, Reader, Registration, Registry, Writer};
+
+const PAGE: u64 = 4096;
+const GIB: u64 = 1 << 30;
+const REPS: usize = 5;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time(reps: usize, mut f: impl FnMut()) -> Duration {
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// Fills every `stride`-th page with pseudo-random bytes.
+fn fill_random(ram: &RamBlock, stride: u64) {
+    let mut x = 0x243f_6a88_85a3_08d3u64;
+    let mut page = vec![0u8; PAGE as usize];
+    for p in (0..ram.pages() as u64).step_by(stride as usize) {
+        for chunk in page.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_ne_bytes());
+        }
+        ram.write(p * PAGE, &page);
+    }
+}
+
+/// One full pass (setup + iterate until done) into a reused in-memory writer.
+fn full_pass(ram: &Arc<RamBlock>, buf: &mut Writer<'static>) -> u64 {
+    let mut h = RamHandler::new(vec![ram.clone()]).unwrap();
+    buf.clear();
+    h.save_setup(buf).unwrap();
+    h.save_iterate(buf, u64::MAX).unwrap();
+    buf.position()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let json_out = std::env::args().any(|a| a == "--json");
+    let mut results = serde_json::Map::new();
+    let mut rows: Vec<(String, f64, f64, String)> = Vec::new();
+
+    // ---- 1. full pass ----
+    let mixed = Arc::new(RamBlock::new("pc.ram", GIB).unwrap());
+    fill_random(&mixed, 4); // 1 page in 4 random: 256 MiB
+    let random = Arc::new(RamBlock::new("pc.ram", GIB / 4).unwrap());
+    fill_random(&random, 1);
+    // Zero pages that were written (so they must be scanned), and untouched ones.
+    let zero = Arc::new(RamBlock::new("pc.ram", GIB * 3 / 4).unwrap());
+    zero.write(0, &vec![0u8; (GIB * 3 / 4) as usize]);
+    let untouched = Arc::new(RamBlock::new("pc.ram", GIB * 3 / 4).unwrap());
+    let mut buf = Writer::from_vec(Vec::with_capacity((GIB / 4 + (16 << 20)) as usize));
+
+    let src = vec![0x5au8; (GIB / 4) as usize];
+    let mut dst = vec![0u8; (GIB / 4) as usize];
+    // Real memory (not calloc's lazily mapped zero page), like a guest's written RAM.
+    let mut zeros = vec![1u8; (GIB * 3 / 4) as usize];
+    zeros.fill(0);
+    let zeros = black_box(zeros);
+    let t_memcpy = time(REPS, || {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&dst);
+    });
+    let t_scan = time(REPS, || {
+        black_box(zeros.chunks_exact(PAGE as usize).all(is_zero));
+    });
+    let t_mixed = time(REPS, || {
+        black_box(full_pass(&mixed, &mut buf));
+    });
+    let t_random = time(REPS, || {
+        black_box(full_pass(&random, &mut buf));
+    });
+    let t_zero = time(REPS, || {
+        black_box(full_pass(&zero, &mut buf));
+    });
+    let t_untouched = time(REPS, || {
+        black_box(full_pass(&untouched, &mut buf));
+    });
+    let baseline = t_memcpy + t_scan;
+    rows.push((
+        "full pass 1 GiB (256 MiB random)".into(),
+        ms(t_mixed),
+        ms(baseline),
+        "memcpy 256 MiB + zero scan 768 MiB".into(),
+    ));
+    rows.push((
+        "  non-zero pages: pass over 256 MiB random".into(),
+        ms(t_random),
+        ms(t_memcpy),
+        "memcpy 256 MiB".into(),
+    ));
+    rows.push((
+        "  zero pages: pass over 768 MiB written zeros".into(),
+        ms(t_zero),
+        ms(t_scan),
+        "zero scan 768 MiB".into(),
+    ));
+    rows.push((
+        "  zero pages: pass over 768 MiB never written".into(),
+        ms(t_untouched),
+        ms(t_scan),
+        "zero scan 768 MiB".into(),
+    ));
+    results.insert("full_pass".into(), json!({
+        "pass_ms": ms(t_mixed), "baseline_ms": ms(baseline), "ratio": ms(t_mixed) / ms(baseline),
+        "nonzero_pass_ms": ms(t_random), "memcpy_ms": ms(t_memcpy),
+        "nonzero_ratio": ms(t_random) / ms(t_memcpy),
+        "zero_pass_ms": ms(t_zero), "scan_ms": ms(t_scan), "zero_ratio": ms(t_zero) / ms(t_scan),
+        "untouched_pass_ms": ms(t_untouched),
+    }));
+    drop((src, dst, zeros, random, zero, untouched));
+
+    // ---- 2. dirty rounds ----
+    let small = Arc::new(RamBlock::new("pc.ram", GIB / 4).unwrap());
+    fill_random(&small, 4);
+    let mut dirty = serde_json::Map::new();
+    for (label, ram) in [("256MiB", &small), ("1GiB", &mixed)] {
+        for percent in [1u64, 10] {
+            let mut h = RamHandler::new(vec![ram.clone()]).unwrap();
+            buf.clear();
+            h.save_setup(&mut buf).unwrap();
+            h.save_iterate(&mut buf, u64::MAX).unwrap(); // first full pass
+            // The same absolute number of dirty pages on both sizes: percent of 256 MiB.
+            let n = (GIB / 4 / PAGE) * percent / 100;
+            let step = ram.pages() as u64 / n;
+            // Only the round is timed, not the guest's writes.
+            let t = median(
+                (0..REPS)
+                    .map(|_| {
+                        for i in 0..n {
+                            ram.write_u64(i * step * PAGE, i);
+                        }
+                        buf.clear();
+                        let t = Instant::now();
+                        black_box(h.save_iterate(&mut buf, u64::MAX).unwrap());
+                        t.elapsed()
+                    })
+                    .collect(),
+            );
+            let ns_per_page = t.as_secs_f64() * 1e9 / n as f64;
+            rows.push((
+                format!("round, {n} dirty pages ({percent}% of 256 MiB), RAM {label}"),
+                ms(t),
+                f64::NAN,
+                format!("{ns_per_page:.0} ns per dirty page"),
+            ));
+            dirty.insert(
+                format!("{label}_{percent}pct"),
+                json!({
+                "dirty_pages": n, "round_ms": ms(t), "ns_per_dirty_page": ns_per_page }),
+            );
+        }
+    }
+    results.insert("dirty_rounds".into(), serde_json::Value::Object(dirty));
+    drop(small);
+
+    // ---- 3. migration over loopback TCP vs raw TCP ----
+    let mut stream_len = 0;
+    let dst_ram = Arc::new(RamBlock::new("pc.ram", GIB).unwrap());
+    let t_migrate = time(3, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ram = dst_ram.clone();
+        let dst = std::thread::spawn(move || {
+            let mut reg = Registry::new();
+            reg.register_iterative(
+                "ram",
+                RAM_VERSION,
+                RamHandler::new(vec![ram]).unwrap(),
+                Registration::new(),
+            )
+            .unwrap();
+            let (sock, _) = listener.accept().unwrap();
+            load_stream(
+                &mut reg,
+                &mut Reader::from_io(sock),
+                &LoadOptions::default(),
+            )
+            .unwrap()
+            .bytes
+        });
+        let mut reg = Registry::new();
+        reg.register_iterative(
+            "ram",
+            RAM_VERSION,
+            RamHandler::new(vec![mixed.clone()]).unwrap(),
+            Registration::new(),
+        )
+        .unwrap();
+        let sock = TcpStream::connect(addr).unwrap();
+        save_snapshot(&mut reg, sock, StreamConfig::new("bench")).unwrap();
+        stream_len = dst.join().unwrap();
+    });
+    drop(dst_ram);
+    // The two ends alone: the source into a sink that discards, the destination from
+    // a stream in memory.
+    let t_source = time(3, || {
+        let mut reg = Registry::new();
+        reg.register_iterative(
+            "ram",
+            RAM_VERSION,
+            RamHandler::new(vec![mixed.clone()]).unwrap(),
+            Registration::new(),
+        )
+        .unwrap();
+        save_snapshot(&mut reg, std::io::sink(), StreamConfig::new("bench")).unwrap();
+    });
+    let mut stream = Vec::new();
+    {
+        let mut reg = Registry::new();
+        reg.register_iterative(
+            "ram",
+            RAM_VERSION,
+            RamHandler::new(vec![mixed.clone()]).unwrap(),
+            Registration::new(),
+        )
+        .unwrap();
+        save_snapshot(&mut reg, &mut stream, StreamConfig::new("bench")).unwrap();
+    }
+    let dst_ram = Arc::new(RamBlock::new("pc.ram", GIB).unwrap());
+    let t_dest = time(3, || {
+        let mut reg = Registry::new();
+        reg.register_iterative(
+            "ram",
+            RAM_VERSION,
+            RamHandler::new(vec![dst_ram.clone()]).unwrap(),
+            Registration::new(),
+        )
+        .unwrap();
+        load_stream(
+            &mut reg,
+            &mut Reader::from_io(&stream[..]),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+    });
+    drop((stream, dst_ram));
+    let payload = vec![0xa5u8; stream_len as usize];
+    let t_raw = time(3, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let n = payload.len();
+        let dst = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0;
+            while got < n {
+                let k = sock.read(&mut buf).unwrap();
+                assert!(k > 0);
+                got += k;
+            }
+        });
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.write_all(&payload).unwrap();
+        dst.join().unwrap();
+    });
+    let throughput_ratio = t_raw.as_secs_f64() / t_migrate.as_secs_f64();
+    rows.push((
+        format!(
+            "migrate 1 GiB over loopback TCP ({} MiB stream)",
+            stream_len >> 20
+        ),
+        ms(t_migrate),
+        ms(t_raw),
+        format!("raw TCP copy; throughput ratio {throughput_ratio:.2}"),
+    ));
+    rows.push((
+        "  source alone (into a discarding sink)".into(),
+        ms(t_source),
+        ms(t_raw),
+        "raw TCP copy".into(),
+    ));
+    rows.push((
+        "  destination alone (from memory)".into(),
+        ms(t_dest),
+        ms(t_raw),
+        "raw TCP copy".into(),
+    ));
+    results.insert(
+        "tcp_migration".into(),
+        json!({
+        "source_alone_ms": ms(t_source), "destination_alone_ms": ms(t_dest),
+        "stream_bytes": stream_len, "migrate_ms": ms(t_migrate), "raw_tcp_ms": ms(t_raw),
+        "throughput_ratio": throughput_ratio }),
+    );
+    drop(payload);
+
+    // ---- 4. snapshot to a file vs one large write ----
+    let dir = std::env::temp_dir().join(format!("vmstate-ram-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("snap.mig");
+    let t_snapshot = time(REPS, || {
+        let mut reg = Registry::new();
+        reg.register_iterative(
+            "ram",
+            RAM_VERSION,
+            RamHandler::new(vec![mixed.clone()]).unwrap(),
+            Registration::new(),
+        )
+        .unwrap();
+        save_snapshot(
+            &mut reg,
+            File::create(&snap).unwrap(),
+            StreamConfig::new("bench"),
+        )
+        .unwrap();
+    });
+    let bytes = std::fs::read(&snap).unwrap();
+    let plain = dir.join("plain.bin");
+    let t_write = time(REPS, || {
+        File::create(&plain).unwrap().write_all(&bytes).unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    rows.push((
+        format!("snapshot 1 GiB to a file ({} MiB)", bytes.len() >> 20),
+        ms(t_snapshot),
+        ms(t_write),
+        "one write() of the same bytes".into(),
+    ));
+    results.insert(
+        "snapshot_file".into(),
+        json!({
+        "file_bytes": bytes.len(), "snapshot_ms": ms(t_snapshot), "write_ms": ms(t_write),
+        "ratio": ms(t_snapshot) / ms(t_write) }),
+    );
+
+    if json_out {
+        println!("{}", serde_json::Value::Object(results));
+        return;
+    }
+    println!(
+        "{:<62} {:>10} {:>10} {:>7}  baseline",
+        "measurement", "ms", "base ms", "ratio"
+    );
+    for (name, t, base, what) in rows {
+        if base.is_nan() {
+            println!("{name:<62} {t:>10.2} {:>10} {:>7}  {what}", "", "");
+        } else {
+            println!(
+                "{name:<62} {t:>10.2} {base:>10.2} {:>7.2}  {what}",
+                t / base
+            );
+        }
+    }
+}

@@ -74,6 +74,7 @@ pub mod migrate;
 pub mod qjson;
 pub mod ram;
 pub mod registry;
+pub mod release;
 pub mod save_context;
 pub mod schema;
 mod state;

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::dirty::DirtyBitmap;
+use super::guest_ram::GuestRam;
 use crate::error::{Error, Result};
 
 /// The target page size QEMU uses on x86 and most targets.
@@ -249,6 +250,35 @@ impl RamBlock {
             at += n as u64;
             rest = &rest[n..];
         }
+    }
+}
+
+impl GuestRam for RamBlock {
+    fn name(&self) -> &str {
+        RamBlock::name(self)
+    }
+    fn len(&self) -> u64 {
+        RamBlock::len(self)
+    }
+    fn page_size(&self) -> usize {
+        RamBlock::page_size(self)
+    }
+    fn migration_bitmap(&self) -> &DirtyBitmap {
+        &self.dirty
+    }
+    #[inline]
+    fn copy_page_if_nonzero(&self, page: usize, out: &mut [u8]) -> bool {
+        if self.page_is_zero(page) {
+            return false;
+        }
+        self.copy_page(page, out);
+        true
+    }
+    fn load_page(&self, page: usize, data: &[u8]) {
+        RamBlock::load_page(self, page, data)
+    }
+    fn zero_page(&self, page: usize) {
+        RamBlock::zero_page(self, page)
     }
 }
 

@@ -73,6 +73,14 @@ impl DirtyBitmap {
         }
     }
 
+    /// ORs `bits` into word `i` (merging an external dirty log).
+    #[inline]
+    pub fn or_word(&self, i: usize, bits: u64) {
+        if bits != 0 {
+            self.words[i].fetch_or(bits, Ordering::Release);
+        }
+    }
+
     /// Clears every bit.
     pub fn clear(&self) {
         for w in self.words.iter() {

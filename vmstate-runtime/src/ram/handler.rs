@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::block::RamBlock;
 use super::format::{CONTINUE, EOS, MEM_SIZE, MULTIFD_FLUSH, PAGE, ZERO, flag_names};
+use super::guest_ram::GuestRam;
 use crate::error::{Error, Result};
 use crate::handler::{IterationStatus, IterativeHandler, Pending, Phase};
 use crate::wire::{Reader, Writer};
@@ -95,7 +95,7 @@ impl RamStats {
 ///                        Registration::new()).unwrap();
 /// ```
 pub struct RamHandler {
-    blocks: Vec<Arc<RamBlock>>,
+    blocks: Vec<Arc<dyn GuestRam>>,
     page_size: usize,
     stats: Arc<RamStats>,
     /// Block of the last record sent on this stream (for CONTINUE).
@@ -110,7 +110,13 @@ pub struct RamHandler {
 
 impl RamHandler {
     /// A handler over `blocks`, in RAM list order. All blocks must share a page size.
-    pub fn new(blocks: Vec<Arc<RamBlock>>) -> Result<Self> {
+    pub fn new<B: GuestRam + 'static>(blocks: Vec<Arc<B>>) -> Result<Self> {
+        Self::from_blocks(blocks.into_iter().map(|b| b as Arc<dyn GuestRam>).collect())
+    }
+
+    /// A handler over blocks of different kinds (e.g. [`RamBlock`](super::RamBlock)s
+    /// and vm-memory regions).
+    pub fn from_blocks(blocks: Vec<Arc<dyn GuestRam>>) -> Result<Self> {
         let page_size = blocks
             .first()
             .map_or(super::block::DEFAULT_PAGE_SIZE, |b| b.page_size());
@@ -146,8 +152,15 @@ impl RamHandler {
     }
 
     /// The blocks.
-    pub fn blocks(&self) -> &[Arc<RamBlock>] {
+    pub fn blocks(&self) -> &[Arc<dyn GuestRam>] {
         &self.blocks
+    }
+
+    /// Merges every block's external dirty log into its migration bitmap.
+    fn sync_dirty(&self) {
+        for b in &self.blocks {
+            b.sync_dirty();
+        }
     }
 
     /// The counters, shared (clone the `Arc` to read them from another thread).
@@ -161,11 +174,15 @@ impl RamHandler {
     }
 
     fn dirty_pages(&self) -> u64 {
-        self.blocks.iter().map(|b| b.dirty().count()).sum()
+        self.blocks
+            .iter()
+            .map(|b| b.migration_bitmap().count())
+            .sum()
     }
 
-    /// Writes one page record, ZERO or PAGE, for `page` of block `bi`. A zero page is
-    /// detected in place (no copy); only non-zero pages are copied into the stream.
+    /// Writes one page record, ZERO or PAGE, for `page` of block `bi`. The page is
+    /// written straight into the stream buffer; a zero page is then rewritten as a
+    /// ZERO record (a block that knows its zero pages says so before copying).
     #[inline]
     fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<()> {
         let block = &self.blocks[bi];
@@ -175,17 +192,22 @@ impl RamHandler {
         } else {
             0
         };
-        let zero = block.page_is_zero(page);
-        w.put_be64(offset | if zero { ZERO } else { PAGE } | cont);
+        let start = w.position();
+        w.put_be64(offset | PAGE | cont);
         if cont == 0 {
             w.put_counted_str(block.name())?;
         }
-        if zero {
+        if block.copy_page_if_nonzero(page, w.put_slot(self.page_size)) {
+            self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let rewound = w.rewind_to(start);
+            debug_assert!(rewound, "no flush happens inside a record");
+            w.put_be64(offset | ZERO | cont);
+            if cont == 0 {
+                w.put_counted_str(block.name())?;
+            }
             w.put_u8(0);
             self.stats.zero_pages.fetch_add(1, Ordering::Relaxed);
-        } else {
-            block.copy_page(page, w.put_slot(self.page_size));
-            self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
         }
         if self.first_pass_done {
             self.stats.redirtied_pages.fetch_add(1, Ordering::Relaxed);
@@ -206,12 +228,12 @@ impl RamHandler {
 
     fn advance_cursor(&mut self) {
         let (bi, wi) = self.cursor;
-        if wi + 1 < self.blocks[bi].dirty().words() {
+        if wi + 1 < self.blocks[bi].migration_bitmap().words() {
             self.cursor = (bi, wi + 1);
             return;
         }
         let mut next = bi + 1;
-        while next < self.blocks.len() && self.blocks[next].dirty().words() == 0 {
+        while next < self.blocks.len() && self.blocks[next].migration_bitmap().words() == 0 {
             next += 1;
         }
         if next >= self.blocks.len() {
@@ -303,13 +325,17 @@ impl IterativeHandler for RamHandler {
         for b in &self.blocks {
             w.put_counted_str(b.name())?;
             w.put_be64(b.len());
-            b.dirty().mark_all();
+            b.migration_bitmap().mark_all();
         }
+        self.sync_dirty(); // start from a clean external log
         w.put_be64(EOS);
         Ok(())
     }
 
-    fn pending(&mut self, _exact: bool) -> Pending {
+    fn pending(&mut self, exact: bool) -> Pending {
+        if exact {
+            self.sync_dirty();
+        }
         Pending {
             must_precopy: self.dirty_pages() * self.page_size as u64,
             can_postcopy: 0,
@@ -317,8 +343,13 @@ impl IterativeHandler for RamHandler {
     }
 
     fn save_iterate(&mut self, w: &mut Writer<'_>, budget: u64) -> Result<IterationStatus> {
+        self.sync_dirty();
         let start = w.position();
-        let total_words: usize = self.blocks.iter().map(|b| b.dirty().words()).sum();
+        let total_words: usize = self
+            .blocks
+            .iter()
+            .map(|b| b.migration_bitmap().words())
+            .sum();
         let mut clean_run = 0;
         let mut status = IterationStatus::Done;
         while clean_run < total_words {
@@ -328,7 +359,7 @@ impl IterativeHandler for RamHandler {
             }
             let (bi, wi) = self.cursor;
             self.advance_cursor();
-            let dirty = self.blocks[bi].dirty();
+            let dirty = self.blocks[bi].migration_bitmap();
             if dirty.peek_word(wi) == 0 {
                 clean_run += 1;
                 continue;
@@ -342,10 +373,11 @@ impl IterativeHandler for RamHandler {
     }
 
     fn save_complete(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        self.sync_dirty();
         for bi in 0..self.blocks.len() {
-            for wi in 0..self.blocks[bi].dirty().words() {
-                if self.blocks[bi].dirty().peek_word(wi) != 0 {
-                    let bits = self.blocks[bi].dirty().take_word(wi);
+            for wi in 0..self.blocks[bi].migration_bitmap().words() {
+                if self.blocks[bi].migration_bitmap().peek_word(wi) != 0 {
+                    let bits = self.blocks[bi].migration_bitmap().take_word(wi);
                     self.send_word(w, bi, wi, bits)?;
                 }
             }

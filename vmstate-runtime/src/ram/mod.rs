@@ -4,10 +4,16 @@
 mod block;
 mod dirty;
 pub mod format;
+mod guest_ram;
 mod handler;
+#[cfg(feature = "vm-memory")]
+mod vm_memory;
 mod zero;
 
 pub use block::{DEFAULT_PAGE_SIZE, RamBlock};
 pub use dirty::DirtyBitmap;
+pub use guest_ram::GuestRam;
 pub use handler::{RAM_VERSION, RamCounters, RamHandler, RamStats};
+#[cfg(feature = "vm-memory")]
+pub use vm_memory::VmMemoryRam;
 pub use zero::is_zero;

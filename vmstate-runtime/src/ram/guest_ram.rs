@@ -1,0 +1,36 @@
+//! What the RAM handler needs from guest memory, so that it works over this crate's
+//! [`RamBlock`](super::RamBlock) and over other VMMs' memory (the `vm-memory` adapter).
+//!
+//! A block has a *migration bitmap* (a [`DirtyBitmap`]) that the handler reads and
+//! clears. Memory that tracks writes elsewhere (a hypervisor's dirty log, vm-memory's
+//! `AtomicBitmap`) merges that log into the migration bitmap in
+//! [`sync_dirty`](GuestRam::sync_dirty), which the handler calls at setup, before every
+//! round and before completion: QEMU's `migration_bitmap_sync`.
+
+use super::dirty::DirtyBitmap;
+
+/// One block of guest RAM as the `ram` handler sees it.
+pub trait GuestRam: Send + Sync {
+    /// The block's name (its idstr in the stream).
+    fn name(&self) -> &str;
+    /// Size in bytes.
+    fn len(&self) -> u64;
+    /// True for a zero-sized block.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The page size (a power of two, at least 1 KiB).
+    fn page_size(&self) -> usize;
+    /// The migration bitmap: one bit per page, set when the page must be (re)sent.
+    fn migration_bitmap(&self) -> &DirtyBitmap;
+    /// Merges writes tracked elsewhere into the migration bitmap. Default: nothing
+    /// (writes mark the migration bitmap directly).
+    fn sync_dirty(&self) {}
+    /// Copies page `page` into `out` (one page long) and returns true, or returns false
+    /// if the page is all zero (then `out` may hold anything).
+    fn copy_page_if_nonzero(&self, page: usize, out: &mut [u8]) -> bool;
+    /// Writes a page received from a stream.
+    fn load_page(&self, page: usize, data: &[u8]);
+    /// Zeroes a page received as a zero page.
+    fn zero_page(&self, page: usize);
+}

@@ -1,0 +1,363 @@
+//! The `vmstate` binary on the real QEMU 10.0.2 streams of the fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha3::Shake256;
+use sha3::digest::{ExtendableOutput, Update, XofReader};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compat-tests/fixtures/qemu-10.0.2")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+fn vmstate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(args)
+        .output()
+        .expect("run vmstate")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = vmstate(args);
+    assert!(
+        out.status.success(),
+        "vmstate {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every stream in the fixtures.
+fn streams() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mig"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 3, "expected the three QEMU streams, found {v:?}");
+    v
+}
+
+#[test]
+fn dump_equals_the_analyze_migration_reference() {
+    for name in ["pc-minimal", "pc-ramdata"] {
+        let out = ok(&["dump", p(&fixture(&format!("{name}.mig")))]);
+        let reference = std::fs::read_to_string(fixture(&format!("{name}.analyze.json"))).unwrap();
+        let ours: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(&reference).unwrap();
+        assert_eq!(
+            ours, theirs,
+            "{name}: dump differs from analyze-migration.py"
+        );
+        // Same key order and formatting too, so a plain diff shows nothing.
+        assert_eq!(out, reference, "{name}: not byte-identical");
+    }
+}
+
+#[test]
+fn dump_of_the_none_stream() {
+    let out = ok(&["dump", p(&fixture("none-minimal.mig"))]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["ram (1)", "timer (0)", "globalstate (3)"]);
+    assert_eq!(v["globalstate (3)"]["size"], "0x0000000a");
+    assert_eq!(v["timer (0)"]["unused"], "00 00 00 00 00 00 00 00");
+    assert_eq!(v["ram (1)"]["section sizes"], serde_json::json!({}));
+}
+
+#[test]
+fn dump_memory_shows_every_page() {
+    let mig = fixture("pc-minimal.mig");
+    let bytes = std::fs::read(&mig).unwrap();
+    let out = ok(&["dump", "--memory", p(&mig)]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mem = v["ram (1)"]["memory"].as_object().unwrap();
+    // QEMU's query-migrate: 51 full pages, 4175 zero pages.
+    assert_eq!(mem.len(), 51 + 4175);
+    let zero = mem.values().filter(|x| *x == "Filled with 0x00").count();
+    assert_eq!(zero, 4175);
+    // Each full page's hex is the 4096 bytes that follow its record in the file.
+    for (k, val) in mem {
+        let Some(hex) = val.as_str().filter(|s| *s != "Filled with 0x00") else {
+            continue;
+        };
+        let page: Vec<u8> = hex
+            .split(' ')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        assert_eq!(page.len(), 4096, "{k}");
+        assert!(
+            bytes.windows(4096).any(|w| w == page.as_slice()),
+            "{k}: page not found in the stream"
+        );
+        break;
+    }
+    // The state part is unchanged by --memory.
+    let plain: serde_json::Value = serde_json::from_str(&ok(&["dump", p(&mig)])).unwrap();
+    assert_eq!(v["cpu (4)"], plain["cpu (4)"]);
+}
+
+#[test]
+fn dump_desc_prints_the_vmdesc() {
+    let out = ok(&["dump", "--desc", p(&fixture("pc-minimal.mig"))]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["page_size"], 4096);
+    assert_eq!(v["devices"].as_array().unwrap().len(), 30);
+    assert!(
+        out.starts_with("{\n    \"configuration\": {\n        \"vmsd_name\": \"configuration\",")
+    );
+}
+
+#[test]
+fn dump_writes_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("state.json");
+    ok(&["dump", p(&fixture("pc-minimal.mig")), "-o", p(&o)]);
+    let reference = std::fs::read_to_string(fixture("pc-minimal.analyze.json")).unwrap();
+    assert_eq!(std::fs::read_to_string(&o).unwrap(), reference);
+}
+
+#[test]
+fn rewrite_is_byte_identical_for_every_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    for mig in streams() {
+        let out = dir.path().join("out.mig");
+        ok(&["rewrite", p(&mig), p(&out)]);
+        assert!(
+            std::fs::read(&mig).unwrap() == std::fs::read(&out).unwrap(),
+            "{}: rewrite is not byte-identical",
+            mig.display()
+        );
+    }
+}
+
+#[test]
+fn rewrite_refuses_to_overwrite_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.mig");
+    std::fs::copy(fixture("none-minimal.mig"), &f).unwrap();
+    let out = vmstate(&["rewrite", p(&f), p(&f)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read(&f).unwrap(),
+        std::fs::read(fixture("none-minimal.mig")).unwrap()
+    );
+}
+
+#[test]
+fn verify_accepts_every_fixture() {
+    for mig in streams() {
+        let out = ok(&["verify", p(&mig)]);
+        assert!(out.contains(": OK: "), "{out}");
+    }
+    let out = ok(&["verify", p(&fixture("pc-ramdata.mig"))]);
+    assert!(out.contains("1971 full pages, 14543 zero pages"), "{out}");
+}
+
+#[test]
+fn verify_names_record_field_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("pc-minimal.mig")).unwrap();
+    // fw_cfg (FULL section 10 at 0x3d047, header 20 bytes): cur_entry (2 bytes),
+    // cur_offset (4 bytes), then its subsection "fw_cfg/dma" whose marker we break.
+    let at = 0x3d047 + 20 + 6;
+    assert_eq!(bytes[at], 0x05);
+    let mut broken = bytes.clone();
+    broken[at] = 0x09;
+    let f = dir.path().join("broken.mig");
+    std::fs::write(&f, &broken).unwrap();
+    let out = vmstate(&["verify", p(&f)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("FULL section 10 'fw_cfg' instance 0"), "{err}");
+    assert!(err.contains("fw_cfg/dma"), "{err}");
+    assert!(
+        err.contains(&format!("at byte offset {at} (0x{at:x})")),
+        "{err}"
+    );
+
+    // A field inside a nested struct: the ide section's payload cut short (the
+    // trailer kept), so a field of a struct runs out.
+    let ide = 0x3d27f;
+    let mut cut = bytes[..ide + 300].to_vec();
+    cut.push(0);
+    let trailer = 0x3f7db;
+    cut.extend_from_slice(&bytes[trailer..]);
+    std::fs::write(&f, &cut).unwrap();
+    let out = vmstate(&["verify", p(&f)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("'0000:00:01.1/ide'"), "{err}");
+    assert!(err.contains("field "), "{err}");
+    assert!(err.contains("byte offset"), "{err}");
+}
+
+#[test]
+fn corrupted_inputs_never_crash_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.mig");
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for name in ["none-minimal.mig", "pc-minimal.mig"] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        let n = bytes.len();
+        for cut in [0, 1, 4, 8, 9, 12, 30, n / 3, n / 2, n - 900, n - 1] {
+            cases.push(bytes[..cut].to_vec());
+        }
+        let mut x = 0x1234_5678u64;
+        for _ in 0..12 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut b = bytes.clone();
+            let i = (x % n as u64) as usize;
+            b[i] = b[i].wrapping_add((x >> 32) as u8 | 1);
+            cases.push(b);
+        }
+    }
+    cases.push(b"not a migration stream at all".to_vec());
+    cases.push(Vec::new());
+    for (i, case) in cases.iter().enumerate() {
+        std::fs::write(&f, case).unwrap();
+        for cmd in ["verify", "info", "dump"] {
+            let out = vmstate(&[cmd, p(&f)]);
+            let code = out.status.code();
+            assert!(
+                code == Some(0) || code == Some(1),
+                "case {i}: vmstate {cmd} exited with {code:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if code == Some(1) {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(err.starts_with("error: "), "case {i}: {err}");
+                assert!(!err.contains("panicked"), "case {i}: {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn info_lists_records_like_the_section_map() {
+    let out = ok(&["info", p(&fixture("pc-minimal.mig"))]);
+    assert!(out.contains("machine    pc-i440fx-10.0"), "{out}");
+    assert!(out.contains("page size  4096"), "{out}");
+    assert!(out.contains("51 full pages, 4175 zero pages"), "{out}");
+    assert!(
+        out.contains("sections   31 (1 iterative, 30 devices)"),
+        "{out}"
+    );
+    // Offsets and lengths as in pc-minimal.sections.txt.
+    let map = std::fs::read_to_string(fixture("pc-minimal.sections.txt")).unwrap();
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("0x")).collect();
+    let expected: Vec<(String, String)> = map
+        .lines()
+        .filter(|l| l.starts_with("0x"))
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            (
+                it.next().unwrap().to_string(),
+                it.next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Our table has the 8-byte header as a first row.
+    assert_eq!(rows.len(), expected.len() + 1);
+    for (row, (off, len)) in rows[1..].iter().zip(&expected) {
+        let mut it = row.split_whitespace();
+        assert_eq!(it.next().unwrap(), off, "{row}");
+        assert_eq!(it.next().unwrap(), len, "{row}");
+    }
+    assert!(
+        out.contains(
+            "0x0003d27f        460  SECTION_FULL       14        0       3  0000:00:01.1/ide"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("COMMAND                                 SWITCHOVER_START (11), 0 bytes"));
+    assert!(out.contains("VMDESCRIPTION                           98918 bytes of JSON"));
+}
+
+/// The pc-ramdata payload, regenerated independently: SHAKE-256("ramdata-v1"),
+/// 8 MiB, page i%16==5 zeroed, i%16==9 filled with 0xA5, a text header on page 0.
+fn ramdata_payload() -> Vec<u8> {
+    let mut h = Shake256::default();
+    h.update(b"ramdata-v1");
+    let mut data = vec![0u8; 8 << 20];
+    h.finalize_xof().read(&mut data);
+    for (i, page) in data.chunks_mut(4096).enumerate() {
+        match i % 16 {
+            5 => page.fill(0),
+            9 => page.fill(0xa5),
+            _ => {}
+        }
+    }
+    let text = b"QEMU-MIGRATION-TEST-VECTOR ramdata seed=ramdata-v1\n";
+    data[..text.len()].copy_from_slice(text);
+    data
+}
+
+#[test]
+fn extract_writes_each_ram_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&["extract", p(&fixture("pc-ramdata.mig")), p(dir.path())]);
+    assert!(out.lines().any(|l| l == "pc.ram"), "{out}");
+    let sizes = [
+        ("pc.ram", 64 << 20),
+        ("rom@etc/acpi/tables", 0x20000),
+        ("pc.bios", 0x40000),
+        ("pc.rom", 0x20000),
+        ("rom@etc/table-loader", 0x1000),
+        ("rom@etc/acpi/rsdp", 0x1000),
+    ];
+    for (name, size) in sizes {
+        let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+        assert_eq!(len, size, "{name}");
+    }
+    let ram = std::fs::read(dir.path().join("pc.ram")).unwrap();
+    let payload = ramdata_payload();
+    assert!(
+        ram[0x100000..0x100000 + payload.len()] == payload[..],
+        "pc.ram at 0x100000 is not the known payload"
+    );
+    // desc.json and state.json as the script's -x writes them.
+    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    assert_eq!(
+        state,
+        std::fs::read_to_string(fixture("pc-ramdata.analyze.json")).unwrap()
+    );
+    let desc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("desc.json")).unwrap())
+            .unwrap();
+    assert_eq!(desc["page_size"], 4096);
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for cmd in ["info", "dump", "extract", "verify", "rewrite"] {
+        let out = ok(&[cmd, "--help"]);
+        assert!(out.contains("Examples:"), "{cmd}: {out}");
+        assert!(out.contains(&format!("vmstate {cmd}")), "{cmd}: {out}");
+    }
+    let out = ok(&["--help"]);
+    for cmd in ["info", "dump", "extract", "verify", "rewrite"] {
+        assert!(out.contains(cmd), "{out}");
+    }
+    // Usage errors are clap's status 2, not a crash.
+    assert_eq!(vmstate(&["dump"]).status.code(), Some(2));
+    assert_eq!(vmstate(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn missing_file_is_a_clean_error() {
+    let out = vmstate(&["verify", "/nonexistent/file.mig"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.mig"));
+}

@@ -1,0 +1,432 @@
+//! The decoded state as JSON in the shape of QEMU's `analyze-migration.py -d state`
+//! (spec 6), so that the two outputs can be diffed.
+//!
+//! * keys `"<idstr> (<section_id>)"`, in the order section ids were first seen;
+//! * integers as hex strings zero-padded to twice their size, negative signed ones as
+//!   `"0xfffffffe (-2)"`; bools as JSON booleans; NULL pointers as `"nullptr"`;
+//!   everything else as space-separated hex bytes;
+//! * repeated names (arrays) become lists, structs and subsections nested objects;
+//! * RAM: `{"section sizes": {...}}`, plus `"memory"` with page contents when asked
+//!   (the script crashes there on non-zero pages; this prints them as hex).
+//!
+//! Python's dict rules are followed where they matter: a field name seen again turns
+//! into a list, a subsection name replaces what had that name, and a RAM page sent
+//! twice keeps its first position and its last contents. Output is written as
+//! Python's `json` module does with `indent=4` (`ensure_ascii`, separators `,` and
+//! `: `), followed by a newline, and is streamed: page contents are read from the
+//! source one page at a time.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+
+use super::desc::FieldKind;
+use super::encode::PageSource;
+use super::error::DecodeError;
+use super::json::write_py_str;
+use super::value::*;
+
+/// What to include in the state dump.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DumpOptions {
+    /// Add each RAM section's `"memory"` object (page contents as hex).
+    pub memory: bool,
+}
+
+/// Space-separated lowercase hex bytes, as the script prints raw fields.
+pub fn hex_bytes(b: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = Vec::with_capacity(b.len() * 3);
+    for (i, &x) in b.iter().enumerate() {
+        if i > 0 {
+            s.push(b' ');
+        }
+        s.push(HEX[(x >> 4) as usize]);
+        s.push(HEX[(x & 15) as usize]);
+    }
+    String::from_utf8(s).expect("hex digits are ASCII")
+}
+
+enum Node<'s> {
+    Str(String),
+    Bool(bool),
+    List(Vec<Node<'s>>),
+    Dict(Dict<'s>),
+    /// A RAM section's `memory` object, rendered from its page runs.
+    Memory(Vec<&'s PageRun>),
+}
+
+/// An ordered dict with Python's insertion rules.
+#[derive(Default)]
+struct Dict<'s> {
+    entries: Vec<(String, Node<'s>)>,
+    index: HashMap<String, usize>,
+}
+
+impl<'s> Dict<'s> {
+    /// `data[k] = v`, keeping the position of an existing key.
+    fn set(&mut self, k: String, v: Node<'s>) {
+        match self.index.get(&k) {
+            Some(&i) => self.entries[i].1 = v,
+            None => {
+                self.index.insert(k.clone(), self.entries.len());
+                self.entries.push((k, v));
+            }
+        }
+    }
+
+    /// The script's rule for field values: the first value of a name is stored as
+    /// is, a second one turns it into a list, later ones are appended.
+    fn add_field(&mut self, k: &str, v: Node<'s>) {
+        match self.index.get(k) {
+            None => self.set(k.to_string(), v),
+            Some(&i) => {
+                let slot = &mut self.entries[i].1;
+                if let Node::List(l) = slot {
+                    l.push(v);
+                } else {
+                    let old = std::mem::replace(slot, Node::Bool(false));
+                    *slot = Node::List(vec![old, v]);
+                }
+            }
+        }
+    }
+}
+
+enum SectionObj<'s> {
+    Ram {
+        sizes: Dict<'s>,
+        runs: Vec<&'s PageRun>,
+    },
+    Vmsd(Dict<'s>),
+}
+
+/// Writes the `-d state` JSON of `stream` to `out`. Page contents (with
+/// `opts.memory`) come from the tree or, for pages kept as references, from `pages`.
+pub fn write_state_json(
+    stream: &Stream,
+    out: &mut dyn Write,
+    pages: Option<&mut dyn PageSource>,
+    opts: &DumpOptions,
+) -> Result<(), DecodeError> {
+    // Sections by id, in first-seen order, with the idstr of the latest START/FULL.
+    let mut order: Vec<(u32, String, SectionObj<'_>)> = Vec::new();
+    let mut by_id: HashMap<u32, usize> = HashMap::new();
+    for rec in &stream.records {
+        let RecordBody::Section(s) = &rec.body else {
+            continue;
+        };
+        if let Some(h) = &s.header {
+            let obj = match &s.payload {
+                Payload::Ram(_) => SectionObj::Ram {
+                    sizes: Dict::default(),
+                    runs: Vec::new(),
+                },
+                Payload::Vmsd(_) => SectionObj::Vmsd(Dict::default()),
+            };
+            match by_id.get(&s.section_id) {
+                Some(&i) => order[i] = (s.section_id, h.idstr.clone(), obj),
+                None => {
+                    by_id.insert(s.section_id, order.len());
+                    order.push((s.section_id, h.idstr.clone(), obj));
+                }
+            }
+        }
+        let Some(&i) = by_id.get(&s.section_id) else {
+            continue;
+        };
+        match (&mut order[i].2, &s.payload) {
+            (SectionObj::Vmsd(d), Payload::Vmsd(v)) => apply_struct(d, v),
+            (SectionObj::Ram { sizes, runs }, Payload::Ram(p)) => {
+                for r in &p.records {
+                    match r {
+                        RamRecord::MemSize { blocks, .. } => {
+                            for b in blocks {
+                                sizes.set(
+                                    b.name.clone(),
+                                    Node::Str(format!("0x{:016x}", b.used_length)),
+                                );
+                            }
+                        }
+                        RamRecord::Pages(run) => runs.push(run),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut top = Dict::default();
+    for (id, name, obj) in order {
+        let node = match obj {
+            SectionObj::Vmsd(d) => Node::Dict(d),
+            SectionObj::Ram { sizes, runs } => {
+                let mut d = Dict::default();
+                d.set("section sizes".into(), Node::Dict(sizes));
+                if opts.memory {
+                    d.set("memory".into(), Node::Memory(runs));
+                }
+                Node::Dict(d)
+            }
+        };
+        top.set(format!("{name} ({id})"), node);
+    }
+    let mut w = PyWriter {
+        out: BufWriter::with_capacity(1 << 16, out),
+        pages,
+        page: Vec::new(),
+    };
+    w.node(&Node::Dict(top), 0)?;
+    w.raw(b"\n")?;
+    w.out
+        .flush()
+        .map_err(|e| DecodeError::new(format!("writing the JSON: {e}")))
+}
+
+/// The `-d state` JSON as a string (pages must be in the tree if `memory` is set).
+pub fn state_json_string(stream: &Stream, opts: &DumpOptions) -> Result<String, DecodeError> {
+    let mut v = Vec::new();
+    write_state_json(stream, &mut v, None, opts)?;
+    String::from_utf8(v).map_err(|_| DecodeError::new("non-UTF-8 JSON output"))
+}
+
+fn apply_struct<'s>(d: &mut Dict<'s>, s: &'s StructValue) {
+    for f in &s.fields {
+        let desc = s.field_desc(f);
+        d.add_field(&desc.name, value_node(desc.kind, desc.size, &f.value));
+    }
+    for sub in &s.subsections {
+        let mut sd = Dict::default();
+        apply_struct(&mut sd, &sub.body);
+        d.set(sub.name.clone(), Node::Dict(sd));
+    }
+}
+
+fn value_node<'s>(kind: FieldKind, size: Option<u64>, v: &'s Value) -> Node<'s> {
+    match v {
+        Value::Int(x) => Node::Str(int_str(kind, size.unwrap_or(8).clamp(1, 8), *x)),
+        Value::Bool(b) => Node::Bool(*b != 0),
+        Value::Nullptr => Node::Str("nullptr".into()),
+        Value::Capability(c) => Node::Str(c.clone()),
+        Value::Bytes(b) => match kind {
+            FieldKind::Int { signed } => Node::Str(big_int_str(signed, b)),
+            FieldKind::Bool => Node::Bool(b.first().is_some_and(|&x| x != 0)),
+            _ => Node::Str(hex_bytes(b)),
+        },
+        Value::Struct(s) => {
+            let mut d = Dict::default();
+            apply_struct(&mut d, s);
+            Node::Dict(d)
+        }
+        Value::Inline(i) => Node::Str(hex_bytes(&i.bytes)),
+    }
+}
+
+/// `'0x%0{2n}x' % value`, with `' (%d)'` of the signed value when it is negative.
+fn int_str(kind: FieldKind, size: u64, raw: u64) -> String {
+    let width = (size * 2) as usize;
+    let bits = size * 8;
+    let signed = matches!(kind, FieldKind::Int { signed: true });
+    let neg = signed && (raw >> (bits - 1)) & 1 == 1;
+    if neg {
+        let s = if bits == 64 {
+            raw as i64 as i128
+        } else {
+            raw as i128 - (1i128 << bits)
+        };
+        format!("0x{raw:0width$x} ({s})")
+    } else {
+        format!("0x{raw:0width$x}")
+    }
+}
+
+/// [`int_str`] for integers of unusual sizes (Python's ints have no width limit).
+fn big_int_str(signed: bool, b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hex = if hex.is_empty() { "0".to_string() } else { hex };
+    if !(signed && b.first().is_some_and(|&x| x & 0x80 != 0)) {
+        return format!("0x{hex}");
+    }
+    // Two's complement magnitude, then decimal by repeated division.
+    let mut mag: Vec<u8> = b.iter().map(|x| !x).collect();
+    for x in mag.iter_mut().rev() {
+        let (v, carry) = x.overflowing_add(1);
+        *x = v;
+        if !carry {
+            break;
+        }
+    }
+    let mut digits = Vec::new();
+    while mag.iter().any(|&x| x != 0) {
+        let mut rem = 0u32;
+        for x in mag.iter_mut() {
+            let cur = (rem << 8) | *x as u32;
+            *x = (cur / 10) as u8;
+            rem = cur % 10;
+        }
+        digits.push(b'0' + rem as u8);
+    }
+    digits.reverse();
+    format!("0x{hex} (-{})", String::from_utf8_lossy(&digits))
+}
+
+struct PyWriter<'w, 'p> {
+    out: BufWriter<&'w mut dyn Write>,
+    pages: Option<&'p mut dyn PageSource>,
+    page: Vec<u8>,
+}
+
+impl PyWriter<'_, '_> {
+    fn raw(&mut self, b: &[u8]) -> Result<(), DecodeError> {
+        self.out
+            .write_all(b)
+            .map_err(|e| DecodeError::new(format!("writing the JSON: {e}")))
+    }
+
+    fn newline(&mut self, indent: usize) -> Result<(), DecodeError> {
+        self.raw(b"\n")?;
+        for _ in 0..indent {
+            self.raw(b"    ")?;
+        }
+        Ok(())
+    }
+
+    fn string(&mut self, s: &str) -> Result<(), DecodeError> {
+        let mut o = String::with_capacity(s.len() + 2);
+        write_py_str(&mut o, s);
+        self.raw(o.as_bytes())
+    }
+
+    fn node(&mut self, n: &Node<'_>, indent: usize) -> Result<(), DecodeError> {
+        match n {
+            Node::Str(s) => self.string(s),
+            Node::Bool(b) => self.raw(if *b { b"true" } else { b"false" }),
+            Node::List(l) if l.is_empty() => self.raw(b"[]"),
+            Node::List(l) => {
+                self.raw(b"[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        self.raw(b",")?;
+                    }
+                    self.newline(indent + 1)?;
+                    self.node(v, indent + 1)?;
+                }
+                self.newline(indent)?;
+                self.raw(b"]")
+            }
+            Node::Dict(d) if d.entries.is_empty() => self.raw(b"{}"),
+            Node::Dict(d) => {
+                self.raw(b"{")?;
+                for (i, (k, v)) in d.entries.iter().enumerate() {
+                    if i > 0 {
+                        self.raw(b",")?;
+                    }
+                    self.newline(indent + 1)?;
+                    self.string(k)?;
+                    self.raw(b": ")?;
+                    self.node(v, indent + 1)?;
+                }
+                self.newline(indent)?;
+                self.raw(b"}")
+            }
+            Node::Memory(runs) => self.memory(runs, indent),
+        }
+    }
+
+    /// The `memory` object: one member per page, a page sent twice at its first
+    /// position with its last contents.
+    fn memory(&mut self, runs: &[&PageRun], indent: usize) -> Result<(), DecodeError> {
+        let mut last: HashMap<(Arc<str>, u64), (usize, u64)> = HashMap::new();
+        for (ri, run) in runs.iter().enumerate() {
+            for i in 0..run.count {
+                last.insert((run.block.clone(), run.addr + i * run.page_size), (ri, i));
+            }
+        }
+        if last.is_empty() {
+            return self.raw(b"{}");
+        }
+        self.raw(b"{")?;
+        let mut first = true;
+        for run in runs {
+            for i in 0..run.count {
+                let addr = run.addr + i * run.page_size;
+                let Some((ri, li)) = last.remove(&(run.block.clone(), addr)) else {
+                    continue;
+                };
+                if !first {
+                    self.raw(b",")?;
+                }
+                first = false;
+                self.newline(indent + 1)?;
+                self.string(&format!("{} (0x{addr:016x})", run.block))?;
+                self.raw(b": ")?;
+                let src = runs[ri];
+                if src.zero {
+                    self.raw(b"\"Filled with 0x00\"")?;
+                    continue;
+                }
+                self.load_page(src, li)?;
+                let hex = hex_bytes(&self.page);
+                self.raw(b"\"")?;
+                self.raw(hex.as_bytes())?;
+                self.raw(b"\"")?;
+            }
+        }
+        self.newline(indent)?;
+        self.raw(b"}")
+    }
+
+    fn load_page(&mut self, run: &PageRun, i: u64) -> Result<(), DecodeError> {
+        let ps = run.page_size as usize;
+        if let Some(d) = &run.data {
+            let start = i as usize * ps;
+            self.page.clear();
+            self.page.extend_from_slice(&d[start..start + ps]);
+            return Ok(());
+        }
+        let Some(src) = self.pages.as_mut() else {
+            return Err(DecodeError::new(
+                "page contents are not in the tree and no page source was given",
+            ));
+        };
+        self.page.resize(ps, 0);
+        let at = run.body_offset(i);
+        src.read_at(at, &mut self.page)
+            .map_err(|e| DecodeError::new(format!("reading page data: {e}")).at(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_look_like_the_script() {
+        let s = FieldKind::Int { signed: true };
+        let u = FieldKind::Int { signed: false };
+        assert_eq!(int_str(s, 4, 0xffff_fffe), "0xfffffffe (-2)");
+        assert_eq!(int_str(u, 4, 0xffff_fffe), "0xfffffffe");
+        assert_eq!(int_str(s, 2, 0x7f), "0x007f");
+        assert_eq!(int_str(s, 8, u64::MAX), "0xffffffffffffffff (-1)");
+        assert_eq!(big_int_str(true, &[0xff; 9]), "0xffffffffffffffffff (-1)");
+        assert_eq!(
+            big_int_str(false, &[1, 0, 0, 0, 0, 0, 0, 0, 0]),
+            "0x010000000000000000"
+        );
+        assert_eq!(
+            big_int_str(true, &[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            "0x80000000000000000000 (-604462909807314587353088)"
+        );
+    }
+
+    #[test]
+    fn repeated_names_become_lists() {
+        let mut d = Dict::default();
+        d.add_field("a", Node::Str("1".into()));
+        d.add_field("a", Node::Str("2".into()));
+        d.add_field("a", Node::Str("3".into()));
+        d.add_field("b", Node::Bool(true));
+        assert!(matches!(&d.entries[0].1, Node::List(l) if l.len() == 3));
+        assert_eq!(d.entries.len(), 2);
+    }
+}

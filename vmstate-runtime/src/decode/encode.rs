@@ -1,0 +1,262 @@
+//! The encoder: a value tree back to the exact bytes it was decoded from.
+//!
+//! Page contents that the tree does not hold are copied from the source by offset
+//! ([`PageSource`]), a chunk at a time, so a multi-GiB stream is rewritten with
+//! bounded memory.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use super::desc::FieldKind;
+use super::error::DecodeError;
+use super::value::*;
+use crate::stream::format;
+
+/// Where page contents that the tree refers to by offset are read from.
+pub trait PageSource {
+    /// Fills `buf` with the source bytes at `offset`.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+impl PageSource for &[u8] {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.get(start..start.saturating_add(buf.len())) {
+            Some(b) => {
+                buf.copy_from_slice(b);
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "page data beyond the end of the source",
+            )),
+        }
+    }
+}
+
+/// A [`PageSource`] over anything seekable (a `File`).
+#[derive(Debug)]
+pub struct SeekSource<R>(pub R);
+
+impl<R: Read + Seek> PageSource for SeekSource<R> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.seek(SeekFrom::Start(offset))?;
+        self.0.read_exact(buf)
+    }
+}
+
+/// How many bytes of page records are copied from the source at a time.
+const COPY_CHUNK: u64 = 1 << 20;
+
+/// Writes `stream` as bytes. Page contents not kept in the tree come from `pages`
+/// (an error if it is `None` and some are needed). Returns the bytes written.
+pub fn encode(
+    stream: &Stream,
+    out: &mut dyn Write,
+    mut pages: Option<&mut dyn PageSource>,
+) -> Result<u64, DecodeError> {
+    let mut w = Counter { out, n: 0 };
+    w.put(&stream.magic.to_be_bytes())?;
+    w.put(&stream.version.to_be_bytes())?;
+    for rec in &stream.records {
+        w.put(&[rec.type_byte()])?;
+        match &rec.body {
+            RecordBody::Eof => {}
+            RecordBody::Footer { section_id } => w.put(&section_id.to_be_bytes())?,
+            RecordBody::Configuration(Configuration::Legacy { name }) => {
+                let len = u32::try_from(name.len())
+                    .map_err(|_| DecodeError::new("machine name longer than 4 GiB"))?;
+                w.put(&len.to_be_bytes())?;
+                w.put(name)?;
+            }
+            RecordBody::Configuration(Configuration::Vmsd(s)) => put_struct(&mut w, s)?,
+            RecordBody::Command(c) => {
+                w.put(&c.cmd.to_be_bytes())?;
+                w.put(&c.len.to_be_bytes())?;
+                w.put(&c.data)?;
+                if let Some(p) = &c.packaged {
+                    w.put(p)?;
+                }
+            }
+            RecordBody::Section(s) => {
+                w.put(&s.section_id.to_be_bytes())?;
+                if let Some(h) = &s.header {
+                    put_counted(&mut w, &h.idstr)?;
+                    w.put(&h.instance_id.to_be_bytes())?;
+                    w.put(&h.version.to_be_bytes())?;
+                }
+                match &s.payload {
+                    Payload::Vmsd(v) => put_struct(&mut w, v)?,
+                    Payload::Ram(r) => put_ram(&mut w, r, &mut pages)?,
+                }
+            }
+        }
+    }
+    if let Some(t) = &stream.trailer {
+        let len = u32::try_from(t.json.len())
+            .map_err(|_| DecodeError::new("vmdesc JSON longer than 4 GiB"))?;
+        w.put(&[format::VMDESCRIPTION])?;
+        w.put(&len.to_be_bytes())?;
+        w.put(&t.json)?;
+    }
+    Ok(w.n)
+}
+
+/// Encodes a stream whose tree holds every byte (decoded with `keep_pages`, or with
+/// no full pages) into a vector.
+pub fn encode_to_vec(stream: &Stream) -> Result<Vec<u8>, DecodeError> {
+    let mut v = Vec::new();
+    encode(stream, &mut v, None)?;
+    Ok(v)
+}
+
+struct Counter<'w> {
+    out: &'w mut dyn Write,
+    n: u64,
+}
+
+impl Counter<'_> {
+    fn put(&mut self, b: &[u8]) -> Result<(), DecodeError> {
+        self.out
+            .write_all(b)
+            .map_err(|e| DecodeError::new(format!("writing the stream: {e}")).at(self.n))?;
+        self.n += b.len() as u64;
+        Ok(())
+    }
+}
+
+fn put_counted(w: &mut Counter<'_>, s: &str) -> Result<(), DecodeError> {
+    let len = u8::try_from(s.len())
+        .map_err(|_| DecodeError::new(format!("'{s}' is longer than 255 bytes")))?;
+    w.put(&[len])?;
+    w.put(s.as_bytes())
+}
+
+/// Writes a VMState payload: fields, then subsections.
+fn put_struct(w: &mut Counter<'_>, s: &StructValue) -> Result<(), DecodeError> {
+    for f in &s.fields {
+        let desc = s.field_desc(f);
+        match &f.value {
+            Value::Int(v) => {
+                let size = desc.size.unwrap_or(8).clamp(1, 8) as usize;
+                if !matches!(desc.kind, FieldKind::Int { .. }) {
+                    return Err(DecodeError::new(format!(
+                        "field '{}' holds an integer but is not an integer type",
+                        desc.name
+                    )));
+                }
+                w.put(&v.to_be_bytes()[8 - size..])?;
+            }
+            Value::Bool(b) => w.put(&[*b])?,
+            Value::Nullptr => w.put(b"0")?,
+            Value::Capability(c) => put_counted(w, c)?,
+            Value::Bytes(b) => w.put(b)?,
+            Value::Struct(inner) => put_struct(w, inner)?,
+            Value::Inline(i) => w.put(&i.bytes)?,
+        }
+    }
+    for sub in &s.subsections {
+        w.put(&[0x05])?;
+        put_counted(w, &sub.name)?;
+        w.put(&sub.version.to_be_bytes())?;
+        put_struct(w, &sub.body)?;
+    }
+    Ok(())
+}
+
+fn put_ram(
+    w: &mut Counter<'_>,
+    p: &RamPayload,
+    pages: &mut Option<&mut dyn PageSource>,
+) -> Result<(), DecodeError> {
+    for r in &p.records {
+        match r {
+            RamRecord::MemSize { word, blocks } => {
+                w.put(&word.to_be_bytes())?;
+                for b in blocks {
+                    put_counted(w, &b.name)?;
+                    w.put(&b.used_length.to_be_bytes())?;
+                    if let Some(a) = b.mr_addr {
+                        w.put(&a.to_be_bytes())?;
+                    }
+                }
+            }
+            RamRecord::Xbzrle { word, block, data } => {
+                w.put(&word.to_be_bytes())?;
+                if let Some(b) = block {
+                    put_counted(w, b)?;
+                }
+                w.put(data)?;
+            }
+            RamRecord::MultifdFlush { word } | RamRecord::Eos { word } => {
+                w.put(&word.to_be_bytes())?
+            }
+            RamRecord::Pages(run) => put_run(w, run, pages)?,
+        }
+    }
+    Ok(())
+}
+
+fn put_run(
+    w: &mut Counter<'_>,
+    run: &PageRun,
+    pages: &mut Option<&mut dyn PageSource>,
+) -> Result<(), DecodeError> {
+    let header = |w: &mut Counter<'_>, i: u64| -> Result<(), DecodeError> {
+        w.put(&run.word(i).to_be_bytes())?;
+        if i == 0 && run.named {
+            put_counted(w, &run.block)?;
+        }
+        Ok(())
+    };
+    if run.zero {
+        for i in 0..run.count {
+            header(w, i)?;
+            w.put(&[0])?;
+        }
+        return Ok(());
+    }
+    let ps = run.page_size as usize;
+    if let Some(data) = &run.data {
+        for (i, page) in data.chunks(ps).enumerate() {
+            header(w, i as u64)?;
+            w.put(page)?;
+        }
+        return Ok(());
+    }
+    let Some(src) = pages.as_mut() else {
+        return Err(DecodeError::new(
+            "page contents are not in the tree and no page source was given",
+        ));
+    };
+    // Records after the first are evenly spaced: read many at once and take the page
+    // data out of each.
+    let stride = 8 + run.page_size;
+    let per_chunk = (COPY_CHUNK / stride).max(1);
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while i < run.count {
+        if i == 0 {
+            buf.resize(ps, 0);
+            src.read_at(run.body_offset(0), &mut buf).map_err(|e| {
+                DecodeError::new(format!("reading page data: {e}")).at(run.body_offset(0))
+            })?;
+            header(w, 0)?;
+            w.put(&buf)?;
+            i = 1;
+            continue;
+        }
+        let n = per_chunk.min(run.count - i);
+        // From the body of record i back to its word: 8 bytes before.
+        let start = run.body_offset(i) - 8;
+        buf.resize((n * stride) as usize, 0);
+        src.read_at(start, &mut buf)
+            .map_err(|e| DecodeError::new(format!("reading page data: {e}")).at(start))?;
+        for k in 0..n {
+            header(w, i + k)?;
+            let b = (k * stride + 8) as usize;
+            w.put(&buf[b..b + ps])?;
+        }
+        i += n;
+    }
+    Ok(())
+}

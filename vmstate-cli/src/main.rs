@@ -4,6 +4,7 @@
 //! decoder of `vmstate::decode`. Exit status: 0 on success, 1 on any error (with a
 //! message naming the record, field path and byte offset), 2 for usage errors.
 
+mod check;
 mod commands;
 mod progress;
 
@@ -28,7 +29,8 @@ use clap::{Parser, Subcommand};
         vmstate dump vm.mig > state.json\n  \
         vmstate verify vm.mig && echo well formed\n  \
         vmstate rewrite vm.mig copy.mig\n  \
-        vmstate extract vm.mig ram/"
+        vmstate extract vm.mig ram/\n  \
+        vmstate check old-schema.json new-schema.json"
 )]
 struct Cli {
     /// Never show a progress bar (it is only shown on a terminal, for large files).
@@ -38,10 +40,32 @@ struct Cli {
     command: Command,
 }
 
-// Subcommands. `check OLD.json NEW.json` (schema compatibility) is planned next to
-// these and will be added as its own variant and module.
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Compare two schema dumps for migrating from OLD to NEW (QEMU's
+    /// vmstate-static-checker.py, plus the two rules it misses).
+    #[command(after_help = "Examples:\n  \
+        vmstate check release-1.json release-2.json            # 1 -> 2\n  \
+        vmstate check --reverse release-1.json release-2.json  # 2 -> 1\n  \
+        vmstate check --json old.json new.json | jq .\n\n\
+        The dumps are QEMU's `-dump-vmstate FILE` output or vmstate::schema::dump_json. \
+        One problem per line names the section, description and field. The exit status is \
+        the number of problems, at most 255, as QEMU's checker's.")]
+    Check {
+        /// The schema of the release migrating from.
+        old: PathBuf,
+        /// The schema of the release migrating to.
+        new: PathBuf,
+        /// Check the other direction (NEW to OLD).
+        #[arg(long)]
+        reverse: bool,
+        /// Print the problems as a JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Apply exactly QEMU 10.0's rules (without the two added ones).
+        #[arg(long)]
+        qemu: bool,
+    },
     /// Show the header, machine type and a table of the top-level records.
     #[command(after_help = "Examples:\n  \
         vmstate info vm.mig\n\n\
@@ -122,9 +146,17 @@ impl<E: std::error::Error> From<E> for CliError {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+/// Runs a subcommand; returns the exit status on success.
+fn run(cli: Cli) -> Result<u8, CliError> {
     let quiet = cli.quiet;
-    match cli.command {
+    let done = match cli.command {
+        Command::Check {
+            old,
+            new,
+            reverse,
+            json,
+            qemu,
+        } => return check::check(&old, &new, reverse, json, qemu),
         Command::Info { file } => commands::info(&file, quiet),
         Command::Dump {
             file,
@@ -139,7 +171,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             output,
             no_check,
         } => commands::rewrite(&input, &output, !no_check, quiet),
-    }
+    };
+    done.map(|()| 0)
 }
 
 fn main() -> ExitCode {
@@ -148,7 +181,7 @@ fn main() -> ExitCode {
     // error rather than dying with status 101.
     let result = std::panic::catch_unwind(|| run(cli));
     match result {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(CliError(msg))) => {
             if msg.contains("Broken pipe") {
                 return ExitCode::SUCCESS;

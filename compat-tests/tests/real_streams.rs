@@ -38,6 +38,11 @@ impl Pc {
     }
 }
 
+/// Registers a device under its description's name and the next free instance id.
+fn add<D: vmstate::Device + 'static>(reg: &mut Registry, dev: D) -> SectionHandle {
+    reg.register_device(dev, Registration::new()).unwrap()
+}
+
 /// A destination with RAM and the foundation devices, registered under QEMU's idstrs.
 fn pc_destination(analyze: &Value) -> Pc {
     let mut reg = Registry::new();
@@ -46,57 +51,18 @@ fn pc_destination(analyze: &Value) -> Pc {
     let ram_stats = handler.stats();
     reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
         .unwrap();
-    let mut handles = Vec::new();
-    handles.push((
-        "timer",
-        reg.register_device(CpuTimers::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "fw_cfg",
-        reg.register_device(FwCfg::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "mc146818rtc",
-        reg.register_device(Mc146818Rtc::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "i8259.0",
-        reg.register_device(I8259::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "i8259.1",
-        reg.register_device(I8259::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "ioapic",
-        reg.register_device(IoApic::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "hpet",
-        reg.register_device(Hpet::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "i8254",
-        reg.register_device(I8254::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "port92",
-        reg.register_device(Port92::default(), Registration::new())
-            .unwrap(),
-    ));
-    handles.push((
-        "globalstate",
-        reg.register_device(GlobalState::default(), Registration::new())
-            .unwrap(),
-    ));
+    let handles = vec![
+        ("timer", add(&mut reg, CpuTimers::default())),
+        ("fw_cfg", add(&mut reg, FwCfg::default())),
+        ("mc146818rtc", add(&mut reg, Mc146818Rtc::default())),
+        ("i8259.0", add(&mut reg, I8259::default())),
+        ("i8259.1", add(&mut reg, I8259::default())),
+        ("ioapic", add(&mut reg, IoApic::default())),
+        ("hpet", add(&mut reg, Hpet::default())),
+        ("i8254", add(&mut reg, I8254::default())),
+        ("port92", add(&mut reg, Port92::default())),
+        ("globalstate", add(&mut reg, GlobalState::default())),
+    ];
     Pc {
         reg,
         ram,
@@ -119,7 +85,7 @@ fn none_minimal_loads_completely_with_its_three_sections() {
     reg.register_iterative(
         "ram",
         RAM_VERSION,
-        RamHandler::new(vec![]).unwrap(),
+        RamHandler::from_blocks(vec![]).unwrap(),
         Registration::new(),
     )
     .unwrap();

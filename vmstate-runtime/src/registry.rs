@@ -3,7 +3,9 @@
 //!
 //! Entries are kept in save order: higher [`Priority`] first, then registration order.
 //! Section ids are assigned at registration from a counter and never reused, as in
-//! QEMU, so they can have gaps and need not follow the stream order.
+//! QEMU, so they can have gaps and need not follow the stream order. One exception to
+//! the counter: an iterative handler never gets id 0, because QEMU's loader would send
+//! its PART/END sections to another device (see [`Registry::register_iterative`]).
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -257,6 +259,11 @@ impl Registry {
 
     /// Registers an iterative handler under `idstr` with the version written in its
     /// section headers (QEMU's `register_savevm_live`; RAM is `("ram", 4)`).
+    ///
+    /// If it would get section id 0, it gets 1 (and 0 stays unused): QEMU matches a
+    /// PART/END section to the first of its handlers whose last loaded section id equals
+    /// it, and handlers not loaded yet count as 0, so QEMU would hand a PART section with
+    /// id 0 to the device it registered first. (Found against QEMU 10.0.2.)
     pub fn register_iterative<H: IterativeHandler + 'static>(
         &mut self,
         idstr: &str,
@@ -268,6 +275,13 @@ impl Registry {
             Some(p) => format!("{p}/{idstr}"),
             None => idstr.to_string(),
         };
+        // QEMU's loader matches a PART/END section to the first handler whose
+        // `load_section_id` equals its id, and handlers not loaded yet have 0 there: a
+        // PART section with id 0 would go to whatever QEMU registered first (the
+        // `timer` device on x86). So an iterative handler never gets section id 0.
+        if self.next_section_id == 0 {
+            self.next_section_id = 1;
+        }
         self.insert(
             idstr,
             reg,

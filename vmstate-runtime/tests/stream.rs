@@ -276,24 +276,24 @@ fn record_offset(s: &[u8], ty: u8, id: u32) -> usize {
 fn phases_interleave_as_qemu_writes_them() {
     let log = Log::default();
     let records = walk(&snapshot(&log));
-    // Section ids: ram 0, uart 1, blob2 2, uart 3, apic 4 (registration order).
+    // Section ids: ram 1 (never 0), uart 2, blob2 3, uart 4, apic 5.
     let expected = vec![
-        (1, 0),
-        (1, 2),
-        (2, 0),
-        (2, 2),
-        (2, 0),
-        (2, 2),
-        (2, 0),
-        (2, 2),
-        (2, 0),
-        (2, 2), // every active handler gets a PART each round, done or not
+        (1, 1),
+        (1, 3),
+        (2, 1),
+        (2, 3),
+        (2, 1),
+        (2, 3),
+        (2, 1),
+        (2, 3),
+        (2, 1),
+        (2, 3), // every active handler gets a PART each round, done or not
         (8, 11),
-        (3, 0),
-        (3, 2),
-        (4, 4), // apic first: higher priority
-        (4, 1),
-        (4, 3),
+        (3, 1),
+        (3, 3),
+        (4, 5), // apic first: higher priority
+        (4, 2),
+        (4, 4),
         (0, 0),
     ];
     assert_eq!(records, expected);
@@ -430,6 +430,37 @@ fn instance_ids_default_to_the_next_free_one_and_duplicates_are_refused() {
 }
 
 #[test]
+fn an_iterative_handler_never_gets_section_id_0() {
+    let log = Log::default();
+    let mut reg = Registry::new();
+    let ram = reg
+        .register_iterative(
+            "ram",
+            4,
+            Blob::new("ram", vec![], &log),
+            Registration::new(),
+        )
+        .unwrap();
+    let dev = reg
+        .register_device(Uart::default(), Registration::new())
+        .unwrap();
+    assert_eq!((ram.section_id(), dev.section_id()), (1, 2));
+    let mut reg = Registry::new();
+    let dev = reg
+        .register_device(Uart::default(), Registration::new())
+        .unwrap();
+    let ram = reg
+        .register_iterative(
+            "ram",
+            4,
+            Blob::new("ram", vec![], &log),
+            Registration::new(),
+        )
+        .unwrap();
+    assert_eq!((dev.section_id(), ram.section_id()), (0, 1));
+}
+
+#[test]
 fn unregistered_section_ids_are_never_reused() {
     let mut reg = Registry::new();
     let a = reg
@@ -528,10 +559,10 @@ fn unknown_section_names_idstr_instance_and_offset() {
             idstr,
             instance_id,
             section_id,
-        } => assert_eq!((idstr.as_str(), *instance_id, *section_id), ("apic", 0, 4)),
+        } => assert_eq!((idstr.as_str(), *instance_id, *section_id), ("apic", 0, 5)),
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(err.offset(), Some(record_offset(&s, 4, 4) as u64));
+    assert_eq!(err.offset(), Some(record_offset(&s, 4, 5) as u64));
     assert_eq!(err.section().unwrap().idstr, "apic");
 }
 
@@ -562,16 +593,16 @@ fn newer_section_version_is_refused() {
 fn part_section_without_start_is_an_error() {
     let log = Log::default();
     let s = snapshot(&log);
-    let start = record_offset(&s, 1, 0);
-    let part = record_offset(&s, 2, 0);
+    let start = record_offset(&s, 1, 1);
+    let part = record_offset(&s, 2, 1);
     // Turn the START of ram into a PART of an unknown id 99 by rebuilding: drop it.
     let mut t = s[..start].to_vec();
-    t.extend(&s[record_offset(&s, 1, 2)..part]);
+    t.extend(&s[record_offset(&s, 1, 3)..part]);
     t.extend(&s[part..]);
     let err = load_err(&t, &mut destination(&log));
     assert!(matches!(
         err.kind(),
-        ErrorKind::UnknownSectionId { section_id: 0 }
+        ErrorKind::UnknownSectionId { section_id: 1 }
     ));
 }
 
@@ -579,7 +610,7 @@ fn part_section_without_start_is_an_error() {
 fn missing_footer_is_an_error() {
     let log = Log::default();
     let mut s = snapshot(&log);
-    let apic = record_offset(&s, 4, 4);
+    let apic = record_offset(&s, 4, 5);
     let footer = apic + 1 + 4 + 1 + 4 + 8 + 4;
     assert_eq!(s[footer], 0x7e);
     s[footer] = 0x7f;
@@ -596,14 +627,14 @@ fn missing_footer_is_an_error() {
 fn footer_with_another_section_id_is_an_error() {
     let log = Log::default();
     let mut s = snapshot(&log);
-    let apic = record_offset(&s, 4, 4);
+    let apic = record_offset(&s, 4, 5);
     let footer = apic + 1 + 4 + 1 + 4 + 8 + 4;
     s[footer + 4] = 9;
     let err = load_err(&s, &mut destination(&log));
     assert!(matches!(
         err.kind(),
         ErrorKind::FooterMismatch {
-            expected: 4,
+            expected: 5,
             found: 9
         }
     ));
@@ -613,7 +644,7 @@ fn footer_with_another_section_id_is_an_error() {
 fn unknown_record_type_is_an_error() {
     let log = Log::default();
     let mut s = snapshot(&log);
-    let at = record_offset(&s, 4, 4);
+    let at = record_offset(&s, 4, 5);
     s[at] = 0x09;
     let err = load_err(&s, &mut destination(&log));
     assert!(matches!(

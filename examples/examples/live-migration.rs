@@ -9,6 +9,8 @@
 //! # two hosts: start the destination first, then the source
 //! cargo run --release --example live-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example live-migration -- --connect desthost:4444 --ram 1G
+//! # the devices' schema, as QEMU's -dump-vmstate, for `vmstate check` between releases
+//! cargo run --release --example live-migration -- --dump-vmstate schema.json
 //! ```
 //!
 //! The protocol between the two ends is described in `vmstate_examples::machine::live`.
@@ -59,6 +61,9 @@ struct Args {
     /// Run as the source, connecting to a destination at ADDR.
     #[arg(long, value_name = "ADDR")]
     connect: Option<String>,
+    /// Write the machine's schema (QEMU's -dump-vmstate format) to FILE and exit.
+    #[arg(long, value_name = "FILE")]
+    dump_vmstate: Option<std::path::PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -77,7 +82,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if let Some(addr) = &args.listen {
+    let result = if let Some(path) = &args.dump_vmstate {
+        dump_vmstate(path)
+    } else if let Some(addr) = &args.listen {
         destination(&args, addr)
     } else {
         source(&args)
@@ -99,6 +106,16 @@ fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
     println!("LISTENING {}", listener.local_addr()?);
     std::io::stdout().flush()?;
     live::run_destination(listener, args.ram)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the schema of every device, as QEMU's `-dump-vmstate FILE` does, for
+/// `vmstate check OLD.json NEW.json` between releases.
+fn dump_vmstate(path: &std::path::Path) -> AnyResult<ExitCode> {
+    let machine = vmstate_examples::machine::Machine::new(4096)?;
+    let (mut reg, _) = machine.registry()?;
+    let dump = vmstate::schema::dump_registry(vmstate_examples::machine::MACHINE_TYPE, &mut reg);
+    std::fs::write(path, vmstate::schema::to_string(&dump))?;
     Ok(ExitCode::SUCCESS)
 }
 

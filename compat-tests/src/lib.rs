@@ -3,8 +3,13 @@
 //! - [`qemu10`]: devices of QEMU 10.0.2 modelled with `#[derive(VmState)]` the way an
 //!   emulator author would write them, tested byte for byte against real QEMU streams
 //!   (`tests/qemu_devices.rs`).
+//! - [`evolving`]: "demo", an emulator whose devices evolve over four releases (one
+//!   module per release), with golden streams and schemas per release in
+//!   `fixtures/evolving/`; `tests/release_matrix.rs` loads every golden stream into every
+//!   release and saves for older releases.
 //! - [`fixture`]: test support to find a section's payload and the vmdesc trailer in a
 //!   stream, written independently of the runtime.
 
+pub mod evolving;
 pub mod fixture;
 pub mod qemu10;

@@ -2,3 +2,5 @@
 //! and snapshot examples.
 
 pub mod machine;
+
+pub mod codec;

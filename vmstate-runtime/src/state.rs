@@ -1,6 +1,8 @@
 //! The `VmState` trait (a type with its own description) and `VmElem` (anything that can
 //! be one element of a field), with the impls for integers, `bool` and `f64`.
 
+use byteorder::{BigEndian, ByteOrder};
+
 use crate::description::{FieldType, VmStateDescription, infos};
 use crate::error::Result;
 use crate::save_context::{Describer, PlainSave, SaveContext};
@@ -125,29 +127,183 @@ pub trait VmElem: Sized {
     /// Reads this element in place.
     fn load_elem(&mut self, r: &mut Reader<'_>) -> Result<()>;
 
-    /// Writes many elements; primitives override this with a bulk write.
+    /// Writes many elements; primitives override this with a bulk write. The default
+    /// writes a raw type (see [`VmElem::RAW_SIZE`]) in one reservation when the context
+    /// does not describe, and element by element otherwise.
     fn save_slice<C: SaveContext>(
         elems: &mut [Self],
         w: &mut Writer<'_>,
         ctx: &mut C,
     ) -> Result<()> {
+        if let Some(size) = Self::RAW_SIZE
+            && !C::DESCRIBES
+            && let Some(total) = elems.len().checked_mul(size)
+        {
+            Self::put_raw_slice(elems, w.put_slot(total));
+            return Ok(());
+        }
         for (i, e) in elems.iter_mut().enumerate() {
             e.save_elem(w, ctx).map_err(|err| err.at_index(i))?;
         }
         Ok(())
     }
 
-    /// Reads many elements; primitives override this with a bulk read.
+    /// Reads many elements; primitives override this with a bulk read. The default
+    /// reads a raw type straight from the buffered bytes when they are all there and
+    /// [`VmElem::raw_ok`] accepts them, and element by element otherwise.
     fn load_slice(elems: &mut [Self], r: &mut Reader<'_>) -> Result<()> {
+        if let Some(size) = Self::RAW_SIZE
+            && let Some(total) = elems.len().checked_mul(size)
+        {
+            let n = elems.len();
+            let done = r.read_raw(total, |input, at_end| {
+                if !Self::raw_ok_slice(n, input, at_end) {
+                    return false;
+                }
+                Self::get_raw_slice(elems, &input[..total]);
+                true
+            });
+            if done {
+                return Ok(());
+            }
+        }
         for (i, e) in elems.iter_mut().enumerate() {
             e.load_elem(r).map_err(|err| err.at_index(i))?;
         }
         Ok(())
     }
+
+    /// The size of one element on the wire when it is the same for every value, every
+    /// version and every save context, so that the element can be written with
+    /// [`VmElem::put_raw`] into a slot reserved once and read with [`VmElem::get_raw`]
+    /// from a slice checked once: integers, `bool`, `f64`, [`Timer`](crate::Timer), and
+    /// derived structs with no hooks, subsections, `since`, `exists`, `equal` or `Vec`
+    /// fields whose fields are all raw. `None` (the default) for everything else, which
+    /// is then always saved and loaded through the `Writer` and `Reader`.
+    ///
+    /// Used by the derive's generated code; the two paths write the same bytes.
+    #[doc(hidden)]
+    const RAW_SIZE: Option<usize> = None;
+
+    /// True when [`VmElem::raw_ok`] must look at the bytes (a derived struct: QEMU
+    /// looks for a subsection after it); false when raw bytes are always accepted.
+    #[doc(hidden)]
+    const RAW_CHECK: bool = false;
+
+    /// Writes the element into `out`, which is [`VmElem::RAW_SIZE`] bytes long. Only
+    /// called when `RAW_SIZE` is `Some`; the default writes nothing.
+    #[doc(hidden)]
+    #[inline]
+    fn put_raw(&self, out: &mut [u8]) {
+        let _ = out;
+    }
+
+    /// Reads the element from `input`, which is [`VmElem::RAW_SIZE`] bytes long and
+    /// was accepted by [`VmElem::raw_ok`]. Only called when `RAW_SIZE` is `Some`.
+    #[doc(hidden)]
+    #[inline]
+    fn get_raw(&mut self, input: &[u8]) {
+        let _ = input;
+    }
+
+    /// Whether the element starting at `input[0]` can be read raw; `input` runs to the
+    /// end of the buffered bytes, and `at_end` says whether that is the end of the
+    /// stream. False where the `Reader` path could do something else: after a derived
+    /// struct comes a byte that may start a subsection (QEMU peeks for one).
+    #[doc(hidden)]
+    #[inline]
+    fn raw_ok(input: &[u8], at_end: bool) -> bool {
+        let _ = (input, at_end);
+        true
+    }
+
+    /// [`VmElem::put_raw`] for consecutive elements.
+    #[doc(hidden)]
+    #[inline]
+    fn put_raw_slice(elems: &[Self], out: &mut [u8]) {
+        if let Some(size) = Self::RAW_SIZE
+            && size > 0
+        {
+            for (e, chunk) in elems.iter().zip(out.chunks_exact_mut(size)) {
+                e.put_raw(chunk);
+            }
+        }
+    }
+
+    /// [`VmElem::get_raw`] for consecutive elements.
+    #[doc(hidden)]
+    #[inline]
+    fn get_raw_slice(elems: &mut [Self], input: &[u8]) {
+        if let Some(size) = Self::RAW_SIZE
+            && size > 0
+        {
+            for (e, chunk) in elems.iter_mut().zip(input.chunks_exact(size)) {
+                e.get_raw(chunk);
+            }
+        }
+    }
+
+    /// [`VmElem::raw_ok`] for `n` consecutive elements.
+    #[doc(hidden)]
+    #[inline]
+    fn raw_ok_slice(n: usize, input: &[u8], at_end: bool) -> bool {
+        if !Self::RAW_CHECK {
+            return true;
+        }
+        let Some(size) = Self::RAW_SIZE else {
+            return false;
+        };
+        (0..n).all(|i| {
+            input
+                .get(i * size..)
+                .is_some_and(|rest| Self::raw_ok(rest, at_end))
+        })
+    }
 }
+
+/// The raw (context-free) encoding of the primitive types: fixed-width big-endian.
+macro_rules! raw_prim {
+    ($ut:ty, |$s:ident| $to:expr, |$v:ident| $from:expr) => {
+        const RAW_SIZE: Option<usize> = Some(std::mem::size_of::<$ut>());
+
+        #[inline]
+        fn put_raw(&self, out: &mut [u8]) {
+            if let Some(out) = out.first_chunk_mut::<{ std::mem::size_of::<$ut>() }>() {
+                let $s = self;
+                let wire: $ut = $to;
+                *out = wire.to_be_bytes();
+            }
+        }
+
+        #[inline]
+        fn get_raw(&mut self, input: &[u8]) {
+            if let Some(b) = input.first_chunk::<{ std::mem::size_of::<$ut>() }>() {
+                let $v = <$ut>::from_be_bytes(*b);
+                *self = $from;
+            }
+        }
+    };
+}
+pub(crate) use raw_prim;
 
 macro_rules! int_elem {
     ($t:ty, $info:expr, $put:ident, $get:ident, $get_into:ident, $ut:ty) => {
+        int_elem!($t, $info, $put, $get, $get_into, $ut, {});
+    };
+    ($t:ty, $info:expr, $put:ident, $get:ident, $get_into:ident, $ut:ty, $write_into:ident, $read_into:ident) => {
+        int_elem!($t, $info, $put, $get, $get_into, $ut, {
+            #[inline]
+            fn put_raw_slice(elems: &[Self], out: &mut [u8]) {
+                BigEndian::$write_into(elems, out);
+            }
+
+            #[inline]
+            fn get_raw_slice(elems: &mut [Self], input: &[u8]) {
+                BigEndian::$read_into(input, elems);
+            }
+        });
+    };
+    ($t:ty, $info:expr, $put:ident, $get:ident, $get_into:ident, $ut:ty, { $($bulk:tt)* }) => {
         impl VmElem for $t {
             const TYPE: FieldType = FieldType::Info($info);
 
@@ -178,6 +334,10 @@ macro_rules! int_elem {
             fn load_slice(elems: &mut [Self], r: &mut Reader<'_>) -> Result<()> {
                 $get_into(elems, r)
             }
+
+            raw_prim!($ut, |v| *v as $ut, |v| v as $t);
+
+            $($bulk)*
         }
     };
 }
@@ -202,9 +362,36 @@ int_elem!(i8, infos::INT8, put_u8, get_u8, load_each, u8);
 int_elem!(i16, infos::INT16, put_be16, get_be16, load_each, u16);
 int_elem!(i32, infos::INT32, put_be32, get_be32, load_each, u32);
 int_elem!(i64, infos::INT64, put_be64, get_be64, load_each, u64);
-int_elem!(u16, infos::UINT16, put_be16, get_be16, load_u16s, u16);
-int_elem!(u32, infos::UINT32, put_be32, get_be32, load_u32s, u32);
-int_elem!(u64, infos::UINT64, put_be64, get_be64, load_u64s, u64);
+int_elem!(
+    u16,
+    infos::UINT16,
+    put_be16,
+    get_be16,
+    load_u16s,
+    u16,
+    write_u16_into,
+    read_u16_into
+);
+int_elem!(
+    u32,
+    infos::UINT32,
+    put_be32,
+    get_be32,
+    load_u32s,
+    u32,
+    write_u32_into,
+    read_u32_into
+);
+int_elem!(
+    u64,
+    infos::UINT64,
+    put_be64,
+    get_be64,
+    load_u64s,
+    u64,
+    write_u64_into,
+    read_u64_into
+);
 
 impl VmElem for u8 {
     const TYPE: FieldType = FieldType::Info(infos::UINT8);
@@ -229,6 +416,18 @@ impl VmElem for u8 {
     fn load_slice(elems: &mut [Self], r: &mut Reader<'_>) -> Result<()> {
         r.get_bytes_into(elems)
     }
+
+    raw_prim!(u8, |v| *v, |v| v);
+
+    #[inline]
+    fn put_raw_slice(elems: &[Self], out: &mut [u8]) {
+        out.copy_from_slice(elems);
+    }
+
+    #[inline]
+    fn get_raw_slice(elems: &mut [Self], input: &[u8]) {
+        elems.copy_from_slice(input);
+    }
 }
 
 impl VmElem for bool {
@@ -245,6 +444,8 @@ impl VmElem for bool {
         *self = r.get_bool()?;
         Ok(())
     }
+
+    raw_prim!(u8, |v| *v as u8, |v| v != 0);
 }
 
 impl VmElem for f64 {
@@ -261,4 +462,6 @@ impl VmElem for f64 {
         *self = f64::from_bits(r.get_be64()?);
         Ok(())
     }
+
+    raw_prim!(u64, |v| v.to_bits(), |v| f64::from_bits(v));
 }

@@ -73,4 +73,6 @@ impl VmElem for Timer {
         *self = Timer::armed_at(r.get_be64()? as i64);
         Ok(())
     }
+
+    crate::state::raw_prim!(u64, |v| v.to_wire() as u64, |v| Timer::armed_at(v as i64));
 }

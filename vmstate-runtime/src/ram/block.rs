@@ -267,12 +267,12 @@ impl GuestRam for RamBlock {
         &self.dirty
     }
     #[inline]
-    fn copy_page_if_nonzero(&self, page: usize, out: &mut [u8]) -> bool {
-        if self.page_is_zero(page) {
-            return false;
-        }
-        self.copy_page(page, out);
-        true
+    fn page_is_zero(&self, page: usize) -> Option<bool> {
+        Some(RamBlock::page_is_zero(self, page))
+    }
+    #[inline]
+    fn copy_page(&self, page: usize, out: &mut [u8]) {
+        RamBlock::copy_page(self, page, out)
     }
     fn load_page(&self, page: usize, data: &[u8]) {
         RamBlock::load_page(self, page, data)

@@ -26,9 +26,13 @@ pub trait GuestRam: Send + Sync {
     /// Merges writes tracked elsewhere into the migration bitmap. Default: nothing
     /// (writes mark the migration bitmap directly).
     fn sync_dirty(&self) {}
-    /// Copies page `page` into `out` (one page long) and returns true, or returns false
-    /// if the page is all zero (then `out` may hold anything).
-    fn copy_page_if_nonzero(&self, page: usize, out: &mut [u8]) -> bool;
+    /// Whether page `page` is all zero, if the block can tell without copying it
+    /// (`None`: the handler copies the page and checks the copy).
+    fn page_is_zero(&self, _page: usize) -> Option<bool> {
+        None
+    }
+    /// Copies page `page` into `out` (one page long).
+    fn copy_page(&self, page: usize, out: &mut [u8]);
     /// Writes a page received from a stream.
     fn load_page(&self, page: usize, data: &[u8]);
     /// Zeroes a page received as a zero page.

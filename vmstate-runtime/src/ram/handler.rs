@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{CONTINUE, EOS, MEM_SIZE, MULTIFD_FLUSH, PAGE, ZERO, flag_names};
 use super::guest_ram::GuestRam;
+use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::handler::{IterationStatus, IterativeHandler, Pending, Phase};
 use crate::wire::{Reader, Writer};
@@ -180,11 +181,13 @@ impl RamHandler {
             .sum()
     }
 
-    /// Writes one page record, ZERO or PAGE, for `page` of block `bi`. The page is
-    /// written straight into the stream buffer; a zero page is then rewritten as a
-    /// ZERO record (a block that knows its zero pages says so before copying).
+    /// Writes one page record, ZERO or PAGE, for `page` of block `bi`; returns true for
+    /// a full page. A block that can tell a zero page without copying it (a
+    /// [`RamBlock`](super::RamBlock)) says so first; otherwise the page is copied
+    /// straight into the stream buffer and, if it turns out zero, rewritten as a ZERO
+    /// record.
     #[inline]
-    fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<()> {
+    fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<bool> {
         let block = &self.blocks[bi];
         let offset = (page * self.page_size) as u64;
         let cont = if self.last_sent == Some(bi) {
@@ -192,38 +195,51 @@ impl RamHandler {
         } else {
             0
         };
+        self.last_sent = Some(bi);
         let start = w.position();
-        w.put_be64(offset | PAGE | cont);
-        if cont == 0 {
-            w.put_counted_str(block.name())?;
-        }
-        if block.copy_page_if_nonzero(page, w.put_slot(self.page_size)) {
-            self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
-        } else {
-            let rewound = w.rewind_to(start);
-            debug_assert!(rewound, "no flush happens inside a record");
-            w.put_be64(offset | ZERO | cont);
+        let known_zero = block.page_is_zero(page);
+        if known_zero != Some(true) {
+            w.put_be64(offset | PAGE | cont);
             if cont == 0 {
                 w.put_counted_str(block.name())?;
             }
-            w.put_u8(0);
-            self.stats.zero_pages.fetch_add(1, Ordering::Relaxed);
+            let slot = w.put_slot(self.page_size);
+            block.copy_page(page, slot);
+            if known_zero == Some(false) || !is_zero(slot) {
+                return Ok(true);
+            }
+            let rewound = w.rewind_to(start);
+            debug_assert!(rewound, "no flush happens inside a record");
         }
-        if self.first_pass_done {
-            self.stats.redirtied_pages.fetch_add(1, Ordering::Relaxed);
+        w.put_be64(offset | ZERO | cont);
+        if cont == 0 {
+            w.put_counted_str(block.name())?;
         }
-        self.last_sent = Some(bi);
-        w.flush_if_full()
+        w.put_u8(0);
+        Ok(false)
     }
 
-    /// Sends every page whose bit is set in `bits` (word `wi` of block `bi`).
+    /// Sends every page whose bit is set in `bits` (word `wi` of block `bi`), then counts
+    /// them and lets the writer flush (at most 64 pages are buffered in between).
     fn send_word(&mut self, w: &mut Writer<'_>, bi: usize, wi: usize, mut bits: u64) -> Result<()> {
+        let (mut full, mut zero) = (0, 0);
         while bits != 0 {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            self.send_page(w, bi, wi * 64 + bit)?;
+            if self.send_page(w, bi, wi * 64 + bit)? {
+                full += 1;
+            } else {
+                zero += 1;
+            }
         }
-        Ok(())
+        self.stats.normal_pages.fetch_add(full, Ordering::Relaxed);
+        self.stats.zero_pages.fetch_add(zero, Ordering::Relaxed);
+        if self.first_pass_done {
+            self.stats
+                .redirtied_pages
+                .fetch_add(full + zero, Ordering::Relaxed);
+        }
+        w.flush_if_full()
     }
 
     fn advance_cursor(&mut self) {

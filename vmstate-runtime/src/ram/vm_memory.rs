@@ -17,7 +17,6 @@ use vm_memory::{
 
 use super::dirty::DirtyBitmap;
 use super::guest_ram::GuestRam;
-use super::zero::is_zero;
 use crate::error::{Error, Result};
 
 /// The page size vm-memory's `AtomicBitmap` tracks when built by `from_ranges`.
@@ -119,9 +118,8 @@ impl GuestRam for VmMemoryRam {
             self.migration.or_word(i, bits);
         }
     }
-    fn copy_page_if_nonzero(&self, page: usize, out: &mut [u8]) -> bool {
+    fn copy_page(&self, page: usize, out: &mut [u8]) {
         self.page_slice(page).copy_to(out);
-        !is_zero(out)
     }
     fn load_page(&self, page: usize, data: &[u8]) {
         self.page_slice(page).copy_from(data);

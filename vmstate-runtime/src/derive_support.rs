@@ -91,6 +91,27 @@ pub fn exists<T>(this: &T, version: u32, pred: impl FnOnce(&T, u32) -> bool) -> 
     pred(this, version)
 }
 
+/// Writes a single-element field with `write`, describing it as one element when the
+/// context describes.
+#[inline]
+fn save_single<C: SaveContext>(
+    field: &'static Field,
+    w: &mut Writer<'_>,
+    ctx: &mut C,
+    write: impl FnOnce(&mut Writer<'_>, &mut C) -> Result<()>,
+) -> Result<()> {
+    if C::DESCRIBES {
+        ctx.begin_field(field, 1);
+        ctx.begin_elem(0, w.position());
+    }
+    write(w, ctx)?;
+    if C::DESCRIBES {
+        ctx.end_elem(w.position());
+        ctx.end_field();
+    }
+    Ok(())
+}
+
 /// Saves a single-element field.
 #[inline]
 pub fn save_one<T: VmElem, C: SaveContext>(
@@ -99,16 +120,7 @@ pub fn save_one<T: VmElem, C: SaveContext>(
     w: &mut Writer<'_>,
     ctx: &mut C,
 ) -> Result<()> {
-    if C::DESCRIBES {
-        ctx.begin_field(field, 1);
-        ctx.begin_elem(0, w.position());
-    }
-    value.save_elem(w, ctx)?;
-    if C::DESCRIBES {
-        ctx.end_elem(w.position());
-        ctx.end_field();
-    }
-    Ok(())
+    save_single(field, w, ctx, |w, ctx| value.save_elem(w, ctx))
 }
 
 /// Saves an array or counted field, element by element when describing and in bulk
@@ -141,16 +153,10 @@ pub fn save_buffer<C: SaveContext>(
     w: &mut Writer<'_>,
     ctx: &mut C,
 ) -> Result<()> {
-    if C::DESCRIBES {
-        ctx.begin_field(field, 1);
-        ctx.begin_elem(0, w.position());
-    }
-    w.put_bytes(bytes);
-    if C::DESCRIBES {
-        ctx.end_elem(w.position());
-        ctx.end_field();
-    }
-    Ok(())
+    save_single(field, w, ctx, |w, _| {
+        w.put_bytes(bytes);
+        Ok(())
+    })
 }
 
 /// Saves `n` zero bytes (an `unused` field).
@@ -161,16 +167,10 @@ pub fn save_unused<C: SaveContext>(
     w: &mut Writer<'_>,
     ctx: &mut C,
 ) -> Result<()> {
-    if C::DESCRIBES {
-        ctx.begin_field(field, 1);
-        ctx.begin_elem(0, w.position());
-    }
-    w.put_zeros(n);
-    if C::DESCRIBES {
-        ctx.end_elem(w.position());
-        ctx.end_field();
-    }
-    Ok(())
+    save_single(field, w, ctx, |w, _| {
+        w.put_zeros(n);
+        Ok(())
+    })
 }
 
 /// Loads a field marked `equal`: the stream value must equal the local one.

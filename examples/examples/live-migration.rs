@@ -49,6 +49,10 @@ struct Args {
     /// Bandwidth cap in bytes per second (default: unlimited).
     #[arg(long, value_parser = parse_size)]
     max_bandwidth: Option<u64>,
+    /// Throttle the vCPUs when they dirty memory faster than the link drains it
+    /// (QEMU's auto-converge).
+    #[arg(long)]
+    auto_converge: bool,
     /// Give up after this many seconds and force the switchover.
     #[arg(long, default_value_t = 120)]
     max_time: u64,
@@ -153,6 +157,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
         max_bandwidth: args.max_bandwidth,
         max_time: Duration::from_secs(args.max_time),
         warm_up: Duration::from_millis(200),
+        auto_converge: args.auto_converge,
     };
     let bar = progress_bar(args.ram);
     let outcome = live::run_source(&cfg, &addr, &mut |s| show_progress(&bar, s));
@@ -220,6 +225,7 @@ fn report(args: &Args, o: &Outcome) {
             "normal_pages": ram.normal_pages,
             "zero_pages": ram.zero_pages,
             "forced_switchover": s.forced_switchover,
+            "throttle_percent": s.throttle_percent,
             "guest_page_writes": o.guest_writes,
             "ram_bytes": args.ram,
             "working_set_bytes": args.working_set,
@@ -259,6 +265,12 @@ fn report(args: &Args, o: &Outcome) {
         human(throughput as u64)
     );
     println!("  rounds             {}", s.rounds);
+    if s.throttle_percent > 0 || args.auto_converge {
+        println!(
+            "  vCPU throttle      {}% at the switchover",
+            s.throttle_percent
+        );
+    }
     println!(
         "  pages              {} full, {} zero",
         ram.normal_pages, ram.zero_pages

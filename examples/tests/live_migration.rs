@@ -31,6 +31,7 @@ fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
         max_bandwidth: None,
         max_time: Duration::from_secs(60),
         warm_up: Duration::from_millis(20),
+        auto_converge: false,
     }
 }
 
@@ -57,4 +58,22 @@ fn live_migration_with_a_dirty_rate_cap_and_a_bandwidth_cap_verifies() {
     let o = run(cfg);
     assert!(o.verified());
     assert!(o.stats.rounds >= 1);
+}
+
+#[test]
+fn auto_converge_throttles_a_guest_that_outruns_the_link_until_it_converges() {
+    // The guest dirties 32 MiB/s over a 16 MiB/s link; with a 50 ms downtime limit it
+    // can only converge once throttled to about 75%.
+    let mut cfg = config(1, Some(32 << 20));
+    cfg.auto_converge = true;
+    cfg.max_bandwidth = Some(16 << 20);
+    cfg.downtime_limit = Duration::from_millis(50);
+    let o = run(cfg);
+    assert!(o.verified());
+    assert!(!o.stats.forced_switchover, "converged before max_time");
+    assert!(
+        o.stats.throttle_percent >= 20,
+        "throttle {}",
+        o.stats.throttle_percent
+    );
 }

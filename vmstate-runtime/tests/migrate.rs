@@ -357,3 +357,110 @@ fn running_out_of_time_cancels_or_forces_the_switchover() {
     assert_eq!(stats.status, Status::Completed);
     assert!(!guest.is_running());
 }
+
+/// Stands in for a guest that dirties memory faster than any link until its vCPUs are
+/// throttled to at least 60%: 1 GiB stays pending until then, nothing after.
+struct Dirtier {
+    throttle: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl IterativeHandler for Dirtier {
+    fn save_setup(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
+        w.put_u8(0);
+        Ok(())
+    }
+    fn pending(&mut self, _exact: bool) -> Pending {
+        let throttled = self.throttle.load(Ordering::SeqCst) >= 60;
+        Pending {
+            must_precopy: if throttled { 0 } else { 1 << 30 },
+            can_postcopy: 0,
+        }
+    }
+    fn save_iterate(&mut self, w: &mut Writer<'_>, _: u64) -> vmstate::Result<IterationStatus> {
+        w.put_zeros(4096);
+        Ok(IterationStatus::More)
+    }
+    fn save_complete(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
+        w.put_u8(0);
+        Ok(())
+    }
+    fn load(&mut self, _: &mut Reader<'_>, _: u32, _: Phase) -> vmstate::Result<()> {
+        Ok(())
+    }
+}
+
+/// A guest that records the throttle it is given.
+#[derive(Default)]
+struct Throttled {
+    throttle: Arc<std::sync::atomic::AtomicU8>,
+    history: Vec<u8>,
+}
+
+impl GuestControl for Throttled {
+    fn stop(&mut self) -> vmstate::Result<()> {
+        Ok(())
+    }
+    fn resume(&mut self) {}
+    fn throttle(&mut self, percent: u8) {
+        self.throttle.store(percent, Ordering::SeqCst);
+        self.history.push(percent);
+    }
+}
+
+fn dirtier_registry(guest: &Throttled) -> Registry {
+    let mut reg = Registry::new();
+    let d = Dirtier {
+        throttle: guest.throttle.clone(),
+    };
+    reg.register_iterative("dirtier", 1, d, Registration::new())
+        .unwrap();
+    reg
+}
+
+#[test]
+fn auto_converge_throttles_in_qemus_steps_until_it_converges_then_lifts_the_throttle() {
+    let mut guest = Throttled::default();
+    let mut reg = dirtier_registry(&guest);
+    let mut params = MigrationParams::new(MACHINE);
+    params.downtime_limit = Duration::from_millis(1);
+    params.max_total_time = Some(Duration::from_secs(60));
+    params.auto_converge = true;
+    let mut seen = Vec::new();
+    let stats = migrate(
+        &mut reg,
+        Vec::new(),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |s| seen.push(s.throttle_percent),
+    )
+    .unwrap();
+    assert_eq!(stats.status, Status::Completed);
+    assert!(!stats.forced_switchover);
+    // Two rounds dirtying more than half of what they sent per step: 20, then +10.
+    assert_eq!(guest.history, [20, 30, 40, 50, 60, 0]);
+    assert!(seen.contains(&60));
+}
+
+#[test]
+fn without_auto_converge_such_a_guest_never_converges() {
+    let mut guest = Throttled::default();
+    let mut reg = dirtier_registry(&guest);
+    let mut params = MigrationParams::new(MACHINE);
+    params.downtime_limit = Duration::from_millis(1);
+    params.max_total_time = Some(Duration::from_millis(200));
+    let err = migrate(
+        &mut reg,
+        Vec::new(),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max_total_time"), "{err}");
+    assert!(
+        guest.history.is_empty(),
+        "no throttle without auto-converge"
+    );
+}

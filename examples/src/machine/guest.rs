@@ -1,7 +1,7 @@
 //! The guest workload: vCPU threads that keep storing to every page of a working set
 //! of RAM, optionally capped to a dirty rate, and now and then program a device.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ pub struct Vcpus {
     state: GuestState,
     workload: Workload,
     running: Arc<AtomicBool>,
+    /// Auto-converge's throttle: the share of time, in percent, the vCPUs sleep.
+    throttle: Arc<AtomicU8>,
     threads: Vec<JoinHandle<()>>,
     /// Page writes done so far, all vCPUs together.
     pub writes: Arc<AtomicU64>,
@@ -52,6 +54,7 @@ impl Vcpus {
             state,
             workload,
             running: Arc::new(AtomicBool::new(false)),
+            throttle: Arc::default(),
             threads: Vec::new(),
             writes: Arc::default(),
         };
@@ -70,10 +73,17 @@ impl Vcpus {
                 self.running.clone(),
                 self.writes.clone(),
             );
+            let throttle = self.throttle.clone();
             // Each vCPU owns an interleaved share of the working set's pages.
             let per_vcpu_rate = self.workload.dirty_rate.map(|r| (r / page / n).max(1));
             self.threads.push(std::thread::spawn(move || {
-                vcpu_loop(id, n, pages, page, per_vcpu_rate, &state, &running, &writes);
+                let shared = Shared {
+                    state: &state,
+                    running: &running,
+                    writes: &writes,
+                    throttle: &throttle,
+                };
+                vcpu_loop(id, n, pages, page, per_vcpu_rate, &shared);
             }));
         }
     }
@@ -92,18 +102,25 @@ impl Vcpus {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn vcpu_loop(
-    id: u64,
-    n: u64,
-    pages: u64,
-    page: u64,
-    pages_per_sec: Option<u64>,
-    state: &GuestState,
-    running: &AtomicBool,
-    writes: &AtomicU64,
-) {
+/// What a vCPU thread shares with the others and with the migration.
+struct Shared<'a> {
+    state: &'a GuestState,
+    running: &'a AtomicBool,
+    writes: &'a AtomicU64,
+    throttle: &'a AtomicU8,
+}
+
+fn vcpu_loop(id: u64, n: u64, pages: u64, page: u64, pages_per_sec: Option<u64>, sh: &Shared<'_>) {
+    let Shared {
+        state,
+        running,
+        writes,
+        throttle,
+    } = *sh;
     let start = Instant::now();
+    let mut batch_start = Instant::now();
+    // When the capped guest's next batch is due, from `start`.
+    let mut due = Duration::ZERO;
     let mut done: u64 = 0;
     let mut p = id;
     let mut value = id << 56;
@@ -130,12 +147,22 @@ fn vcpu_loop(
                     .program(value as usize, value as u32, now);
                 state.pic.lock().unwrap().raise(value as u8);
             }
-            if let Some(rate) = pages_per_sec {
-                let due = Duration::from_secs_f64(done as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(start.elapsed()) {
-                    std::thread::sleep(wait);
+            // Throttled to p%, the vCPU runs only (100-p)% of the time: a capped guest
+            // dirties at (100-p)% of its cap; an uncapped one sleeps p/(100-p) of the
+            // time its batch ran.
+            let p = throttle.load(Ordering::Relaxed).min(99) as u32;
+            match pages_per_sec {
+                Some(rate) => {
+                    let effective = rate as f64 * f64::from(100 - p) / 100.0;
+                    due += Duration::from_secs_f64(4096.0 / effective);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
                 }
+                None if p > 0 => std::thread::sleep(batch_start.elapsed() * p / (100 - p)),
+                None => {}
             }
+            batch_start = Instant::now();
         }
     }
 }
@@ -147,6 +174,9 @@ impl GuestControl for Vcpus {
     }
     fn resume(&mut self) {
         self.spawn();
+    }
+    fn throttle(&mut self, percent: u8) {
+        self.throttle.store(percent, Ordering::Relaxed);
     }
 }
 

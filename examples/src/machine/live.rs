@@ -32,6 +32,8 @@ pub struct SourceConfig {
     pub max_time: Duration,
     /// How long the guest runs before the migration starts.
     pub warm_up: Duration,
+    /// Throttle the vCPUs when they dirty memory faster than the link drains it.
+    pub auto_converge: bool,
 }
 
 /// What a finished migration reports.
@@ -97,6 +99,9 @@ impl GuestControl for Source {
     fn resume(&mut self) {
         self.vcpus.resume()
     }
+    fn throttle(&mut self, percent: u8) {
+        self.vcpus.throttle(percent)
+    }
     fn wait_destination(&mut self) -> vmstate::Result<()> {
         let mut line = String::new();
         self.replies.read_line(&mut line)?;
@@ -134,6 +139,7 @@ pub fn run_source(
     params.max_total_time = Some(cfg.max_time);
     params.on_timeout = OnTimeout::ForceSwitchover;
     params.ram_stats = Some(ram_stats);
+    params.auto_converge = cfg.auto_converge;
 
     let started = Instant::now();
     let stats = migrate(

@@ -8,6 +8,9 @@
 //! rest and every device, and waits for the destination
 //! ([`GuestControl::wait_destination`]) to measure the real downtime.
 //!
+//! With `auto_converge`, a guest that dirties memory faster than the link drains it is
+//! slowed down through [`GuestControl::throttle`], as QEMU's auto-converge does.
+//!
 //! Cancellation ([`CancelToken`]) and every failure before the switchover leave the guest
 //! running on the source with its state intact (handlers are cleaned up, nothing on the
 //! source is modified). A failure after the guest was stopped resumes it on the source.
@@ -32,6 +35,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+mod auto_converge;
+mod rate_limit;
+
+use auto_converge::AutoConverge;
+use rate_limit::RateLimit;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::IterationStatus;
@@ -64,6 +73,10 @@ pub struct MigrationParams {
     pub on_timeout: OnTimeout,
     /// RAM counters to report, if the registry has a RAM handler.
     pub ram_stats: Option<Arc<RamStats>>,
+    /// Slow the guest down when it dirties memory faster than the link drains it
+    /// (QEMU's `auto-converge` capability; off by default, as in QEMU). Needs a
+    /// [`GuestControl::throttle`] that does something.
+    pub auto_converge: bool,
 }
 
 impl MigrationParams {
@@ -76,6 +89,7 @@ impl MigrationParams {
             max_total_time: None,
             on_timeout: OnTimeout::Cancel,
             ram_stats: None,
+            auto_converge: false,
         }
     }
 }
@@ -92,6 +106,9 @@ pub trait GuestControl {
     fn wait_destination(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Lets the vCPUs run only `100 - percent`% of the time (auto-converge); 0 removes
+    /// the throttle. Default: not supported (nothing happens).
+    fn throttle(&mut self, _percent: u8) {}
 }
 
 /// Cancels a migration from another thread.
@@ -159,51 +176,10 @@ pub struct MigrationStats {
     pub threshold: u64,
     /// Whether the switchover was forced by `max_total_time`.
     pub forced_switchover: bool,
+    /// The vCPU throttle auto-converge applies, in percent (0: none).
+    pub throttle_percent: u8,
     /// RAM page counters, if `ram_stats` was given.
     pub ram: Option<RamCounters>,
-}
-
-/// Rate limiting in windows of 100 ms, as QEMU (`max-bandwidth / 10` per window).
-struct RateLimit {
-    per_window: Option<u64>,
-    window_start: Instant,
-    window_bytes: u64,
-}
-
-const WINDOW: Duration = Duration::from_millis(100);
-/// Round size when the bandwidth is not limited: large enough to amortise the
-/// per-round work, small enough to re-check convergence often.
-const UNLIMITED_ROUND: u64 = 32 << 20;
-
-impl RateLimit {
-    fn new(max_bandwidth: Option<u64>) -> Self {
-        RateLimit {
-            per_window: max_bandwidth.map(|b| (b / 10).max(4096)),
-            window_start: Instant::now(),
-            window_bytes: 0,
-        }
-    }
-
-    /// Bytes that may be sent now; sleeps until the next window if none.
-    fn budget(&mut self) -> u64 {
-        let Some(limit) = self.per_window else {
-            return UNLIMITED_ROUND;
-        };
-        let elapsed = self.window_start.elapsed();
-        if elapsed >= WINDOW {
-            self.window_start = Instant::now();
-            self.window_bytes = 0;
-        } else if self.window_bytes >= limit {
-            std::thread::sleep(WINDOW - elapsed);
-            self.window_start = Instant::now();
-            self.window_bytes = 0;
-        }
-        limit - self.window_bytes.min(limit)
-    }
-
-    fn sent(&mut self, bytes: u64) {
-        self.window_bytes += bytes;
-    }
 }
 
 /// Migrates the guest described by `registry` to the destination at the other end of
@@ -232,12 +208,15 @@ pub fn migrate(
     let limit_ms = params.downtime_limit.as_secs_f64() * 1000.0;
     let mut bandwidth_bpms: Option<f64> = None; // bytes per millisecond
     let mut remaining = session.pending(false).total();
+    let mut auto = AutoConverge::default();
     loop {
         if cancel.is_cancelled() {
+            release_throttle(guest, &auto);
             return finish_cancelled(session, stats, start, ram(), progress, None);
         }
         let timed_out = params.max_total_time.is_some_and(|t| start.elapsed() >= t);
         if timed_out && params.on_timeout == OnTimeout::Cancel {
+            release_throttle(guest, &auto);
             return finish_cancelled(
                 session,
                 stats,
@@ -266,14 +245,25 @@ pub fn migrate(
         let budget = limit.budget();
         let before = session.bytes_written();
         let ram_before = ram();
-        let status = session.iterate(budget)?;
+        let status = match session.iterate(budget) {
+            Ok(status) => status,
+            Err(e) => {
+                release_throttle(guest, &auto);
+                return Err(e);
+            }
+        };
         let sent = session.bytes_written() - before;
         let elapsed = round_start.elapsed();
         limit.sent(sent);
 
         let ms = (elapsed.as_secs_f64() * 1000.0).max(0.001);
         if sent > 0 {
-            bandwidth_bpms = Some(sent as f64 / ms);
+            // A round that fits in a rate-limit window runs at burst speed; the link
+            // can carry no more than the cap, so the estimate cannot either.
+            let cap = params
+                .max_bandwidth
+                .map_or(f64::INFINITY, |b| b as f64 / 1000.0);
+            bandwidth_bpms = Some((sent as f64 / ms).min(cap));
         }
         let now_pending = session.pending(false).total();
         // Pending state the round consumed: RAM pages at their page size (a zero page
@@ -285,6 +275,12 @@ pub fn migrate(
         // What is dirty now, minus what was left of the old dirty set: newly dirtied.
         let redirtied = (now_pending + consumed).saturating_sub(remaining);
         remaining = now_pending;
+        if params.auto_converge
+            && let Some(percent) = auto.after_round(consumed, redirtied)
+        {
+            guest.throttle(percent);
+        }
+        stats.throttle_percent = auto.percent();
         stats.rounds += 1;
         stats.transferred = session.bytes_written();
         stats.remaining = remaining;
@@ -302,7 +298,9 @@ pub fn migrate(
         }
     }
 
-    // Switchover: from here on the guest is stopped; failures resume it.
+    // Switchover: from here on the guest is stopped; failures resume it. The throttle
+    // is lifted first, so that a guest resumed on the source runs at full speed.
+    release_throttle(guest, &auto);
     if cancel.is_cancelled() {
         return finish_cancelled(session, stats, start, ram(), progress, None);
     }
@@ -326,6 +324,13 @@ pub fn migrate(
     stats.ram = ram();
     progress(&stats);
     Ok(stats)
+}
+
+/// Lifts the auto-converge throttle, if one was applied.
+fn release_throttle(guest: &mut dyn GuestControl, auto: &AutoConverge) {
+    if auto.percent() > 0 {
+        guest.throttle(0);
+    }
 }
 
 fn finish_cancelled(

@@ -306,13 +306,23 @@ impl Registry {
         }
         let instance_id = match reg.instance_id {
             Some(id) => id,
-            None => self
-                .entries
-                .iter()
-                .filter(|e| e.idstr == idstr)
-                .map(|e| e.instance_id + 1)
-                .max()
-                .unwrap_or(0),
+            None => {
+                let largest = self
+                    .entries
+                    .iter()
+                    .filter(|e| e.idstr == idstr)
+                    .map(|e| e.instance_id)
+                    .max();
+                match largest {
+                    None => 0,
+                    Some(n) => n.checked_add(1).ok_or_else(|| {
+                        Error::invalid(
+                            "instance id",
+                            format!("'{idstr}' already has instance {n}, the largest possible"),
+                        )
+                    })?,
+                }
+            }
         };
         if self.find(&idstr, instance_id).is_some() {
             return Err(Error::new(ErrorKind::DuplicateSection {

@@ -425,6 +425,7 @@ fn auto_converge_throttles_in_qemus_steps_until_it_converges_then_lifts_the_thro
     params.downtime_limit = Duration::from_millis(1);
     params.max_total_time = Some(Duration::from_secs(60));
     params.auto_converge = true;
+    params.auto_converge_period = Duration::ZERO; // decide after every round
     let mut seen = Vec::new();
     let stats = migrate(
         &mut reg,

@@ -145,7 +145,6 @@ fn records(payload: &[u8]) -> Vec<(u64, u64, Option<String>)> {
 
 #[test]
 fn records_use_continue_within_and_across_sections() {
-    // Pages are taken a bitmap word (64 pages) at a time: page 64 is in the 2nd word.
     let src = blocks(&[("pc.ram", 65), ("pc.bios", 1)]);
     src[0].write(PAGE, b"x");
     src[0].write(64 * PAGE, b"y");
@@ -156,22 +155,68 @@ fn records_use_continue_within_and_across_sections() {
     // MEM_SIZE | total, then the block list, then EOS.
     assert_eq!(&setup[..8], &((66 * PAGE) | 0x4).to_be_bytes());
     assert_eq!(&setup[8..15], b"\x06pc.ram");
-    // The budget runs out after the first full page.
+    // The budget runs out with the first full page: the round stops there.
     h.save_iterate(&mut w, PAGE).unwrap();
     let first = records(&w.take_bytes());
-    assert_eq!(first.len(), 64);
-    assert_eq!(first[0], (0x02, 0, Some("pc.ram".into()))); // zero page: name sent
-    assert_eq!(first[1], (0x28, PAGE, None)); // page | continue
-    assert_eq!(first[63], (0x22, 63 * PAGE, None)); // zero | continue
-    h.save_iterate(&mut w, u64::MAX).unwrap();
-    let second = records(&w.take_bytes());
     assert_eq!(
-        second,
+        first,
         [
-            (0x28, 64 * PAGE, None), // same block as the last record of the last section
-            (0x02, 0, Some("pc.bios".into())),
+            (0x02, 0, Some("pc.ram".into())), // zero page: name sent
+            (0x28, PAGE, None),               // page | continue
         ]
     );
+    h.save_iterate(&mut w, u64::MAX).unwrap();
+    let second = records(&w.take_bytes());
+    // Same block as the last record of the previous section: CONTINUE, no name.
+    assert_eq!(second[0], (0x22, 2 * PAGE, None));
+    assert_eq!(second.len(), 64);
+    assert_eq!(second[62], (0x28, 64 * PAGE, None));
+    assert_eq!(second[63], (0x02, 0, Some("pc.bios".into())));
+}
+
+#[test]
+fn a_round_stops_at_its_budget_page_by_page() {
+    let src = blocks(&[("m", 256)]);
+    src[0].write(0, &vec![1u8; 256 * 4096]);
+    let mut h = RamHandler::new(src).unwrap();
+    let mut w = Writer::new();
+    h.save_setup(&mut w).unwrap();
+    w.take_bytes();
+    h.save_iterate(&mut w, 3 * PAGE).unwrap();
+    // Three pages reach the budget; the fourth would exceed it by a whole page.
+    assert_eq!(records(&w.take_bytes()).len(), 3);
+    assert_eq!(h.pending(false).must_precopy, 253 * PAGE);
+}
+
+#[test]
+fn an_empty_first_block_is_skipped() {
+    let src = blocks(&[("empty", 0), ("main", 64)]);
+    src[1].write(5 * PAGE, b"data");
+    let mut reg = registry(&src);
+    let mut out = Vec::new();
+    save_snapshot(&mut reg, &mut out, StreamConfig::new("m")).unwrap();
+    let dst = blocks(&[("empty", 0), ("main", 64)]);
+    load_stream(
+        &mut registry(&dst),
+        &mut Reader::from_slice(&out),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_same(&src, &dst);
+}
+
+#[test]
+fn a_page_offset_near_the_top_of_u64_is_an_error() {
+    let dst = blocks(&[("pc.ram", 1)]);
+    for flags in [0x8u64, 0x2] {
+        let tail: &[u8] = if flags == 0x8 { &[0; 4096] } else { &[0] };
+        let err = load_payload(
+            &dst,
+            &record(0xffff_ffff_ffff_f000 | flags, Some("pc.ram"), tail),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("outside block 'pc.ram'"), "{err}");
+    }
 }
 
 #[test]

@@ -461,6 +461,17 @@ fn an_iterative_handler_never_gets_section_id_0() {
 }
 
 #[test]
+fn next_free_instance_id_past_u32_max_is_an_error_not_a_panic() {
+    let mut reg = Registry::new();
+    reg.register_device(Uart::default(), Registration::new().instance(u32::MAX))
+        .unwrap();
+    let err = reg
+        .register_device(Uart::default(), Registration::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("largest possible"), "{err}");
+}
+
+#[test]
 fn unregistered_section_ids_are_never_reused() {
     let mut reg = Registry::new();
     let a = reg
@@ -541,6 +552,33 @@ fn missing_configuration_section_is_an_error() {
     // ... and loads when the loader is told not to expect one.
     let o = LoadOptions {
         no_configuration: true,
+        ..opts()
+    };
+    load_stream(&mut destination(&log), &mut Reader::from_slice(&s), &o).unwrap();
+}
+
+#[test]
+fn configuration_page_bits_and_capabilities_must_agree() {
+    let log = Log::default();
+    let (mut reg, _) = source(&log);
+    let mut cfg = StreamConfig::new(MACHINE);
+    cfg.configuration.target_page_bits.target_page_bits = 16;
+    cfg.configuration.capabilities.capabilities =
+        vec![vmstate::stream::Capability("mapped-ram".into())];
+    let mut s = Vec::new();
+    save_snapshot(&mut reg, &mut s, cfg).unwrap();
+    let err = load_err(&s, &mut destination(&log));
+    assert!(err.to_string().contains("16 page bits"), "{err}");
+    assert_eq!(err.offset(), Some(8));
+    let o = LoadOptions {
+        target_page_bits: Some(16),
+        ..opts()
+    };
+    let err = load_stream(&mut destination(&log), &mut Reader::from_slice(&s), &o).unwrap_err();
+    assert!(err.to_string().contains("mapped-ram"), "{err}");
+    let o = LoadOptions {
+        target_page_bits: Some(16),
+        capabilities: vec!["mapped-ram".into()],
         ..opts()
     };
     load_stream(&mut destination(&log), &mut Reader::from_slice(&s), &o).unwrap();

@@ -77,6 +77,9 @@ pub struct MigrationParams {
     /// (QEMU's `auto-converge` capability; off by default, as in QEMU). Needs a
     /// [`GuestControl::throttle`] that does something.
     pub auto_converge: bool,
+    /// How often auto-converge compares what the guest dirtied with what was sent
+    /// (QEMU: at its dirty-bitmap syncs, at most once a second; default 1 s).
+    pub auto_converge_period: Duration,
 }
 
 impl MigrationParams {
@@ -90,6 +93,7 @@ impl MigrationParams {
             on_timeout: OnTimeout::Cancel,
             ram_stats: None,
             auto_converge: false,
+            auto_converge_period: Duration::from_secs(1),
         }
     }
 }
@@ -208,7 +212,7 @@ pub fn migrate(
     let limit_ms = params.downtime_limit.as_secs_f64() * 1000.0;
     let mut bandwidth_bpms: Option<f64> = None; // bytes per millisecond
     let mut remaining = session.pending(false).total();
-    let mut auto = AutoConverge::default();
+    let mut auto = AutoConverge::new(params.auto_converge_period);
     loop {
         if cancel.is_cancelled() {
             release_throttle(guest, &auto);
@@ -276,7 +280,7 @@ pub fn migrate(
         let redirtied = (now_pending + consumed).saturating_sub(remaining);
         remaining = now_pending;
         if params.auto_converge
-            && let Some(percent) = auto.after_round(consumed, redirtied)
+            && let Some(percent) = auto.after_round(sent, redirtied, elapsed)
         {
             guest.throttle(percent);
         }

@@ -23,24 +23,52 @@ impl RateLimit {
         }
     }
 
-    /// Bytes that may be sent now; sleeps until the next window if none.
+    /// Bytes that may be sent now; waits for the next window while the budget is spent.
+    /// Bytes sent beyond a window's budget are carried into the next windows, so the
+    /// average rate never exceeds the cap.
     pub(super) fn budget(&mut self) -> u64 {
         let Some(limit) = self.per_window else {
             return UNLIMITED_ROUND;
         };
         let elapsed = self.window_start.elapsed();
         if elapsed >= WINDOW {
-            self.window_start = Instant::now();
-            self.window_bytes = 0;
-        } else if self.window_bytes >= limit {
-            std::thread::sleep(WINDOW - elapsed);
-            self.window_start = Instant::now();
-            self.window_bytes = 0;
+            let windows = (elapsed.as_nanos() / WINDOW.as_nanos()).min(u32::MAX as u128) as u32;
+            self.window_start += WINDOW * windows;
+            self.window_bytes = self
+                .window_bytes
+                .saturating_sub(limit.saturating_mul(u64::from(windows)));
         }
-        limit - self.window_bytes.min(limit)
+        while self.window_bytes >= limit {
+            let next = self.window_start + WINDOW;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            self.window_start = next;
+            self.window_bytes -= limit;
+        }
+        limit - self.window_bytes
     }
 
     pub(super) fn sent(&mut self, bytes: u64) {
         self.window_bytes += bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overshoot_is_carried_into_the_next_windows() {
+        let mut r = RateLimit::new(Some(10 * 4096 * 10)); // 40 KiB per window
+        assert_eq!(r.budget(), 40960);
+        r.sent(3 * 40960 + 100); // three windows and a bit in one go
+        // The debt covers three whole windows; what is left of the fourth is the budget.
+        assert_eq!(r.budget(), 40960 - 100);
+    }
+
+    #[test]
+    fn no_limit_means_fixed_rounds_and_no_waiting() {
+        let mut r = RateLimit::new(None);
+        r.sent(u64::MAX / 2);
+        assert_eq!(r.budget(), UNLIMITED_ROUND);
     }
 }

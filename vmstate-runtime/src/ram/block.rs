@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 /// The target page size QEMU uses on x86 and most targets.
 pub const DEFAULT_PAGE_SIZE: usize = 4096;
 
+/// The largest page size a block may have (QEMU's target pages are at most 64 KiB; a
+/// page is read from a stream in one piece).
+pub const MAX_PAGE_SIZE: usize = 1 << 20;
+
 /// A named block of guest RAM (QEMU's RAMBlock: `pc.ram`, `pc.bios`, ...).
 ///
 /// ```
@@ -34,8 +38,7 @@ pub struct RamBlock {
     words: Box<[AtomicU64]>,
     page_size: usize,
     dirty: DirtyBitmap,
-    /// Pages that may be non-zero (written since the block was created). Only grows,
-    /// except when a page is zeroed by a load.
+    /// Pages that may be non-zero (written since the block was created). Only grows.
     populated: DirtyBitmap,
 }
 
@@ -45,8 +48,8 @@ impl RamBlock {
         Self::with_page_size(name, size, DEFAULT_PAGE_SIZE)
     }
 
-    /// A zero-filled block with a given page size (a power of two, at least 1 KiB, as
-    /// RAM flags live in the low 10 bits of page offsets).
+    /// A zero-filled block with a given page size: a power of two, at least 1 KiB (RAM
+    /// flags live in the low 10 bits of page offsets) and at most [`MAX_PAGE_SIZE`].
     pub fn with_page_size(name: impl Into<String>, size: u64, page_size: usize) -> Result<Self> {
         let name = name.into();
         if name.is_empty() || name.len() > 255 {
@@ -55,10 +58,10 @@ impl RamBlock {
                 format!("'{name}' must be 1 to 255 bytes"),
             ));
         }
-        if !page_size.is_power_of_two() || page_size < 1024 {
+        if !page_size.is_power_of_two() || !(1024..=MAX_PAGE_SIZE).contains(&page_size) {
             return Err(Error::invalid(
                 "page size",
-                format!("{page_size} is not a power of two >= 1024"),
+                format!("{page_size} is not a power of two from 1 KiB to 1 MiB"),
             ));
         }
         if size % page_size as u64 != 0 {
@@ -206,7 +209,8 @@ impl RamBlock {
                 w.store(0, Ordering::Relaxed);
             }
         }
-        self.populated.unmark(page);
+        // `populated` stays set: a write racing this zeroing (DMA during a load) would
+        // otherwise leave data in a page the block believes is zero.
     }
 
     /// A 64-bit FNV-1a checksum of page `page` (for verifying a migration).
@@ -317,7 +321,7 @@ mod tests {
         b.load_page(0, &[0xff; 4096]);
         assert!(!b.page_is_zero(0));
         b.zero_page(0);
-        assert!(b.page_is_zero(0) && !b.is_populated(0));
+        assert!(b.page_is_zero(0));
         let mut out = [1u8; 8];
         b.read(4088, &mut out);
         assert_eq!(out, [0; 8]);
@@ -328,6 +332,7 @@ mod tests {
         assert!(RamBlock::new("r", 4097).is_err());
         assert!(RamBlock::new("", 4096).is_err());
         assert!(RamBlock::with_page_size("r", 4096, 512).is_err());
+        assert!(RamBlock::with_page_size("r", 4 << 20, 2 << 20).is_err());
     }
 
     #[test]

@@ -53,12 +53,6 @@ impl DirtyBitmap {
         }
     }
 
-    /// Clears page `page`'s bit.
-    #[inline]
-    pub fn unmark(&self, page: usize) {
-        self.words[page / 64].fetch_and(!(1 << (page % 64)), Ordering::Relaxed);
-    }
-
     /// Marks pages `first..=last` dirty.
     pub fn mark_range(&self, first: usize, last: usize) {
         for page in first..=last.min(self.pages.saturating_sub(1)) {

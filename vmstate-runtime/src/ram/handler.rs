@@ -219,11 +219,19 @@ impl RamHandler {
         Ok(false)
     }
 
-    /// Sends every page whose bit is set in `bits` (word `wi` of block `bi`), then counts
-    /// them and lets the writer flush (at most 64 pages are buffered in between).
-    fn send_word(&mut self, w: &mut Writer<'_>, bi: usize, wi: usize, mut bits: u64) -> Result<()> {
+    /// Sends the pages whose bits are set in `bits` (word `wi` of block `bi`), stopping
+    /// once the stream reaches `limit`; returns the bits not sent. Counts the pages and
+    /// lets the writer flush (at most 64 pages are buffered in between).
+    fn send_word(
+        &mut self,
+        w: &mut Writer<'_>,
+        bi: usize,
+        wi: usize,
+        mut bits: u64,
+        limit: u64,
+    ) -> Result<u64> {
         let (mut full, mut zero) = (0, 0);
-        while bits != 0 {
+        while bits != 0 && w.position() < limit {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             if self.send_page(w, bi, wi * 64 + bit)? {
@@ -239,23 +247,31 @@ impl RamHandler {
                 .redirtied_pages
                 .fetch_add(full + zero, Ordering::Relaxed);
         }
-        w.flush_if_full()
+        w.flush_if_full()?;
+        Ok(bits)
     }
 
+    /// The first block at or after `from` (wrapping around) that has pages.
+    fn next_block_with_pages(&self, from: usize) -> usize {
+        let n = self.blocks.len();
+        (0..n)
+            .map(|k| (from + k) % n.max(1))
+            .find(|&i| self.blocks[i].migration_bitmap().words() > 0)
+            .unwrap_or(0)
+    }
+
+    /// Moves the scan to the next bitmap word, skipping blocks without pages; wrapping
+    /// past the last block ends a pass.
     fn advance_cursor(&mut self) {
         let (bi, wi) = self.cursor;
         if wi + 1 < self.blocks[bi].migration_bitmap().words() {
             self.cursor = (bi, wi + 1);
             return;
         }
-        let mut next = bi + 1;
-        while next < self.blocks.len() && self.blocks[next].migration_bitmap().words() == 0 {
-            next += 1;
-        }
-        if next >= self.blocks.len() {
+        let next = self.next_block_with_pages(bi + 1);
+        if next <= bi {
             self.stats.passes.fetch_add(1, Ordering::Relaxed);
             self.first_pass_done = true;
-            next = 0;
         }
         self.cursor = (next, 0);
     }
@@ -316,7 +332,10 @@ impl RamHandler {
 
     fn check_page(&self, bi: usize, offset: u64, at: u64) -> Result<usize> {
         let block = &self.blocks[bi];
-        if offset + self.page_size as u64 > block.len() {
+        if offset
+            .checked_add(self.page_size as u64)
+            .is_none_or(|end| end > block.len())
+        {
             return Err(Error::invalid(
                 "RAM page",
                 format!(
@@ -334,7 +353,7 @@ impl RamHandler {
 impl IterativeHandler for RamHandler {
     fn save_setup(&mut self, w: &mut Writer<'_>) -> Result<()> {
         self.last_sent = None;
-        self.cursor = (0, 0);
+        self.cursor = (self.next_block_with_pages(0), 0);
         self.first_pass_done = false;
         self.stats.reset();
         w.put_be64(self.total_bytes() | MEM_SIZE);
@@ -368,21 +387,30 @@ impl IterativeHandler for RamHandler {
             .sum();
         let mut clean_run = 0;
         let mut status = IterationStatus::Done;
+        let limit = start.saturating_add(budget);
         while clean_run < total_words {
-            if w.position() - start >= budget {
+            if w.position() >= limit {
                 status = IterationStatus::More;
                 break;
             }
             let (bi, wi) = self.cursor;
-            self.advance_cursor();
             let dirty = self.blocks[bi].migration_bitmap();
             if dirty.peek_word(wi) == 0 {
+                self.advance_cursor();
                 clean_run += 1;
                 continue;
             }
             let bits = dirty.take_word(wi);
             clean_run = 0;
-            self.send_word(w, bi, wi, bits)?;
+            // Stop at the budget page by page (as QEMU's rate limit does); the pages not
+            // sent stay dirty, and the next round resumes at this word.
+            let unsent = self.send_word(w, bi, wi, bits, limit)?;
+            if unsent != 0 {
+                self.blocks[bi].migration_bitmap().or_word(wi, unsent);
+                status = IterationStatus::More;
+                break;
+            }
+            self.advance_cursor();
         }
         w.put_be64(EOS);
         Ok(status)
@@ -394,7 +422,7 @@ impl IterativeHandler for RamHandler {
             for wi in 0..self.blocks[bi].migration_bitmap().words() {
                 if self.blocks[bi].migration_bitmap().peek_word(wi) != 0 {
                     let bits = self.blocks[bi].migration_bitmap().take_word(wi);
-                    self.send_word(w, bi, wi, bits)?;
+                    self.send_word(w, bi, wi, bits, u64::MAX)?;
                 }
             }
         }
@@ -413,7 +441,8 @@ impl IterativeHandler for RamHandler {
             return Err(Error::invalid(
                 "RAM section",
                 format!("version {version}; only version {RAM_VERSION} exists"),
-            ));
+            )
+            .at_offset(r.position()));
         }
         let mask = self.page_size as u64 - 1;
         loop {

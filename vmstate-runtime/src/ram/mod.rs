@@ -10,7 +10,7 @@ mod handler;
 mod vm_memory;
 mod zero;
 
-pub use block::{DEFAULT_PAGE_SIZE, RamBlock};
+pub use block::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RamBlock};
 pub use dirty::DirtyBitmap;
 pub use guest_ram::GuestRam;
 pub use handler::{RAM_VERSION, RamCounters, RamHandler, RamStats};

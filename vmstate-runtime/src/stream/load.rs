@@ -39,6 +39,13 @@ pub struct LoadOptions {
     /// [`load_file`]) to know their lengths. Without it, such a section is an error,
     /// as in QEMU.
     pub skip_unknown: Option<VmDesc>,
+    /// This side's target page bits when they differ from the legacy page size (QEMU
+    /// sends `configuration/target-page-bits` only then). The stream's must agree:
+    /// both absent, or equal.
+    pub target_page_bits: Option<u32>,
+    /// This side's validated capabilities (`x-ignore-shared`, `mapped-ram`); the
+    /// stream's set must be the same (QEMU's rule). Default: none.
+    pub capabilities: Vec<String>,
     /// Limits on stream-driven allocations.
     pub limits: Limits,
 }
@@ -120,6 +127,45 @@ pub fn load_file(
     load_stream(registry, &mut r, &opts)
 }
 
+/// QEMU's configuration `post_load` checks besides the machine name: the target page
+/// bits and the set of validated capabilities must agree with this side's.
+fn check_configuration(cfg: &Configuration, opts: &LoadOptions) -> Result<()> {
+    let stream_bits = Some(cfg.target_page_bits.target_page_bits).filter(|&b| b != 0);
+    if stream_bits != opts.target_page_bits {
+        let show = |b: Option<u32>| {
+            b.map_or("the legacy page size".to_string(), |b| {
+                format!("{b} page bits")
+            })
+        };
+        return Err(Error::invalid(
+            "configuration",
+            format!(
+                "the stream uses {}, this side {}",
+                show(stream_bits),
+                show(opts.target_page_bits)
+            ),
+        ));
+    }
+    let mut theirs: Vec<&str> = cfg
+        .capabilities
+        .capabilities
+        .iter()
+        .map(|c| c.0.as_str())
+        .collect();
+    let mut ours: Vec<&str> = opts.capabilities.iter().map(String::as_str).collect();
+    theirs.sort_unstable();
+    ours.sort_unstable();
+    if theirs != ours {
+        return Err(Error::invalid(
+            "configuration",
+            format!(
+                "the stream's capabilities are {theirs:?}, this side's {ours:?}; they must be the same"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 struct Loader<'a> {
     registry: &'a mut Registry,
     opts: &'a LoadOptions,
@@ -186,6 +232,7 @@ impl Loader<'_> {
         if let Some(local) = &self.opts.machine {
             cfg.check_machine(local).map_err(|e| e.at_offset(at + 5))?;
         }
+        check_configuration(&cfg, self.opts).map_err(|e| e.at_offset(at))?;
         self.report.configuration = Some(cfg);
         Ok(())
     }

@@ -193,8 +193,12 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes a counted string: a u8 length, then the bytes (QEMU's
-    /// `qemu_put_counted_string`). Fails if the string is longer than 255 bytes.
+    /// `qemu_put_counted_string`). Fails if the string is empty (QEMU's reader refuses
+    /// it) or longer than 255 bytes.
     pub fn put_counted_str(&mut self, s: &str) -> Result<()> {
+        if s.is_empty() {
+            return Err(crate::Error::invalid("counted string", "empty string"));
+        }
         let len = u8::try_from(s.len()).map_err(|_| {
             crate::Error::invalid(
                 "counted string",

@@ -175,3 +175,38 @@ fn registry_dump_uses_idstrs() {
         qemu["isa-i8259"]["Description"]
     );
 }
+
+/// QEMU's `vmstate_fifo8` (util/fifo8.c): `VMSTATE_VBUFFER_UINT32(data, Fifo8, 1, NULL,
+/// capacity)`, counted by `capacity`, which is not migrated.
+#[derive(vmstate::VmState, Default)]
+#[vmstate(name = "Fifo8", version = 1)]
+struct Fifo8 {
+    #[vmstate(skip)]
+    capacity: u32,
+    #[vmstate(buffer, len = capacity, since = 1)]
+    data: Vec<u8>,
+    head: u32,
+    num: u32,
+}
+
+/// The first description named `name` anywhere in a dump.
+fn find_description<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => {
+            if m.get("name").and_then(Value::as_str) == Some(name) && m.contains_key("Fields") {
+                return Some(v);
+            }
+            m.values().find_map(|x| find_description(x, name))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find_description(x, name)),
+        _ => None,
+    }
+}
+
+#[test]
+fn counted_buffer_dumps_as_qemus_vbuffer() {
+    // A VBUFFER field has no `num` and size 0 in QEMU's dump (serial's recv_fifo).
+    let qemu = read_qemu10_json("vmstate-pc-qemu10.0.2.json");
+    let fifo = find_description(&qemu, "Fifo8").expect("QEMU's dump has Fifo8");
+    assert_eq!(&schema::description_json(Fifo8::DESCRIPTION), fifo);
+}

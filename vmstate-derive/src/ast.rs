@@ -44,6 +44,8 @@ pub enum Role {
     Subsection,
     /// `unused = N`.
     Unused,
+    /// `validate = path`: a load-time check, no bytes.
+    Validate,
     /// An ordinary field.
     Data,
 }
@@ -158,6 +160,8 @@ impl FieldAst<'_> {
             Role::Subsection
         } else if self.attrs.unused.is_set() {
             Role::Unused
+        } else if self.attrs.validate.is_set() {
+            Role::Validate
         } else {
             Role::Data
         }
@@ -176,20 +180,50 @@ impl FieldAst<'_> {
 
     /// The integer type of this field, if it is one of the count types.
     pub fn count_type(&self) -> Option<&'static str> {
-        let Type::Path(p) = self.ty else { return None };
-        let id = p.path.get_ident()?.to_string();
+        let id = self.type_ident()?;
         ["u8", "u16", "u32", "i32"].into_iter().find(|t| *t == id)
     }
 
     /// True if the type is `[u8; N]`.
     pub fn is_byte_array(&self) -> bool {
         match &self.shape {
-            Shape::Array { elem, .. } => {
-                matches!(elem, Type::Path(p) if p.path.is_ident("u8"))
-            }
+            Shape::Array { elem, .. } => is_ident(elem, "u8"),
             _ => false,
         }
     }
+
+    /// True if the type is `Vec<u8>`.
+    pub fn is_byte_vec(&self) -> bool {
+        match &self.shape {
+            Shape::Vec { elem } => is_ident(elem, "u8"),
+            _ => false,
+        }
+    }
+
+    /// True for a `buffer` field whose size comes from a count field: `Vec<u8>` with
+    /// `len` (QEMU's `VMS_VBUFFER`).
+    pub fn is_vbuffer(&self) -> bool {
+        self.attrs.buffer.is_set() && matches!(self.shape, Shape::Vec { .. })
+    }
+
+    /// The type's single identifier as written (`u32` in `x: u32`), if it is one.
+    pub fn type_ident(&self) -> Option<String> {
+        let Type::Path(p) = self.ty else { return None };
+        if p.qself.is_some() {
+            return None;
+        }
+        p.path.get_ident().map(ToString::to_string)
+    }
+
+    /// The field's `since` (0 when not given).
+    pub fn since(&self) -> u32 {
+        self.attrs.since.get().map_or(0, |s| s.value)
+    }
+}
+
+/// True if `ty` is the single identifier `name` as written.
+fn is_ident(ty: &Type, name: &str) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident(name))
 }
 
 /// A type as the user wrote it, for messages.

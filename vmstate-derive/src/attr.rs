@@ -4,7 +4,7 @@
 //! `post_save = path`, `pre_load = path`, `post_load = path`, `needed = path`.
 //!
 //! Field: `since = N`, `exists = path`, `skip`, `unused = N`, `len = field`, `equal`,
-//! `buffer`, `subsection`, `needed = path`, `rename = "..."`.
+//! `buffer`, `subsection`, `needed = path`, `validate = path`, `rename = "..."`.
 //!
 //! Unknown and duplicate keys are errors pointing at the key.
 
@@ -96,6 +96,7 @@ pub struct FieldAttrs {
     pub buffer: Slot<()>,
     pub subsection: Slot<()>,
     pub needed: Slot<Path>,
+    pub validate: Slot<Path>,
     pub rename: Slot<String>,
 }
 
@@ -119,6 +120,7 @@ const FIELD_KEYS: &[&str] = &[
     "buffer",
     "subsection",
     "needed",
+    "validate",
     "rename",
 ];
 
@@ -173,6 +175,7 @@ impl FieldAttrs {
             g(&self.buffer),
             g(&self.subsection),
             g(&self.needed),
+            g(&self.validate),
             g(&self.rename),
         ]
         .into_iter()
@@ -191,6 +194,7 @@ impl FieldAttrs {
             buffer: Slot::new("buffer"),
             subsection: Slot::new("subsection"),
             needed: Slot::new("needed"),
+            validate: Slot::new("validate"),
             rename: Slot::new("rename"),
         };
         for_each_meta(cx, attrs, |meta| {
@@ -215,6 +219,7 @@ impl FieldAttrs {
                 "buffer" => set_flag(cx, &mut a.buffer, ks),
                 "subsection" => set_flag(cx, &mut a.subsection, ks),
                 "needed" => set_path(cx, &mut a.needed, ks, meta),
+                "validate" => set_path(cx, &mut a.validate, ks, meta),
                 "rename" => set_str(cx, &mut a.rename, ks, meta),
                 _ => unknown(cx, meta, Kind::Field),
             }

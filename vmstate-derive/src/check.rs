@@ -11,6 +11,7 @@ use crate::ctxt::Ctxt;
 pub fn check(cx: &Ctxt, c: &Container<'_>) {
     no_generics(cx, c);
     min_version_not_above_version(cx, c);
+    subsection_types_are_distinct(cx, c);
     for (i, f) in c.fields.iter().enumerate() {
         if f.attrs.skip.is_set() {
             // A skipped field is never sent: the only thing to say is what else was given.
@@ -20,13 +21,16 @@ pub fn check(cx: &Ctxt, c: &Container<'_>) {
         since_not_above_version(cx, c, f);
         exists_replaces_since(cx, f);
         unused_takes_only_version_keys(cx, f);
+        validate_takes_only_rename(cx, f);
         subsection_needs_needed(cx, f);
         subsection_takes_no_data_keys(cx, f);
         needed_only_on_subsections(cx, f);
         len_matches_shape(cx, f);
         len_names_an_earlier_integer_field(cx, c, i, f);
+        len_field_exists_whenever_the_vec_does(cx, c, f);
         buffer_is_a_byte_array(cx, f);
         equal_is_a_single_value(cx, f);
+        equal_has_a_qemu_info(cx, f);
     }
 }
 
@@ -127,6 +131,24 @@ fn unused_takes_only_version_keys(cx: &Ctxt, f: &FieldAst<'_>) {
     }
 }
 
+fn validate_takes_only_rename(cx: &Ctxt, f: &FieldAst<'_>) {
+    if !f.attrs.validate.is_set() {
+        return;
+    }
+    for (key, range) in f.attrs.given() {
+        // `unused` and `subsection` together with `validate` are reported by their rules.
+        if !matches!(key, "validate" | "rename" | "unused" | "subsection") {
+            cx.error_range(
+                range,
+                format!(
+                    "`{key}` cannot be combined with `validate`: a validation sends nothing and \
+                     takes only `rename` (the check's name)"
+                ),
+            );
+        }
+    }
+}
+
 fn subsection_needs_needed(cx: &Ctxt, f: &FieldAst<'_>) {
     if let Some(sub) = f.attrs.subsection.get()
         && !f.attrs.needed.is_set()
@@ -212,25 +234,44 @@ fn len_names_an_earlier_integer_field(
         );
         return;
     };
-    if target >= index {
-        cx.error(
-            len.span,
-            format!(
-                "`len` names `{name}`, which does not come before this field: the count must be \
-                 loaded first"
-            ),
-        );
-        return;
-    }
     let t = &c.fields[target];
-    if t.role() != Role::Data {
-        cx.error(
-            len.span,
-            format!("`len` names `{name}`, which is not sent on the wire"),
-        );
-        return;
+    match t.role() {
+        // A local count (a configuration value, never loaded): any position.
+        Role::Skip => {}
+        Role::Data if target >= index => {
+            cx.error(
+                len.span,
+                format!(
+                    "`len` names `{name}`, which does not come before this field: the count \
+                     must be loaded first"
+                ),
+            );
+            return;
+        }
+        Role::Data => {}
+        Role::Unused | Role::Validate | Role::Subsection => {
+            cx.error(
+                len.span,
+                format!(
+                    "`len` names `{name}`, which holds no count (an `unused`, `validate` or \
+                     `subsection` field)"
+                ),
+            );
+            return;
+        }
     }
-    if t.count_type().is_none() {
+    if f.is_vbuffer() {
+        if !matches!(t.count_type(), Some("u32" | "i32")) {
+            cx.error(
+                len.span,
+                format!(
+                    "`len` names `{name}`, a `{}`: the byte count of a `buffer` must be a u32 \
+                     or i32 (QEMU reads a VBUFFER's size as an int32)",
+                    type_str(t.ty)
+                ),
+            );
+        }
+    } else if t.count_type().is_none() {
         cx.error(
             len.span,
             format!(
@@ -241,14 +282,53 @@ fn len_names_an_earlier_integer_field(
     }
 }
 
+/// The count must be on the wire in every stream that has the counted field: a count
+/// with a later `since` (or an `exists` the counted field does not share) would not be
+/// loaded, and the field would be read with a stale local count.
+fn len_field_exists_whenever_the_vec_does(cx: &Ctxt, c: &Container<'_>, f: &FieldAst<'_>) {
+    let Some(len) = f.attrs.len.get() else { return };
+    let name = len.value.to_string();
+    let Some(t) = c.field_index(&name).map(|i| &c.fields[i]) else {
+        return;
+    };
+    if f.role() != Role::Data || t.role() != Role::Data || f.attrs.exists.is_set() {
+        return;
+    }
+    if t.attrs.exists.is_set() {
+        cx.error(
+            len.span,
+            format!(
+                "`len` names `{name}`, which has an `exists` predicate and this field has none: \
+                 in a stream without `{name}` the count would not be loaded (give this field \
+                 the same `exists`)"
+            ),
+        );
+    } else if t.since() > f.since() {
+        cx.error(
+            len.span,
+            format!(
+                "`len` names `{name}`, which is sent from version {} (`since = {}`), and this \
+                 field from version {}: in older streams the count would not be loaded (give \
+                 this field `since = {}` too, or count it with a local `skip` field)",
+                t.since(),
+                t.since(),
+                f.since(),
+                t.since()
+            ),
+        );
+    }
+}
+
 fn buffer_is_a_byte_array(cx: &Ctxt, f: &FieldAst<'_>) {
     if let Some(b) = f.attrs.buffer.get()
         && !f.is_byte_array()
+        && !f.is_byte_vec()
     {
         cx.error(
             b.span,
             format!(
-                "`buffer` applies to byte arrays `[u8; N]`, and this field is a `{}`",
+                "`buffer` applies to byte arrays `[u8; N]` and to `Vec<u8>` with `len`, and \
+                 this field is a `{}`",
                 type_str(f.ty)
             ),
         );
@@ -257,6 +337,7 @@ fn buffer_is_a_byte_array(cx: &Ctxt, f: &FieldAst<'_>) {
 
 fn equal_is_a_single_value(cx: &Ctxt, f: &FieldAst<'_>) {
     if let Some(e) = f.attrs.equal.get()
+        && f.role() == Role::Data
         && !matches!(f.shape, Shape::Single)
     {
         cx.error(
@@ -266,5 +347,53 @@ fn equal_is_a_single_value(cx: &Ctxt, f: &FieldAst<'_>) {
                 type_str(f.ty)
             ),
         );
+    }
+}
+
+/// The types QEMU has a `* equal` info for (`uint8 equal` ... `int64 equal`, `int32 equal`).
+const EQUAL_TYPES: [&str; 5] = ["u8", "u16", "u32", "u64", "i32"];
+
+fn equal_has_a_qemu_info(cx: &Ctxt, f: &FieldAst<'_>) {
+    if !f.attrs.equal.is_set() || f.role() != Role::Data || !matches!(f.shape, Shape::Single) {
+        // Arrays and Vecs are reported by `equal_is_a_single_value`, `equal` on `unused`
+        // or `validate` by their rules.
+        return;
+    }
+    if f.type_ident()
+        .is_some_and(|t| EQUAL_TYPES.contains(&t.as_str()))
+    {
+        return;
+    }
+    cx.error_spanned(
+        f.ty,
+        format!(
+            "`equal` applies to u8, u16, u32, u64 and i32, the types QEMU has a `* equal` info \
+             for, and this field is a `{}` (the type is matched as written: a type alias is not \
+             recognised)",
+            type_str(f.ty)
+        ),
+    );
+}
+
+/// QEMU finds a subsection by its name, which comes from its type: two subsection fields of
+/// one type would send two subsections of one name, and a load would fill the first one
+/// with both.
+fn subsection_types_are_distinct(cx: &Ctxt, c: &Container<'_>) {
+    let mut seen: Vec<(String, &FieldAst<'_>)> = Vec::new();
+    for f in c.fields.iter().filter(|f| f.role() == Role::Subsection) {
+        let ty = type_str(f.ty);
+        if let Some((_, first)) = seen.iter().find(|(t, _)| *t == ty) {
+            cx.error_spanned(
+                f.ty,
+                format!(
+                    "subsection `{}` has the same type `{ty}` as subsection `{}`: subsections \
+                     are found by name on load, so each needs a type of its own (with its own \
+                     `name`)",
+                    f.rust_name, first.rust_name
+                ),
+            );
+        } else {
+            seen.push((ty, f));
+        }
     }
 }

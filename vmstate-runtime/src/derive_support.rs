@@ -101,6 +101,23 @@ pub fn exists<T>(this: &T, version: u32, pred: impl FnOnce(&T, u32) -> bool) -> 
     pred(this, version)
 }
 
+/// Runs a `validate` check on load (QEMU's `VMSTATE_VALIDATE`): the predicate gets the
+/// fields loaded so far and the stream's version; false fails the load.
+#[inline]
+pub fn validate<T>(
+    this: &T,
+    version: u32,
+    r: &Reader<'_>,
+    check: &'static str,
+    pred: impl FnOnce(&T, u32) -> bool,
+) -> Result<()> {
+    if pred(this, version) {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::ValidationFailed { check }).at_offset(r.position()))
+    }
+}
+
 /// Writes a single-element field with `write`, describing it as one element when the
 /// context describes.
 #[inline]
@@ -155,7 +172,7 @@ pub fn save_many<T: VmElem, C: SaveContext>(
     Ok(())
 }
 
-/// Saves raw bytes as one element (a `buffer` field).
+/// Saves raw bytes as one element (a `buffer` field, fixed or counted).
 #[inline]
 pub fn save_buffer<C: SaveContext>(
     bytes: &[u8],
@@ -362,6 +379,9 @@ pub const fn equal_type(ty: FieldType) -> FieldType {
 pub const fn buffer_type(size: usize) -> FieldType {
     FieldType::Info(infos::buffer(size))
 }
+
+/// The element type of a `validate` field (no bytes).
+pub const VALIDATE_TYPE: FieldType = FieldType::Info(infos::VALIDATE);
 
 /// The element type of an `unused` field of `size` bytes.
 pub const fn unused_type(size: usize) -> FieldType {

@@ -70,6 +70,22 @@ pub enum Count {
         /// The count field's integer type.
         len_type: LenType,
     },
+    /// One `buffer` element whose size in bytes is the value of another field (QEMU's
+    /// `VMS_VBUFFER`: `VMSTATE_VBUFFER`, `VMSTATE_VBUFFER_UINT32`,
+    /// `VMSTATE_VBUFFER_ALLOC_UINT32`). The element type's size is 0, as QEMU's
+    /// `-dump-vmstate` prints it; the vmdesc entry gives the actual byte count.
+    Vbuffer {
+        /// The byte-count field's name.
+        len_field: &'static str,
+        /// The byte-count field's integer type ([`LenType::U32`] or [`LenType::I32`]).
+        len_type: LenType,
+    },
+    /// No element at all: a check run on load between the fields around it (QEMU's
+    /// `VMSTATE_VALIDATE`, a `VMS_ARRAY | VMS_MUST_EXIST` field with `num = 0` whose
+    /// `field_exists` test is the check). The field's name names the check. It has no
+    /// bytes and no vmdesc entry, is not run on save, and is left out of schema dumps,
+    /// as QEMU's `-dump-vmstate` leaves out `VMS_MUST_EXIST` fields.
+    Validate,
 }
 
 /// The integer type of a count field.
@@ -129,13 +145,22 @@ impl Field {
             }
     }
 
-    /// The static element count, if it does not depend on the value.
+    /// The static element count, if it does not depend on the value. A
+    /// [`Count::Vbuffer`] is one element of a size that depends on the value, so it has
+    /// none either; a [`Count::Validate`] has no element.
     pub const fn static_count(&self) -> Option<usize> {
         match self.count {
             Count::Single => Some(1),
             Count::Array(n) => Some(n),
-            Count::Varray { .. } => None,
+            Count::Validate => Some(0),
+            Count::Varray { .. } | Count::Vbuffer { .. } => None,
         }
+    }
+
+    /// True for a load-time check between fields ([`Count::Validate`], QEMU's
+    /// `VMSTATE_VALIDATE`): no bytes, no vmdesc entry, not in schema dumps.
+    pub const fn is_validation(&self) -> bool {
+        matches!(self.count, Count::Validate)
     }
 }
 
@@ -205,6 +230,11 @@ pub mod infos {
         Info::new("buffer", size)
     }
 
+    /// The element type of a [`Count::Validate`](super::Count::Validate) field. QEMU's
+    /// `VMSTATE_VALIDATE` has no info; the name is never written to a vmdesc or a schema
+    /// dump.
+    pub const VALIDATE: Info = Info::new("validate", 0);
+
     /// `unused_buffer`: `size` zero bytes on save, skipped on load.
     pub const fn unused(size: usize) -> Info {
         Info::new("unused_buffer", size)
@@ -271,6 +301,38 @@ mod tests {
         assert!(!outer.is_compressible());
         assert_eq!(outer.fixed_size(), None);
         assert_eq!(outer.subsection("outer/sub").map(|s| s.version), Some(1));
+    }
+
+    #[test]
+    fn counted_buffers_and_validations_have_no_fixed_size() {
+        const fn field(ty: Info, count: Count, has_exists_test: bool) -> Field {
+            Field {
+                name: "f",
+                vmdesc_name: "f",
+                since: 0,
+                has_exists_test,
+                ty: FieldType::Info(ty),
+                count,
+                equal: false,
+            }
+        }
+        static FIELDS: [Field; 2] = [
+            field(
+                infos::buffer(0),
+                Count::Vbuffer {
+                    len_field: "len",
+                    len_type: LenType::U32,
+                },
+                false,
+            ),
+            field(infos::VALIDATE, Count::Validate, true),
+        ];
+        let [vbuffer, validate] = &FIELDS;
+        assert_eq!(vbuffer.static_count(), None);
+        assert!(!vbuffer.is_validation() && vbuffer.is_compressible());
+        assert_eq!(validate.static_count(), Some(0));
+        // QEMU's VMSTATE_VALIDATE has a field_exists test, so it is not compressible.
+        assert!(validate.is_validation() && !validate.is_compressible());
     }
 
     #[test]

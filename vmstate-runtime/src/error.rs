@@ -59,6 +59,12 @@ pub enum ErrorKind {
         /// Local value.
         local: String,
     },
+    /// A `validate` check (QEMU's `VMSTATE_VALIDATE`) returned false while loading.
+    #[error("input validation failed: the check '{check}' does not hold")]
+    ValidationFailed {
+        /// The check's name (the field's QEMU name).
+        check: &'static str,
+    },
     /// A stream-driven allocation is larger than the reader's limit.
     #[error("allocation of {requested} bytes exceeds the limit of {limit} bytes")]
     AllocationTooLarge {

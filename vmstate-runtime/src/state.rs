@@ -31,6 +31,12 @@ use crate::wire::{Reader, Writer};
 /// fresh.load_bytes(&bytes, 1).unwrap();
 /// assert_eq!(fresh.outport, 2);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no vmstate description",
+    label = "`{Self}` does not implement `VmState`",
+    note = "a subsection's type, and a device's state, must `#[derive(VmState)]` (with its own \
+            `#[vmstate(name = \"...\")]`)"
+)]
 pub trait VmState {
     /// The static description of this type.
     const DESCRIPTION: &'static VmStateDescription;
@@ -117,6 +123,15 @@ pub trait VmState {
 /// One element of a field: an integer, `bool`, `f64`, [`Timer`](crate::Timer), or a type
 /// that derives [`VmState`] (QEMU's `VMS_STRUCT`: no bytes of its own, loaded at its own
 /// local version).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a vmstate field",
+    label = "`{Self}` is not a vmstate field type",
+    note = "a vmstate field is an integer (`u8`..`u64`, `i8`..`i64`), `bool`, `f64`, \
+            `vmstate::Timer`, a type that derives `VmState`, or a `[T; N]` or \
+            `Vec<T>` (with `len = field`) of those; bytes can also be a `buffer`",
+    note = "mark runtime-only state `#[vmstate(skip)]`, or implement `vmstate::VmElem` for \
+            the type"
+)]
 pub trait VmElem: Sized {
     /// The element type for the description.
     const TYPE: FieldType;

@@ -563,3 +563,217 @@ fn leftover_bytes_are_reported_by_load_bytes() {
     let err = Pair::default().load_bytes(&[1, 2, 3, 4], 1).unwrap_err();
     assert_eq!(err.offset(), Some(3));
 }
+
+// ---- counted buffers (QEMU's VMSTATE_VBUFFER) ----
+
+#[derive(VmState, Default, Debug, Clone, PartialEq)]
+#[vmstate(name = "blob")]
+struct Blob {
+    tag: u8,
+    size: u32,
+    #[vmstate(buffer, len = size)]
+    data: Vec<u8>,
+    tail: u16,
+}
+
+#[test]
+fn counted_buffer_is_its_bytes_after_the_count() {
+    let mut b = Blob {
+        tag: 7,
+        size: 3,
+        data: b"abc".to_vec(),
+        tail: 0x0102,
+    };
+    let bytes = b.to_bytes().unwrap();
+    assert_eq!(bytes, [7, 0, 0, 0, 3, b'a', b'b', b'c', 1, 2]);
+    let mut back = Blob {
+        data: vec![9; 10],
+        ..Default::default()
+    };
+    back.load_bytes(&bytes, 1).unwrap();
+    assert_eq!(back, b);
+}
+
+#[test]
+fn counted_buffer_size_must_match_on_save() {
+    let mut b = Blob {
+        size: 4,
+        data: b"abc".to_vec(),
+        ..Default::default()
+    };
+    let err = b.to_bytes().unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::CountMismatch {
+            count_field: "size",
+            count: 4,
+            actual: 3
+        }
+    ));
+    assert_eq!(err.path(), "blob.data");
+}
+
+#[test]
+fn counted_buffer_size_is_checked_against_the_allocation_limit() {
+    // One byte over the 1 MiB limit.
+    let bytes = [0, 0, 0x10, 0, 1, 1, 2, 3];
+    let mut r = Reader::from_slice(&bytes).with_limits(vmstate::Limits { max_alloc: 1 << 20 });
+    let err = Blob::default().load(&mut r, 1).unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::AllocationTooLarge {
+                requested: 0x0010_0001,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.path(), "blob.data");
+}
+
+#[derive(VmState, Default, Debug, Clone, PartialEq)]
+#[vmstate(name = "sblob")]
+struct SignedBlob {
+    size: i32,
+    #[vmstate(buffer, len = size)]
+    data: Vec<u8>,
+}
+
+#[test]
+fn counted_buffer_with_a_negative_i32_size_is_an_error() {
+    let err = SignedBlob::default()
+        .load_bytes(&[0xff, 0xff, 0xff, 0xff], 1)
+        .unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::InvalidCount {
+            count_field: "size",
+            count: -1
+        }
+    ));
+}
+
+/// QEMU's `Fifo8`: the buffer is counted by `capacity`, which is not migrated.
+#[derive(VmState, Default, Debug, Clone, PartialEq)]
+#[vmstate(name = "Fifo8", version = 1)]
+struct Fifo8 {
+    #[vmstate(skip)]
+    capacity: u32,
+    #[vmstate(buffer, len = capacity, since = 1)]
+    data: Vec<u8>,
+    head: u32,
+    num: u32,
+}
+
+#[test]
+fn counted_buffer_with_a_local_count_loads_the_configured_size() {
+    let mut f = Fifo8 {
+        capacity: 4,
+        ..Default::default()
+    };
+    let bytes = [1, 2, 3, 4, 0, 0, 0, 1, 0, 0, 0, 2];
+    f.load_bytes(&bytes, 1).unwrap();
+    assert_eq!(
+        (f.data.as_slice(), f.head, f.num),
+        (&[1, 2, 3, 4][..], 1, 2)
+    );
+    assert_eq!(f.to_bytes().unwrap(), bytes);
+    // A device configured with another capacity reads another layout.
+    let mut small = Fifo8 {
+        capacity: 2,
+        ..Default::default()
+    };
+    assert!(small.load_bytes(&bytes, 1).is_err());
+}
+
+// ---- validate (QEMU's VMSTATE_VALIDATE) ----
+
+#[derive(VmState, Default, Debug, Clone)]
+#[vmstate(name = "checked", version = 2, min_version = 1)]
+struct Checked {
+    n: u8,
+    #[vmstate(validate = Self::n_in_range, rename = "n in range")]
+    _n_ok: (),
+    #[vmstate(len = n)]
+    v: Vec<u8>,
+    #[vmstate(skip)]
+    checks: std::cell::RefCell<Vec<(u8, usize, u32)>>,
+}
+
+impl Checked {
+    fn n_in_range(&self, version: u32) -> bool {
+        // What the check sees: the count just loaded, the Vec not yet loaded.
+        self.checks
+            .borrow_mut()
+            .push((self.n, self.v.len(), version));
+        self.n <= 4
+    }
+}
+
+#[test]
+fn validate_sends_nothing_and_is_not_run_on_save() {
+    let mut c = Checked {
+        n: 6,
+        v: vec![1, 2, 3, 4, 5, 6],
+        ..Default::default()
+    };
+    let (bytes, desc) = c.save_described().unwrap();
+    assert_eq!(bytes, [6, 1, 2, 3, 4, 5, 6]);
+    assert!(c.checks.borrow().is_empty());
+    let names: Vec<_> = desc["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n", "v"]);
+}
+
+#[test]
+fn validate_runs_between_the_fields_with_the_stream_version() {
+    let mut c = Checked::default();
+    c.load_bytes(&[2, 8, 9], 1).unwrap();
+    assert_eq!(c.v, [8, 9]);
+    assert_eq!(*c.checks.borrow(), [(2, 0, 1)]);
+    c.load_bytes(&[1, 7], 2).unwrap();
+    assert_eq!(c.checks.borrow()[1], (1, 2, 2));
+}
+
+#[test]
+fn failed_validate_stops_the_load_and_names_the_check() {
+    let mut c = Checked {
+        v: vec![1],
+        ..Default::default()
+    };
+    let err = c.load_bytes(&[5, 1, 2, 3, 4, 5], 2).unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::ValidationFailed {
+            check: "n in range"
+        }
+    ));
+    assert_eq!(err.path(), "checked.n in range");
+    assert_eq!(err.offset(), Some(1));
+    assert!(err.to_string().contains("input validation failed"), "{err}");
+    // The fields after the check were not read.
+    assert_eq!((c.n, c.v.as_slice()), (5, &[1][..]));
+}
+
+#[test]
+fn validate_is_described_as_qemus_must_exist_field() {
+    let f = &Checked::DESCRIPTION.fields[1];
+    assert_eq!(f.name, "n in range");
+    assert!(f.is_validation() && f.has_exists_test);
+    assert_eq!(f.count, vmstate::Count::Validate);
+    assert_eq!(f.static_count(), Some(0));
+    // QEMU's -dump-vmstate leaves VMSTATE_VALIDATE out.
+    let dump = vmstate::schema::description_json(Checked::DESCRIPTION);
+    let dumped: Vec<_> = dump["Fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(dumped, ["n", "v"]);
+}

@@ -138,3 +138,56 @@ fn description_and_generated_code_agree_on_sizes() {
     );
     assert_eq!(Shapes::DESCRIPTION.subsections[0].name, "shapes/never");
 }
+
+/// The configuration section's layout, derived: QEMU's
+/// `VMSTATE_UINT32(len, ...)`, `VMSTATE_VBUFFER_ALLOC_UINT32(name, ..., len)`.
+#[derive(VmState, Default)]
+#[vmstate(name = "configuration", version = 1, min_version = 0)]
+struct DerivedConfiguration {
+    len: u32,
+    #[vmstate(buffer, len = len)]
+    name: Vec<u8>,
+}
+
+#[test]
+fn counted_buffer_is_one_buffer_element_of_its_byte_count() {
+    let mut c = DerivedConfiguration {
+        len: 4,
+        name: b"none".to_vec(),
+    };
+    let (bytes, desc) = c.save_described().unwrap();
+    // The same bytes and vmdesc as the hand-written configuration section (and QEMU).
+    let (cfg_bytes, cfg_desc) = vmstate::stream::Configuration::new("none")
+        .save_described()
+        .unwrap();
+    assert_eq!(bytes, cfg_bytes);
+    assert_eq!(qjson::to_string(&desc), qjson::to_string(&cfg_desc));
+    assert_eq!(
+        qjson::to_string(&desc),
+        r#"{"vmsd_name": "configuration", "version": 1, "fields": [{"name": "len", "type": "uint32", "size": 4}, {"name": "name", "type": "buffer", "size": 4}]}"#
+    );
+    // The description says VBUFFER, as the hand-written one does.
+    assert_eq!(
+        DerivedConfiguration::DESCRIPTION.fields,
+        vmstate::stream::Configuration::DESCRIPTION.fields
+    );
+    assert_eq!(
+        DerivedConfiguration::DESCRIPTION.fields[1].count,
+        vmstate::Count::Vbuffer {
+            len_field: "len",
+            len_type: vmstate::LenType::U32
+        }
+    );
+    assert_eq!(DerivedConfiguration::DESCRIPTION.fixed_size(), None);
+}
+
+#[test]
+fn empty_counted_buffer_still_has_its_entry() {
+    // Unlike an empty counted array (no entry), QEMU's VBUFFER is one element of 0 bytes.
+    let (bytes, desc) = DerivedConfiguration::default().save_described().unwrap();
+    assert_eq!(bytes, [0, 0, 0, 0]);
+    assert_eq!(
+        qjson::to_string(&desc["fields"][1]),
+        r#"{"name": "name", "type": "buffer", "size": 0}"#
+    );
+}

@@ -25,15 +25,12 @@ pub const HPET_CFG_ENABLE: u64 = 1;
 /// subsections: &vmstate_hpet_rtc_irq_level, &vmstate_hpet_offset
 /// ```
 ///
-/// Differences from the C code, none of them visible on the wire:
-/// - `VMSTATE_VALIDATE` has no attribute; it sends no bytes and has no vmdesc entry, so
-///   it is left out. (QEMU checks there that `num_timers_save` equals the configured
-///   `num_timers`.)
-/// - QEMU counts the timer array with the configured `num_timers`, which the validation
-///   forces to equal `num_timers_save`; here the array is counted by `num_timers_save`
-///   itself, and `pre_save` sets it from the number of timers, as QEMU's `hpet_pre_save`
-///   sets `num_timers_save = num_timers`. A version 1 stream (no `num_timers_save`) is
-///   loaded with the count the device already has (3 by default, as QEMU's).
+/// As in QEMU, the timer array is counted by the configured number of timers
+/// (`num_timers`, the `timers` property, not migrated), and the validation checks that
+/// the stream's `num_timers_save` equals it before the timers are read. `pre_save` sets
+/// both from the number of timers, as QEMU's `hpet_pre_save` sets
+/// `num_timers_save = num_timers`. A version 1 stream (no `num_timers_save`) is loaded
+/// with the count the device already has (3 by default, as QEMU's).
 ///
 /// `Default` is written by hand to match a QEMU HPET with default properties: 3 timers
 /// and `hpet-offset-saved=on`.
@@ -49,8 +46,15 @@ pub struct Hpet {
     /// `num_timers_save` (since version 2): the number of timers.
     #[vmstate(since = 2)]
     pub num_timers_save: u8,
-    /// `timer`: one entry per timer, counted by `num_timers_save`.
-    #[vmstate(len = num_timers_save)]
+    /// `VMSTATE_VALIDATE("num_timers must match", hpet_validate_num_timers)`: no bytes.
+    #[vmstate(validate = Self::hpet_validate_num_timers, rename = "num_timers must match")]
+    pub num_timers_must_match: (),
+    /// Not migrated: the configured number of timers (QEMU's `num_timers`, the `timers`
+    /// property), which counts `timer`.
+    #[vmstate(skip)]
+    pub num_timers: u8,
+    /// `timer`: one entry per timer, counted by `num_timers`.
+    #[vmstate(len = num_timers)]
     pub timer: Vec<HpetTimer>,
     /// Subsection `hpet/rtc_irq_level`, sent when the RTC irq line is high.
     #[vmstate(subsection, needed = Self::hpet_rtc_irq_level_needed)]
@@ -70,6 +74,8 @@ impl Default for Hpet {
             isr: 0,
             hpet_counter: 0,
             num_timers_save: HPET_MIN_TIMERS as u8,
+            num_timers_must_match: (),
+            num_timers: HPET_MIN_TIMERS as u8,
             timer: (0..HPET_MIN_TIMERS as u8)
                 .map(|tn| HpetTimer {
                     tn,
@@ -85,7 +91,7 @@ impl Default for Hpet {
 
 impl Hpet {
     /// The part of QEMU's `hpet_pre_save` that touches migrated state:
-    /// `num_timers_save = num_timers`.
+    /// `num_timers_save = num_timers` (here both from the number of timers).
     fn pre_save(&mut self) -> Result<(), String> {
         let n = self.timer.len();
         if !(HPET_MIN_TIMERS..=HPET_MAX_TIMERS).contains(&n) {
@@ -93,8 +99,15 @@ impl Hpet {
                 "{n} HPET timers, expected {HPET_MIN_TIMERS}..={HPET_MAX_TIMERS}"
             ));
         }
-        self.num_timers_save = n as u8;
+        self.num_timers = n as u8;
+        self.num_timers_save = self.num_timers;
         Ok(())
+    }
+
+    /// QEMU's `hpet_validate_num_timers`: the stream's timer count must be the
+    /// configured one.
+    fn hpet_validate_num_timers(&self, _version: u32) -> bool {
+        self.num_timers == self.num_timers_save
     }
 
     /// QEMU's `hpet_rtc_irq_level_needed`.

@@ -38,10 +38,15 @@ fn elem_type(f: &FieldAst<'_>) -> TokenStream {
         let n = u.value;
         return quote!(__vm::unused_type(#n));
     }
-    if f.attrs.buffer.is_set()
-        && let Shape::Array { len, .. } = &f.shape
-    {
-        return quote!(__vm::buffer_type(#len));
+    if f.role() == Role::Validate {
+        return quote!(__vm::VALIDATE_TYPE);
+    }
+    if f.attrs.buffer.is_set() {
+        // A counted buffer's element has size 0 in the description (QEMU's dump says 0).
+        return match &f.shape {
+            Shape::Array { len, .. } => quote!(__vm::buffer_type(#len)),
+            _ => quote!(__vm::buffer_type(0)),
+        };
     }
     let elem = match &f.shape {
         Shape::Single => f.ty,
@@ -58,13 +63,13 @@ fn elem_type(f: &FieldAst<'_>) -> TokenStream {
 pub(super) fn field_desc(c: &Container<'_>, f: &FieldAst<'_>, vmdesc_name: &str) -> TokenStream {
     let name = f.qemu_name();
     let since = f.attrs.since.get().map_or(0, |s| s.value);
-    let has_exists = f.attrs.exists.is_set();
+    // A validation is QEMU's `field_exists` test with `VMS_MUST_EXIST`.
+    let has_exists = f.attrs.exists.is_set() || f.role() == Role::Validate;
     let equal = f.attrs.equal.is_set();
     let ty = elem_type(f);
     let count = match (&f.shape, f.attrs.buffer.is_set(), f.role()) {
-        (_, _, Role::Unused) | (_, true, _) | (Shape::Single, _, _) => quote!(__vm::Count::Single),
-        (Shape::Array { len, .. }, _, _) => quote!(__vm::Count::Array(#len)),
-        (Shape::Vec { .. }, _, _) => {
+        (_, _, Role::Validate) => quote!(__vm::Count::Validate),
+        (Shape::Vec { .. }, _, Role::Data) => {
             let len = &f.attrs.len.get().expect("checked: Vec has len").value;
             let target = c
                 .field_index(&len.to_string())
@@ -72,13 +77,21 @@ pub(super) fn field_desc(c: &Container<'_>, f: &FieldAst<'_>, vmdesc_name: &str)
                 .expect("checked: len names a field");
             let len_name = target.qemu_name();
             let len_ty = target.ty;
+            let variant = if f.is_vbuffer() {
+                quote!(Vbuffer)
+            } else {
+                quote!(Varray)
+            };
             quote_spanned! {len.span()=>
-                __vm::Count::Varray {
+                __vm::Count::#variant {
                     len_field: #len_name,
                     len_type: <#len_ty as __vm::CountField>::LEN_TYPE,
                 }
             }
         }
+        (_, _, Role::Unused) | (_, true, _) | (Shape::Single, _, _) => quote!(__vm::Count::Single),
+        (Shape::Array { len, .. }, _, _) => quote!(__vm::Count::Array(#len)),
+        (Shape::Vec { .. }, _, _) => quote!(__vm::Count::Single),
     };
     quote! {
         __vm::Field {

@@ -31,7 +31,7 @@ pub fn expand(c: &Container<'_>) -> TokenStream {
     let wire: Vec<&FieldAst<'_>> = c
         .fields
         .iter()
-        .filter(|f| matches!(f.role(), Role::Data | Role::Unused))
+        .filter(|f| matches!(f.role(), Role::Data | Role::Unused | Role::Validate))
         .collect();
     let subs: Vec<&FieldAst<'_>> = c
         .fields

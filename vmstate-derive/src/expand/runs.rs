@@ -22,9 +22,12 @@ pub(super) enum Segment {
 }
 
 /// Whether a field can be part of a run: a fixed number of elements, no value-dependent
-/// existence, no comparison on load.
+/// existence, no comparison or check on load.
 fn run_eligible(f: &FieldAst<'_>) -> bool {
-    !matches!(f.shape, Shape::Vec { .. }) && !f.attrs.exists.is_set() && !f.attrs.equal.is_set()
+    !matches!(f.shape, Shape::Vec { .. })
+        && !f.attrs.exists.is_set()
+        && !f.attrs.equal.is_set()
+        && !f.attrs.validate.is_set()
 }
 
 /// A large byte array (`[u8; N]` with a literal N above 64) stays out of runs: it is one
@@ -255,10 +258,10 @@ pub(super) fn load_segment(
 }
 
 /// For a struct whose wire bytes never depend on the version, the context or hooks (no
-/// hooks, subsections, `since`, `exists`, `equal` or `Vec` fields), the raw items of
-/// its `VmElem` impl: its size (when every field's type is raw too), and how to write,
-/// read and check it, so that an enclosing struct's run or a `Vec` of it is handled
-/// in bulk. The description table must give the same size (checked at compile time).
+/// hooks, subsections, `since`, `exists`, `equal`, `validate` or `Vec` fields), the raw
+/// items of its `VmElem` impl: its size (when every field's type is raw too), and how to
+/// write, read and check it, so that an enclosing struct's run or a `Vec` of it is
+/// handled in bulk. The description table must give the same size (checked at compile time).
 pub(super) fn raw_struct(
     c: &Container<'_>,
     wire: &[&FieldAst<'_>],

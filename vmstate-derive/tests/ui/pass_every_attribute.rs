@@ -46,6 +46,15 @@ struct Dev {
     nports: u32,
     #[vmstate(buffer)]
     mac: [u8; 6],
+    blob_len: u32,
+    #[vmstate(buffer, len = blob_len)]
+    blob: Vec<u8>,
+    #[vmstate(validate = Self::queues_fit, rename = "queues fit")]
+    _queues_fit: (),
+    #[vmstate(skip)]
+    nregs: u16,
+    #[vmstate(len = nregs)]
+    counted_regs: Vec<u16>,
     #[vmstate(rename = "irq-level")]
     irq_level: u8,
     inner: Queue,
@@ -98,6 +107,9 @@ impl Dev {
     fn has_poll(&self) -> bool {
         self.poll.0 != 0
     }
+    fn queues_fit(&self, _version: u32) -> bool {
+        self.nqueues <= 8
+    }
 }
 
 fn main() {
@@ -107,11 +119,20 @@ fn main() {
         nqueues: 1,
         queues: vec![Queue::default()],
         poll: DevPoll(5),
+        blob_len: 3,
+        blob: b"abc".to_vec(),
+        nregs: 2,
+        counted_regs: vec![7, 8],
         ..Default::default()
     };
     let bytes = dev.to_bytes().unwrap();
-    let mut back = Dev::default();
+    let mut back = Dev {
+        nregs: 2,
+        ..Default::default()
+    };
     back.load_bytes(&bytes, 3).unwrap();
     assert_eq!(back.fifo, [1, 2]);
+    assert_eq!(back.blob, b"abc");
+    assert_eq!(back.counted_regs, [7, 8]);
     assert_eq!(back.poll.0, 5);
 }

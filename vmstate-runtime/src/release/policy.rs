@@ -327,9 +327,7 @@ impl<'a> Planner<'a> {
         m.insert("name".into(), d.name.into());
         m.insert("version_id".into(), v.into());
         m.insert("minimum_version_id".into(), d.min_version.min(v).into());
-        let fields = d
-            .fields
-            .iter()
+        let fields = schema::dumped_fields(d)
             .filter(|f| f.has_exists_test || f.since <= v)
             .map(|f| {
                 let mut json = schema::field_json(f);

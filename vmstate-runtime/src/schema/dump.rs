@@ -68,6 +68,9 @@ pub fn section_json(name: &str, desc: &VmStateDescription) -> Value {
 /// A description: `{"name", "version_id", "minimum_version_id", "Fields"}`, then
 /// `"Subsections"` when there are any. Subsections use the same shape.
 ///
+/// `validate` fields ([`Count::Validate`]) are left out, as QEMU's dump leaves out its
+/// `VMS_MUST_EXIST` fields (`VMSTATE_VALIDATE`): they are not migrated.
+///
 /// `"Fields"` is always there, empty or not: QEMU omits it only for a description
 /// without a field list (`fields == NULL`, devices that save themselves by hand), and
 /// prints an empty list for one whose list holds only `VMSTATE_END_OF_LIST()` (the
@@ -78,7 +81,7 @@ pub fn description_json(desc: &VmStateDescription) -> Value {
     m.insert("name".into(), Value::from(desc.name));
     m.insert("version_id".into(), Value::from(desc.version));
     m.insert("minimum_version_id".into(), Value::from(desc.min_version));
-    let fields = desc.fields.iter().map(field_json).collect();
+    let fields = dumped_fields(desc).map(field_json).collect();
     m.insert("Fields".into(), Value::Array(fields));
     if !desc.subsections.is_empty() {
         let subs = desc
@@ -91,7 +94,14 @@ pub fn description_json(desc: &VmStateDescription) -> Value {
     Value::Object(m)
 }
 
+/// The fields a dump lists: all but the `validate` checks, which QEMU's dump leaves out.
+pub fn dumped_fields(desc: &VmStateDescription) -> impl Iterator<Item = &'static Field> {
+    desc.fields.iter().filter(|f| !f.is_validation())
+}
+
 /// A field: `{"field", "version_id", "field_exists", ["num"], "size", ["Description"]}`.
+/// A counted `buffer` ([`Count::Vbuffer`]) has no `num` and size 0, as QEMU prints a
+/// `VMSTATE_VBUFFER*` field.
 pub fn field_json(field: &Field) -> Value {
     let mut m = Map::new();
     m.insert("field".into(), Value::from(field.name));

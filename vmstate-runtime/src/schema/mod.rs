@@ -23,13 +23,13 @@
 //!
 //! | key | from |
 //! | --- | --- |
-//! | `Fields` | the fields, always present (QEMU omits it only when `fields` is `NULL`, for devices that save by hand; a list holding only `VMSTATE_END_OF_LIST()` gives `[]`, which is what a derived struct without fields is) |
+//! | `Fields` | the fields, always present (QEMU omits it only when `fields` is `NULL`, for devices that save by hand; a list holding only `VMSTATE_END_OF_LIST()` gives `[]`, which is what a derived struct without fields is), except the `validate` checks ([`Count::Validate`](crate::Count::Validate)), which QEMU's dump leaves out as it leaves out `VMSTATE_VALIDATE` ([`dumped_fields`]) |
 //! | `Subsections` | the subsections, omitted when there are none (as QEMU) |
 //! | `field` | [`Field::name`](crate::Field::name), QEMU's field name (`unused` for unused bytes) |
 //! | `version_id` | [`Field::since`](crate::Field::since) |
 //! | `field_exists` | [`Field::has_exists_test`](crate::Field::has_exists_test) |
-//! | `num` | only for [`Count::Array`](crate::Count::Array) (QEMU's `VMS_ARRAY`); a single value or a `Varray` has none |
-//! | `size` | the size of **one element**: the info's wire size for a primitive (a `buffer` or `unused_buffer` counts all its bytes, as QEMU's `VMSTATE_BUFFER`/`VMSTATE_UNUSED`); for a struct, QEMU prints `sizeof` the C struct, which we do not have, so we print the element's fixed wire size ([`FieldType::fixed_size`](crate::FieldType::fixed_size)), or 0 when it is not fixed |
+//! | `num` | only for [`Count::Array`](crate::Count::Array) (QEMU's `VMS_ARRAY`); a single value, a `Varray` or a `Vbuffer` has none |
+//! | `size` | the size of **one element**: the info's wire size for a primitive (a `buffer` or `unused_buffer` counts all its bytes, as QEMU's `VMSTATE_BUFFER`/`VMSTATE_UNUSED`; a counted buffer, [`Count::Vbuffer`](crate::Count::Vbuffer), says 0, as QEMU's `VMSTATE_VBUFFER*`); for a struct, QEMU prints `sizeof` the C struct, which we do not have, so we print the element's fixed wire size ([`FieldType::fixed_size`](crate::FieldType::fixed_size)), or 0 when it is not fixed |
 //! | `Description` | the nested description of a [`FieldType::Struct`](crate::FieldType::Struct) |
 //!
 //! So a dump of a device modelled exactly after QEMU's matches QEMU's dump key for key,
@@ -166,8 +166,8 @@ pub use check::{
     problems_to_json, renamed_section,
 };
 pub use dump::{
-    MACHINE_KEY, description_json, dump_json, dump_registry, element_size, field_json,
-    section_json, to_string,
+    MACHINE_KEY, description_json, dump_json, dump_registry, dumped_fields, element_size,
+    field_json, section_json, to_string,
 };
 
 /// The examples of `docs/compatibility.md`, compiled and run as doctests.

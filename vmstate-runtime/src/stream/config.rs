@@ -4,7 +4,7 @@
 //! The section has no header, version or footer; the loader reads it at version 0.
 
 use crate::derive_support as support;
-use crate::description::{Count, Field, FieldType, Info, VmStateDescription, infos};
+use crate::description::{Count, Field, FieldType, Info, LenType, VmStateDescription, infos};
 use crate::error::{Error, ErrorKind, Result};
 use crate::save_context::SaveContext;
 use crate::state::{VmElem, VmState};
@@ -84,7 +84,10 @@ static FIELDS: [Field; 2] = [
         since: 0,
         has_exists_test: false,
         ty: FieldType::Info(infos::buffer(0)),
-        count: Count::Single,
+        count: Count::Vbuffer {
+            len_field: "len",
+            len_type: LenType::U32,
+        },
         equal: false,
     },
 ];
@@ -124,9 +127,13 @@ impl Configuration {
     }
 }
 
-/// Configuration is written by hand rather than derived: its name is a
-/// variable-length buffer (QEMU's `VMSTATE_VBUFFER_ALLOC_UINT32`) whose vmdesc entry
-/// is one `buffer` element of the name's length.
+/// Configuration is written by hand rather than derived. Its name is a variable-length
+/// buffer (QEMU's `VMSTATE_VBUFFER_ALLOC_UINT32`, which the derive has as
+/// `#[vmstate(buffer, len = len)]` on a `Vec<u8>`) whose vmdesc entry is one `buffer`
+/// element of the name's length. But the public API keeps the name as a `String`
+/// (`Configuration::machine`); a derive would need private `len: u32` and `name: Vec<u8>`
+/// copies of it, kept in step by `pre_save`/`post_load` hooks, and a hand-written
+/// `PartialEq` that ignores them. The description above says the same as a derive would.
 impl VmState for Configuration {
     const DESCRIPTION: &'static VmStateDescription = &DESCRIPTION;
 

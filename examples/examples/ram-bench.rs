@@ -65,6 +65,19 @@ fn fill_random(ram: &RamBlock, stride: u64) {
     }
 }
 
+/// A registry with one RAM block as the `ram` section.
+fn ram_registry(block: Arc<RamBlock>) -> Registry {
+    let mut reg = Registry::new();
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(vec![block]).unwrap(),
+        Registration::new(),
+    )
+    .unwrap();
+    reg
+}
+
 /// One full pass (setup + iterate until done) into a reused in-memory writer.
 fn full_pass(ram: &Arc<RamBlock>, buf: &mut Writer<'static>) -> u64 {
     let mut h = RamHandler::new(vec![ram.clone()]).unwrap();
@@ -217,14 +230,7 @@ fn main() {
         let addr = listener.local_addr().unwrap();
         let ram = dst_ram.clone();
         let dst = std::thread::spawn(move || {
-            let mut reg = Registry::new();
-            reg.register_iterative(
-                "ram",
-                RAM_VERSION,
-                RamHandler::new(vec![ram]).unwrap(),
-                Registration::new(),
-            )
-            .unwrap();
+            let mut reg = ram_registry(ram);
             let (sock, _) = listener.accept().unwrap();
             load_stream(
                 &mut reg,
@@ -234,14 +240,7 @@ fn main() {
             .unwrap()
             .bytes
         });
-        let mut reg = Registry::new();
-        reg.register_iterative(
-            "ram",
-            RAM_VERSION,
-            RamHandler::new(vec![mixed.clone()]).unwrap(),
-            Registration::new(),
-        )
-        .unwrap();
+        let mut reg = ram_registry(mixed.clone());
         let sock = TcpStream::connect(addr).unwrap();
         save_snapshot(&mut reg, sock, StreamConfig::new("bench")).unwrap();
         stream_len = dst.join().unwrap();
@@ -250,38 +249,17 @@ fn main() {
     // The two ends alone: the source into a sink that discards, the destination from
     // a stream in memory.
     let t_source = time(3, || {
-        let mut reg = Registry::new();
-        reg.register_iterative(
-            "ram",
-            RAM_VERSION,
-            RamHandler::new(vec![mixed.clone()]).unwrap(),
-            Registration::new(),
-        )
-        .unwrap();
+        let mut reg = ram_registry(mixed.clone());
         save_snapshot(&mut reg, std::io::sink(), StreamConfig::new("bench")).unwrap();
     });
     let mut stream = Vec::new();
     {
-        let mut reg = Registry::new();
-        reg.register_iterative(
-            "ram",
-            RAM_VERSION,
-            RamHandler::new(vec![mixed.clone()]).unwrap(),
-            Registration::new(),
-        )
-        .unwrap();
+        let mut reg = ram_registry(mixed.clone());
         save_snapshot(&mut reg, &mut stream, StreamConfig::new("bench")).unwrap();
     }
     let dst_ram = Arc::new(RamBlock::new("pc.ram", GIB).unwrap());
     let t_dest = time(3, || {
-        let mut reg = Registry::new();
-        reg.register_iterative(
-            "ram",
-            RAM_VERSION,
-            RamHandler::new(vec![dst_ram.clone()]).unwrap(),
-            Registration::new(),
-        )
-        .unwrap();
+        let mut reg = ram_registry(dst_ram.clone());
         load_stream(
             &mut reg,
             &mut Reader::from_io(&stream[..]),
@@ -345,14 +323,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let snap = dir.join("snap.mig");
     let t_snapshot = time(REPS, || {
-        let mut reg = Registry::new();
-        reg.register_iterative(
-            "ram",
-            RAM_VERSION,
-            RamHandler::new(vec![mixed.clone()]).unwrap(),
-            Registration::new(),
-        )
-        .unwrap();
+        let mut reg = ram_registry(mixed.clone());
         save_snapshot(
             &mut reg,
             File::create(&snap).unwrap(),

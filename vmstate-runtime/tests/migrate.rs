@@ -137,7 +137,7 @@ fn destination_with(
         let counter = Arc::new(Mutex::new(Counter::default()));
         reg.register_device(counter.clone(), Registration::new())?;
         if endless {
-            reg.register_iterative("endless", 1, Endless, Registration::new())?;
+            reg.register_iterative("endless", 1, Dirtier::default(), Registration::new())?;
         }
         let opts = LoadOptions {
             machine: Some(MACHINE.into()),
@@ -190,7 +190,7 @@ fn migration_with_a_guest_writing_converges_and_the_copy_is_exact() {
 fn cancellation_keeps_the_guest_running_on_the_source() {
     let mut guest = Guest::new();
     let (mut reg, mut params) = source(&guest);
-    reg.register_iterative("endless", 1, Endless, Registration::new())
+    reg.register_iterative("endless", 1, Dirtier::default(), Registration::new())
         .unwrap();
     params.max_bandwidth = Some(8 << 20);
     let (w, r) = pipe();
@@ -294,31 +294,44 @@ fn failure_after_the_guest_stopped_resumes_it() {
     failing.0.halt();
 }
 
-/// A handler that always has more to send than any threshold: never converges.
-struct Endless;
+/// Stands in for a guest that dirties memory faster than any link until its vCPUs are
+/// throttled to at least 60%: 1 GiB stays pending until then, nothing after. Never
+/// throttled, it never converges. Each payload is `be32 n` and `n` zero bytes.
+#[derive(Default)]
+struct Dirtier {
+    throttle: Arc<std::sync::atomic::AtomicU8>,
+}
 
-impl IterativeHandler for Endless {
+impl Dirtier {
+    fn put(w: &mut Writer<'_>, n: u32) {
+        w.put_be32(n);
+        w.put_zeros(n as usize);
+    }
+}
+
+impl IterativeHandler for Dirtier {
     fn save_setup(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
-        w.put_u8(0);
+        Self::put(w, 0);
         Ok(())
     }
     fn pending(&mut self, _exact: bool) -> Pending {
+        let throttled = self.throttle.load(Ordering::SeqCst) >= 60;
         Pending {
-            must_precopy: u64::MAX / 4,
+            must_precopy: if throttled { 0 } else { 1 << 30 },
             can_postcopy: 0,
         }
     }
     fn save_iterate(&mut self, w: &mut Writer<'_>, _: u64) -> vmstate::Result<IterationStatus> {
-        w.put_u8(0);
+        Self::put(w, 4096);
         Ok(IterationStatus::More)
     }
     fn save_complete(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
-        w.put_u8(0);
+        Self::put(w, 0);
         Ok(())
     }
     fn load(&mut self, r: &mut Reader<'_>, _: u32, _: Phase) -> vmstate::Result<()> {
-        r.get_u8()?;
-        Ok(())
+        let n = r.get_be32()?;
+        r.skip(u64::from(n))
     }
 }
 
@@ -326,7 +339,7 @@ impl IterativeHandler for Endless {
 fn running_out_of_time_cancels_or_forces_the_switchover() {
     let mut guest = Guest::new();
     let (mut reg, mut params) = source(&guest);
-    reg.register_iterative("endless", 1, Endless, Registration::new())
+    reg.register_iterative("endless", 1, Dirtier::default(), Registration::new())
         .unwrap();
     params.max_total_time = Some(Duration::from_millis(200));
     let err = migrate(
@@ -356,37 +369,6 @@ fn running_out_of_time_cancels_or_forces_the_switchover() {
     assert!(stats.forced_switchover);
     assert_eq!(stats.status, Status::Completed);
     assert!(!guest.is_running());
-}
-
-/// Stands in for a guest that dirties memory faster than any link until its vCPUs are
-/// throttled to at least 60%: 1 GiB stays pending until then, nothing after.
-struct Dirtier {
-    throttle: Arc<std::sync::atomic::AtomicU8>,
-}
-
-impl IterativeHandler for Dirtier {
-    fn save_setup(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
-        w.put_u8(0);
-        Ok(())
-    }
-    fn pending(&mut self, _exact: bool) -> Pending {
-        let throttled = self.throttle.load(Ordering::SeqCst) >= 60;
-        Pending {
-            must_precopy: if throttled { 0 } else { 1 << 30 },
-            can_postcopy: 0,
-        }
-    }
-    fn save_iterate(&mut self, w: &mut Writer<'_>, _: u64) -> vmstate::Result<IterationStatus> {
-        w.put_zeros(4096);
-        Ok(IterationStatus::More)
-    }
-    fn save_complete(&mut self, w: &mut Writer<'_>) -> vmstate::Result<()> {
-        w.put_u8(0);
-        Ok(())
-    }
-    fn load(&mut self, _: &mut Reader<'_>, _: u32, _: Phase) -> vmstate::Result<()> {
-        Ok(())
-    }
 }
 
 /// A guest that records the throttle it is given.

@@ -89,8 +89,13 @@ fn none_minimal_loads_completely_with_its_three_sections() {
         Registration::new(),
     )
     .unwrap();
+    let dirty_timers = CpuTimers {
+        cpu_ticks_offset: 7,
+        cpu_clock_offset: 9,
+        ..CpuTimers::default()
+    };
     let timer = reg
-        .register_device(CpuTimers::default(), Registration::new())
+        .register_device(dirty_timers, Registration::new())
         .unwrap();
     let gs = reg
         .register_device(GlobalState::default(), Registration::new())
@@ -119,7 +124,10 @@ fn none_minimal_loads_completely_with_its_three_sections() {
         reg.device_mut::<GlobalState>(gs).unwrap().runstate_name(),
         b"prelaunch"
     );
-    let _ = reg.device_mut::<CpuTimers>(timer).unwrap();
+    // The none stream's timer payload is 24 zero bytes (spec 1.9); loading over
+    // non-zero values proves they were read.
+    let t = reg.device_mut::<CpuTimers>(timer).unwrap();
+    assert_eq!((t.cpu_ticks_offset, t.cpu_clock_offset), (0, 0));
 }
 
 #[test]

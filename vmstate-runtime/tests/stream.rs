@@ -917,3 +917,28 @@ fn round_trip_through_an_in_memory_pipe() {
     load_stream(&mut destination(&log), &mut Reader::from_io(r), &opts()).unwrap();
     sender.join().unwrap();
 }
+
+#[derive(VmState, Default)]
+#[vmstate(name = "counted")]
+struct Counted {
+    n: u8,
+    #[vmstate(len = n)]
+    v: Vec<u8>,
+}
+
+#[test]
+fn a_device_that_fails_to_save_is_named_and_the_handlers_cleaned_up() {
+    let log = Log::default();
+    let (mut reg, _) = source(&log);
+    let bad = Counted { n: 3, v: vec![1] }; // the count disagrees with the data
+    reg.register_device(bad, Registration::new().instance(7))
+        .unwrap();
+    let err = save_snapshot(&mut reg, &mut Vec::new(), StreamConfig::new(MACHINE)).unwrap_err();
+    let section = err.section().unwrap();
+    assert_eq!(
+        (section.idstr.as_str(), section.instance_id),
+        ("counted", 7)
+    );
+    assert_eq!(err.path(), "counted.v");
+    assert!(log.lock().unwrap().iter().any(|l| l == "ram:cleanup"));
+}

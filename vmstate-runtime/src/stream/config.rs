@@ -166,10 +166,11 @@ impl VmState for Configuration {
         support::check_version(&DESCRIPTION, version, r)?;
         let len = r.get_be32().map_err(|e| e.in_field("len"))?;
         let name = r.get_vec(len as u64).map_err(|e| e.in_field("name"))?;
-        self.machine = String::from_utf8(name)
+        let machine = String::from_utf8(name)
             .map_err(|e| Error::invalid("machine name", e.to_string()).in_field("name"))?;
+        // Subsections that do not arrive mean their default (QEMU's pre_load).
         *self = Configuration {
-            machine: std::mem::take(&mut self.machine),
+            machine,
             ..Default::default()
         };
         let this = self;

@@ -134,23 +134,21 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         }
         let footer = self.config.send_section_footer;
         for e in self.registry.entries_mut() {
-            let (idstr, instance, id, version) =
-                (e.idstr.clone(), e.instance_id, e.section_id, e.version());
+            let version = e.version();
             if let EntryKind::Iterative { handler, .. } = &mut e.kind
                 && handler.is_active()
             {
                 full_header(
                     &mut self.w,
                     format::SECTION_START,
-                    id,
-                    &idstr,
-                    instance,
+                    e.section_id,
+                    &e.idstr,
+                    e.instance_id,
                     version,
                 )?;
-                handler
-                    .save_setup(&mut self.w)
-                    .map_err(|err| err.in_section(e.section_ref()))?;
-                put_footer(&mut self.w, footer, id);
+                let saved = handler.save_setup(&mut self.w);
+                saved.map_err(|err| err.in_section(e.section_ref()))?;
+                put_footer(&mut self.w, footer, e.section_id);
                 self.w.flush_if_full()?;
             }
         }
@@ -248,7 +246,8 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             }
         }
         for e in self.registry.entries_mut() {
-            if let Some(json) = save_device(&mut self.w, e, footer, self.policy)? {
+            let saved = save_device(&mut self.w, e, footer, self.policy);
+            if let Some(json) = saved.map_err(|err| err.in_section(e.section_ref()))? {
                 self.devices_json.push(json);
                 self.stats.device_sections += 1;
             }
@@ -356,7 +355,8 @@ fn put_footer(w: &mut Writer<'_>, enabled: bool, section_id: u32) {
     }
 }
 
-/// Writes one device's FULL section if it is needed; returns its vmdesc entry.
+/// Writes one device's FULL section if it is needed; returns its vmdesc entry. The
+/// caller adds the section to errors.
 fn save_device(
     w: &mut Writer<'_>,
     e: &mut Entry,
@@ -380,14 +380,7 @@ fn save_device(
         version,
     )?;
     let mut ctx = StreamSaveCtx::new(policy);
-    dev.save(w, &mut ctx).map_err(|err| {
-        let section = crate::error::SectionRef {
-            idstr: e.idstr.clone(),
-            instance_id: e.instance_id,
-            section_id: e.section_id,
-        };
-        err.in_section(section)
-    })?;
+    dev.save(w, &mut ctx)?;
     put_footer(w, footer, e.section_id);
     let mut entry = Map::new();
     entry.insert("name".into(), e.idstr.clone().into());

@@ -20,7 +20,7 @@ use std::fmt::Debug;
 
 use compat_tests::evolving::values::*;
 use compat_tests::evolving::{self, r1_0, r1_1, r2_0, r3_0};
-use vmstate::release::compat::{Cell, Expect};
+use vmstate_tools::compat::{Cell, Expect};
 use vmstate::release::{Version, save_for_release};
 use vmstate::schema::CheckOptions;
 use vmstate::stream::{LoadOptions, StreamConfig, load_stream, save_snapshot};
@@ -652,7 +652,7 @@ fn a_retired_field_reads_as_zero_in_the_old_release() {
 
 #[test]
 fn the_harness_reports_drifted_fixtures_and_wrong_expectations() {
-    use vmstate::release::compat::Suite;
+    use vmstate_tools::compat::Suite;
 
     // A copy of the fixtures with one byte of a golden stream changed.
     let tmp = std::env::temp_dir().join(format!("vmstate-evolving-{}", std::process::id()));
@@ -698,7 +698,7 @@ fn the_harness_reports_drifted_fixtures_and_wrong_expectations() {
 
 #[test]
 fn golden_streams_of_releases_whose_code_is_gone_stay_in_the_matrix() {
-    use vmstate::release::compat::Suite;
+    use vmstate_tools::compat::Suite;
 
     // A later project that kept 1.x's streams and schemas but dropped its code.
     let suite = Suite::new(evolving::fixtures_dir())

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmstate::decode::{self, DecodeOptions};
+use vmstate_tools::decode::{self, DecodeOptions};
 use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
 use vmstate::stream::{StreamConfig, save_snapshot};
 use vmstate::{Registration, Registry, VmState};

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use vmstate::decode::{
+use vmstate_tools::decode::{
     self, DecodeError, DecodeOptions, DumpOptions, PageRun, Payload, RamRecord, Record, RecordBody,
     SeekSource, Stream,
 };
@@ -479,7 +479,7 @@ fn write_run(
     src: &mut SeekSource<File>,
     buf: &mut Vec<u8>,
 ) -> Result<(), CliError> {
-    use vmstate::decode::PageSource;
+    use vmstate_tools::decode::PageSource;
     let ps = run.page_size;
     let mark = |written: &mut Vec<u64>, page: u64, on: bool| -> bool {
         let (w, bit) = ((page / 64) as usize, page % 64);

@@ -1,7 +1,7 @@
 //! The `vmstate` command: inspect, verify and rewrite QEMU migration streams.
 //!
 //! Every subcommand reads a stream file (ours or QEMU's) through the description-driven
-//! decoder of `vmstate::decode`. Exit status: 0 on success, 1 on any error (with a
+//! decoder of `vmstate_tools::decode`. Exit status: 0 on success, 1 on any error (with a
 //! message naming the record, field path and byte offset), 2 for usage errors.
 
 mod check;

@@ -66,7 +66,6 @@
 #[allow(unused_extern_crates)] // lets the derive's `::vmstate` paths work in-crate
 extern crate self as vmstate;
 
-pub mod decode;
 pub mod description;
 mod error;
 pub mod handler;

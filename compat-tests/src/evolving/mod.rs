@@ -12,7 +12,7 @@
 //! descriptions, next to them), the [`ReleaseMap`](vmstate::release::ReleaseMap) it
 //! knows (older releases from their schema files, compiled in, as a real emulator
 //! would embed them), a `Machine` with the state of every device, and its
-//! [`Subject`](vmstate::release::compat::Subject) for the harness.
+//! [`Subject`](vmstate_tools::compat::Subject) for the harness.
 //!
 //! The fixtures are in `fixtures/evolving/`: `schema-<version>.json` per release and the
 //! golden streams `<golden>-<version>.mig` ("idle": registers only; "busy": with the
@@ -27,7 +27,7 @@ pub mod r3_0;
 
 use std::path::PathBuf;
 
-use vmstate::release::compat::Suite;
+use vmstate_tools::compat::Suite;
 use vmstate::release::{Release, Version};
 
 /// The register values every golden machine holds.

@@ -1,6 +1,6 @@
 //! Release 1.0 (`demo-1.0`): the first release.
 
-use vmstate::release::compat::{Subject, device};
+use vmstate_tools::compat::{Subject, device};
 use vmstate::release::{Release, ReleaseMap, Version};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
 

@@ -6,7 +6,7 @@
 //! - `pit` version 2, min 1: more counters than the two fixed ones, as a `Vec` counted
 //!   by `nextra`, both `since = 2`.
 
-use vmstate::release::compat::{Subject, device};
+use vmstate_tools::compat::{Subject, device};
 use vmstate::release::{Release, ReleaseMap, Version};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
 

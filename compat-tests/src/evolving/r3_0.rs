@@ -6,7 +6,7 @@
 //!   nested structs (`pic-regs`, `pic-config`). Its wire name stays `intc` and nested
 //!   structs add no bytes, so the stream does not change.
 
-use vmstate::release::compat::{Subject, device};
+use vmstate_tools::compat::{Subject, device};
 use vmstate::release::{Release, ReleaseMap, Version};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
 

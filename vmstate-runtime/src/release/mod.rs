@@ -27,8 +27,8 @@
 //! - **Checking consecutive releases** ([`ReleaseMap::check_steps`]): the schema checker
 //!   between each release and the next.
 //!
-//! [`compat`] is a test harness built on these: golden streams and schemas per release,
-//! and the load matrix between releases.
+//! `vmstate_tools::compat` (in the `vmstate-tools` crate) is a test harness built on
+//! these: golden streams and schemas per release, and the load matrix between releases.
 //!
 //! ```
 //! use vmstate::release::{Release, ReleaseMap, Version, load_for_release, save_for_release};
@@ -75,7 +75,6 @@
 //! See `docs/compatibility.md`, "Releases and saving for an older release", for which
 //! changes keep saving for an older release possible.
 
-pub mod compat;
 mod policy;
 
 use std::fmt;

@@ -9,7 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use super::desc::FieldKind;
 use super::error::DecodeError;
 use super::value::*;
-use crate::stream::format;
+use vmstate::stream::format;
 
 /// Where page contents that the tree refers to by offset are read from.
 pub trait PageSource {

@@ -13,7 +13,7 @@ enum Seg {
 /// A decoding failure.
 ///
 /// ```
-/// use vmstate::decode::DecodeError;
+/// use vmstate_tools::decode::DecodeError;
 /// let e = DecodeError::new("unexpected end of stream")
 ///     .at(0x40)
 ///     .in_field("status")
@@ -139,8 +139,8 @@ impl fmt::Debug for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-impl From<crate::Error> for DecodeError {
-    fn from(e: crate::Error) -> Self {
+impl From<vmstate::Error> for DecodeError {
+    fn from(e: vmstate::Error) -> Self {
         let mut d = DecodeError::new(e.kind().to_string());
         d.offset = e.offset();
         d

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::desc::{FieldDesc, FieldKind, VmsdDesc};
 use super::error::DecodeError;
 use super::value::{FieldValue, InlineValue, StructValue, Subsection, Value};
-use crate::wire::Reader;
+use vmstate::wire::Reader;
 
 /// The subsection marker inside a payload.
 const SUBSECTION: u8 = 0x05;

@@ -17,7 +17,7 @@
 //! ```
 //! use vmstate::{Registry, Registration, VmState};
 //! use vmstate::stream::{StreamConfig, save_snapshot};
-//! use vmstate::decode::{self, DecodeOptions, DumpOptions};
+//! use vmstate_tools::decode::{self, DecodeOptions, DumpOptions};
 //!
 //! #[derive(VmState, Default)]
 //! #[vmstate(name = "port92")]
@@ -60,7 +60,7 @@ pub use encode::{PageSource, SeekSource, encode, encode_to_vec};
 pub use error::DecodeError;
 pub use value::*;
 
-use crate::wire::{Limits, Reader};
+use vmstate::wire::{Limits, Reader};
 
 /// How a stream is decoded.
 pub struct DecodeOptions<'o> {

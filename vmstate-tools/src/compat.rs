@@ -23,7 +23,7 @@
 //! matrix ([`Suite::archived`]).
 //!
 //! ```no_run
-//! use vmstate::release::compat::{Expect, Subject, Suite, device};
+//! use vmstate_tools::compat::{Expect, Subject, Suite, device};
 //! use vmstate::release::{Release, ReleaseMap, Version};
 //! use vmstate::{Registration, Registry, VmState};
 //!
@@ -81,12 +81,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{Release, ReleaseMap, Step, Version, load_for_release, save_for_release};
-use crate::error::{Error, Result};
-use crate::registry::Registry;
-use crate::schema::CheckOptions;
-use crate::stream::LoadOptions;
-use crate::wire::Reader;
+use vmstate::release::{Release, ReleaseMap, Step, Version, load_for_release, save_for_release};
+use vmstate::{Error, Result};
+use vmstate::registry::Registry;
+use vmstate::schema::CheckOptions;
+use vmstate::stream::LoadOptions;
+use vmstate::wire::Reader;
 
 /// The environment variable that makes [`Suite::check_fixtures`] write the fixtures
 /// (`VMSTATE_BLESS=1`).
@@ -159,7 +159,7 @@ impl Subject {
             .golden_machine(name)
             .ok_or_else(|| Error::invalid("golden stream", format!("no golden named '{name}'")))?;
         let mut out = Vec::new();
-        crate::stream::save_snapshot(&mut reg, &mut out, self.known.stream_config())?;
+        vmstate::stream::save_snapshot(&mut reg, &mut out, self.known.stream_config())?;
         Ok(out)
     }
 }

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use super::desc::{FieldDesc, VmDescription, VmsdDesc};
-use crate::ram::format as ram_flags;
-use crate::stream::format;
+use vmstate::ram::format as ram_flags;
+use vmstate::stream::format;
 
 /// A decoded stream.
 #[derive(Debug, Clone)]

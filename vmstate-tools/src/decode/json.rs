@@ -12,7 +12,7 @@
 //! caller bounds the text size (the vmdesc trailer is at most 10 MiB).
 //!
 //! ```
-//! use vmstate::decode::json::Json;
+//! use vmstate_tools::decode::json::Json;
 //! let j = Json::parse(br#"{"a": 1, "a": [true, null], "s": "x\u00e9"}"#).unwrap();
 //! assert_eq!(j.get("a").unwrap().as_array().unwrap().len(), 2);
 //! assert_eq!(j.members().unwrap().len(), 3);

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
-use crate::ram::{RAM_VERSION, RamBlock, RamHandler};
-use crate::stream::{StreamConfig, save_snapshot};
-use crate::{Registration, Registry, VmState};
+use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
+use vmstate::stream::{StreamConfig, save_snapshot};
+use vmstate::{Registration, Registry, VmState};
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -12,9 +12,9 @@ use super::desc::{VmDescription, VmsdDesc};
 use super::error::DecodeError;
 use super::field::{FieldCtx, decode_struct};
 use super::value::*;
-use crate::ram::format as rf;
-use crate::stream::format;
-use crate::wire::Reader;
+use vmstate::ram::format as rf;
+use vmstate::stream::format;
+use vmstate::wire::Reader;
 
 /// How often (in bytes) progress is reported while walking RAM.
 const PROGRESS_STEP: u64 = 8 << 20;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::error::DecodeError;
 use super::json::Json;
-use crate::stream::format;
+use vmstate::stream::format;
 
 /// How a field's bytes are read and shown (the reader classes of
 /// `analyze-migration.py`, picked by the field's `type`).
@@ -288,7 +288,7 @@ fn inline_groups(f: &Json) -> Vec<Arc<VmsdDesc>> {
 }
 
 /// How far from the end of a file the trailer is searched for.
-pub const TRAILER_SEARCH: u64 = crate::stream::vmdesc::TRAILER_SEARCH;
+pub const TRAILER_SEARCH: u64 = vmstate::stream::vmdesc::TRAILER_SEARCH;
 
 /// The vmdesc trailer found in the last bytes of a stream.
 #[derive(Debug, Clone)]
@@ -303,7 +303,7 @@ pub struct FoundTrailer {
 
 /// Finds the trailer in `tail` (the last bytes of a stream, starting at stream offset
 /// `base`): the last `0x06, be32 len, JSON object` whose JSON runs exactly to the end
-/// and parses. Like [`crate::stream::vmdesc::find_trailer_in`], but the JSON keeps
+/// and parses. Like [`vmstate::stream::vmdesc::find_trailer_in`], but the JSON keeps
 /// duplicate keys.
 pub fn find_trailer(tail: &[u8], base: u64) -> Option<FoundTrailer> {
     for at in (0..tail.len().saturating_sub(6)).rev() {

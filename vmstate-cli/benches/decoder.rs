@@ -22,10 +22,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmstate_tools::decode::{self, DecodeOptions};
 use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
 use vmstate::stream::{StreamConfig, save_snapshot};
 use vmstate::{Registration, Registry, VmState};
+use vmstate_tools::decode::{self, DecodeOptions};
 
 #[derive(VmState, Default)]
 #[vmstate(name = "bench-dev", version = 1)]

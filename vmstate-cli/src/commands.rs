@@ -5,11 +5,11 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use vmstate::stream::format;
 use vmstate_tools::decode::{
     self, DecodeError, DecodeOptions, DumpOptions, PageRun, Payload, RamRecord, Record, RecordBody,
     SeekSource, Stream,
 };
-use vmstate::stream::format;
 
 use crate::CliError;
 use crate::progress::{self, ProgressWriter};

@@ -59,7 +59,8 @@
 //! - [`wire`]: the big-endian [`Reader`] and [`Writer`];
 //! - [`description`]: the static description types;
 //! - [`VmState`] / [`VmElem`]: the traits the derive implements;
-//! - [`save_context`]: save policy (versions, subsections) and the vmdesc [`Describer`];
+//! - [`save_context`]: the save context trait and the vmdesc [`Describer`];
+//! - [`save_policy`]: which versions and subsections a device section is written with;
 //! - [`qjson`]: JSON written exactly as QEMU writes it;
 //! - [`Error`]: one error type with the field path, byte offset and section.
 
@@ -75,6 +76,7 @@ pub mod ram;
 pub mod registry;
 pub mod release;
 pub mod save_context;
+pub mod save_policy;
 pub mod schema;
 mod state;
 pub mod stream;
@@ -90,8 +92,8 @@ pub use error::{Error, ErrorKind, HookError, PathSegment, Result, SectionRef};
 pub use handler::{IterationStatus, IterativeHandler, Pending, Phase};
 pub use registry::{Device, Priority, Registration, Registry, SectionHandle, SectionInfo};
 pub use save_context::{Describer, PlainSave, SaveContext};
+pub use save_policy::{SavePolicy, StreamSaveCtx};
 pub use state::{VmElem, VmState};
-pub use stream::StreamSaveCtx;
 pub use timer::Timer;
 pub use wire::{Limits, Reader, Writer};
 

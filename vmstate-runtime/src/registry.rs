@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::description::VmStateDescription;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::IterativeHandler;
+use crate::save_policy::StreamSaveCtx;
 use crate::state::VmState;
-use crate::stream::StreamSaveCtx;
 use crate::wire::{Reader, Writer};
 
 /// QEMU's `MigrationPriority`: entries with a higher priority are saved and loaded first.
@@ -165,7 +165,7 @@ impl Registration {
 }
 
 /// What an entry is.
-pub(crate) enum EntryKind {
+enum EntryKind {
     Device(Box<dyn Device>),
     Iterative {
         handler: Box<dyn IterativeHandler>,
@@ -173,15 +173,72 @@ pub(crate) enum EntryKind {
     },
 }
 
+/// A mutable view of what an entry is.
+pub(crate) enum PartMut<'a> {
+    Device(&'a mut dyn Device),
+    Iterative(&'a mut dyn IterativeHandler),
+}
+
+/// A registered entry. Its identity (idstr, instance id, section id, priority) is
+/// fixed at registration; the stream engine, the schema dump and the release code see
+/// it through [`Registry::entries`] and [`Registry::entries_mut`], which can neither
+/// add, remove nor reorder entries.
 pub(crate) struct Entry {
-    pub(crate) idstr: String,
-    pub(crate) instance_id: u32,
-    pub(crate) section_id: u32,
-    pub(crate) priority: Priority,
-    pub(crate) kind: EntryKind,
+    idstr: String,
+    instance_id: u32,
+    section_id: u32,
+    priority: Priority,
+    kind: EntryKind,
 }
 
 impl Entry {
+    /// The idstr written in its section headers.
+    pub(crate) fn idstr(&self) -> &str {
+        &self.idstr
+    }
+
+    /// The instance id written in its section headers.
+    pub(crate) fn instance_id(&self) -> u32 {
+        self.instance_id
+    }
+
+    /// The section id assigned at registration.
+    pub(crate) fn section_id(&self) -> u32 {
+        self.section_id
+    }
+
+    /// The device, if the entry is one.
+    pub(crate) fn device(&self) -> Option<&dyn Device> {
+        match &self.kind {
+            EntryKind::Device(d) => Some(d.as_ref()),
+            EntryKind::Iterative { .. } => None,
+        }
+    }
+
+    /// The device, if the entry is one, to save or load it.
+    pub(crate) fn device_mut(&mut self) -> Option<&mut dyn Device> {
+        match &mut self.kind {
+            EntryKind::Device(d) => Some(d.as_mut()),
+            EntryKind::Iterative { .. } => None,
+        }
+    }
+
+    /// What the entry is, to save or load it.
+    pub(crate) fn part_mut(&mut self) -> PartMut<'_> {
+        match &mut self.kind {
+            EntryKind::Device(d) => PartMut::Device(d.as_mut()),
+            EntryKind::Iterative { handler, .. } => PartMut::Iterative(handler.as_mut()),
+        }
+    }
+
+    /// The iterative handler, if the entry is one.
+    pub(crate) fn iterative_mut(&mut self) -> Option<&mut dyn IterativeHandler> {
+        match &mut self.kind {
+            EntryKind::Device(_) => None,
+            EntryKind::Iterative { handler, .. } => Some(handler.as_mut()),
+        }
+    }
+
     /// The local version: the description's for devices, the registered one for handlers.
     pub(crate) fn version(&self) -> u32 {
         match &self.kind {
@@ -395,6 +452,12 @@ impl Registry {
             .position(|e| e.idstr == idstr && e.instance_id == instance_id)
     }
 
+    /// The entries in save order, read-only.
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entries in save order, to save or load them.
     pub(crate) fn entries_mut(&mut self) -> &mut [Entry] {
         &mut self.entries
     }

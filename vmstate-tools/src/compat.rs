@@ -81,12 +81,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use vmstate::release::{Release, ReleaseMap, Step, Version, load_for_release, save_for_release};
-use vmstate::{Error, Result};
 use vmstate::registry::Registry;
+use vmstate::release::{Release, ReleaseMap, Step, Version, load_for_release, save_for_release};
 use vmstate::schema::CheckOptions;
 use vmstate::stream::LoadOptions;
 use vmstate::wire::Reader;
+use vmstate::{Error, Result};
 
 /// The environment variable that makes [`Suite::check_fixtures`] write the fixtures
 /// (`VMSTATE_BLESS=1`).

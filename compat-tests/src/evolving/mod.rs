@@ -27,8 +27,8 @@ pub mod r3_0;
 
 use std::path::PathBuf;
 
-use vmstate_tools::compat::Suite;
 use vmstate::release::{Release, Version};
+use vmstate_tools::compat::Suite;
 
 /// The register values every golden machine holds.
 pub mod values {

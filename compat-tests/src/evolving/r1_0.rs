@@ -1,8 +1,8 @@
 //! Release 1.0 (`demo-1.0`): the first release.
 
-use vmstate_tools::compat::{Subject, device};
 use vmstate::release::{Release, ReleaseMap, Version};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
+use vmstate_tools::compat::{Subject, device};
 
 use super::values as v;
 

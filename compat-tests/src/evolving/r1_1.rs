@@ -1,9 +1,9 @@
 //! Release 1.1 (`demo-1.1`): `uart` version 2 adds `fcr` (`since = 2`); streams of
 //! version 1 still load (`min_version = 1`).
 
-use vmstate_tools::compat::{Subject, device};
 use vmstate::release::{Release, ReleaseMap, Version};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
+use vmstate_tools::compat::{Subject, device};
 
 use super::values as v;
 

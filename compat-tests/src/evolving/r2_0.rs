@@ -6,9 +6,9 @@
 //! - `pit` version 2, min 1: more counters than the two fixed ones, as a `Vec` counted
 //!   by `nextra`, both `since = 2`.
 
-use vmstate_tools::compat::{Subject, device};
 use vmstate::release::{Release, ReleaseMap, Version};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
+use vmstate_tools::compat::{Subject, device};
 
 use super::values as v;
 

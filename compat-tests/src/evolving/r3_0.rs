@@ -6,9 +6,9 @@
 //!   nested structs (`pic-regs`, `pic-config`). Its wire name stays `intc` and nested
 //!   structs add no bytes, so the stream does not change.
 
-use vmstate_tools::compat::{Subject, device};
 use vmstate::release::{Release, ReleaseMap, Version};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
+use vmstate_tools::compat::{Subject, device};
 
 use super::values as v;
 

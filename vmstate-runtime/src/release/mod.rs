@@ -296,7 +296,7 @@ impl Release {
     /// Checks that every device of `registry` is declared in this release, with the same
     /// description (a device registered but missing from the release's list, or changed
     /// without updating it, is an error). Run it where the machine is built.
-    pub fn check_registry(&self, registry: &mut Registry) -> std::result::Result<(), ReleaseError> {
+    pub fn check_registry(&self, registry: &Registry) -> std::result::Result<(), ReleaseError> {
         let dump = schema::dump_registry(&self.machine, registry);
         let Some(sections) = dump.as_object() else {
             return Ok(());

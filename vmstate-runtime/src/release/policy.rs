@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 use super::{Release, SAVE_ERROR, json_list, json_u32};
 use crate::description::{FieldType, VmStateDescription};
 use crate::error::{Error, Result};
-use crate::registry::{EntryKind, Registry};
+use crate::registry::Registry;
 use crate::schema::{self, CheckOptions, MACHINE_KEY};
 use crate::stream::SavePolicy;
 
@@ -56,7 +56,8 @@ impl<'a> ForRelease<'a> {
         let mut planner = Planner::new(target);
         let mut failure = None;
         for e in registry.entries_mut() {
-            let EntryKind::Device(dev) = &mut e.kind else {
+            let section = e.section_ref();
+            let Some(dev) = e.device_mut() else {
                 continue;
             };
             let desc = dev.description();
@@ -65,8 +66,7 @@ impl<'a> ForRelease<'a> {
                 && dev.needed()
             {
                 failure = Some(
-                    Error::invalid(SAVE_ERROR, planner.cannot_save(&reason))
-                        .in_section(e.section_ref()),
+                    Error::invalid(SAVE_ERROR, planner.cannot_save(&reason)).in_section(section),
                 );
             }
         }

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::description::{Count, Field, FieldType, VmStateDescription};
-use crate::registry::{EntryKind, Registry};
+use crate::registry::Registry;
 
 /// The top-level key that carries the machine type (`{"Name": machine}`).
 pub const MACHINE_KEY: &str = "vmschkmachine";
@@ -39,19 +39,12 @@ where
 /// Iterative handlers (RAM and the like) have no description and are left out, as QEMU's
 /// dump leaves out everything that is not a qdev device. Several instances of one idstr
 /// (two `i8259`s) give one entry, as QEMU's dump has one entry per device type.
-///
-/// The registry is taken by `&mut` only because that is how it lends its devices
-/// within the crate; nothing is changed.
-pub fn dump_registry(machine: &str, registry: &mut Registry) -> Value {
-    let sections: Vec<(String, &'static VmStateDescription)> = registry
-        .entries_mut()
+pub fn dump_registry(machine: &str, registry: &Registry) -> Value {
+    let sections = registry
+        .entries()
         .iter()
-        .filter_map(|e| match &e.kind {
-            EntryKind::Device(d) => Some((e.idstr.clone(), d.description())),
-            EntryKind::Iterative { .. } => None,
-        })
-        .collect();
-    dump_json(machine, sections.iter().map(|(n, d)| (n.as_str(), *d)))
+        .filter_map(|e| Some((e.idstr(), e.device()?.description())));
+    dump_json(machine, sections)
 }
 
 /// One top-level section entry: `{"Name", "version_id", "minimum_version_id",

@@ -21,7 +21,7 @@ use super::format;
 use super::save::phase_of;
 use super::vmdesc::{self, VmDesc};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
-use crate::registry::{EntryKind, Registry};
+use crate::registry::{PartMut, Registry};
 use crate::state::VmState;
 use crate::wire::{Limits, Reader};
 
@@ -98,7 +98,7 @@ pub fn load_stream(
     }
     .run(r);
     for &i in &active {
-        if let EntryKind::Iterative { handler, .. } = &mut registry.entries_mut()[i].kind {
+        if let Some(handler) = registry.entries_mut()[i].iterative_mut() {
             handler.load_cleanup();
         }
     }
@@ -179,11 +179,12 @@ impl Loader<'_> {
     fn run(mut self, r: &mut Reader<'_>) -> Result<LoadReport> {
         self.header(r)?;
         for (i, e) in self.registry.entries_mut().iter_mut().enumerate() {
-            if let EntryKind::Iterative { handler, .. } = &mut e.kind {
+            let section = e.section_ref();
+            if let Some(handler) = e.iterative_mut() {
                 self.active.push(i);
                 handler
                     .load_setup()
-                    .map_err(|err| err.in_section(e.section_ref()))?;
+                    .map_err(|err| err.in_section(section))?;
             }
         }
         loop {
@@ -260,9 +261,9 @@ impl Loader<'_> {
             .at_offset(at)
             .in_section(section));
         }
-        let loaded = match &mut entry.kind {
-            EntryKind::Device(dev) if ty == format::SECTION_FULL => dev.load(r, version),
-            EntryKind::Iterative { handler, .. } if ty == format::SECTION_START => {
+        let loaded = match entry.part_mut() {
+            PartMut::Device(dev) if ty == format::SECTION_FULL => dev.load(r, version),
+            PartMut::Iterative(handler) if ty == format::SECTION_START => {
                 self.by_section_id.insert(section_id, (index, version));
                 handler.load(r, version, phase_of(ty))
             }
@@ -333,7 +334,7 @@ impl Loader<'_> {
         };
         let entry = &mut self.registry.entries_mut()[index];
         let section = entry.section_ref();
-        if let EntryKind::Iterative { handler, .. } = &mut entry.kind {
+        if let Some(handler) = entry.iterative_mut() {
             handler
                 .load(r, version, phase_of(ty))
                 .map_err(|e| e.in_section(section.clone()))?;
@@ -388,7 +389,7 @@ impl Loader<'_> {
         }
         self.report.switchover_started = true;
         for &i in self.active.iter() {
-            if let EntryKind::Iterative { handler, .. } = &mut self.registry.entries_mut()[i].kind {
+            if let Some(handler) = self.registry.entries_mut()[i].iterative_mut() {
                 handler.switchover_start();
             }
         }

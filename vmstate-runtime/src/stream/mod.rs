@@ -28,13 +28,12 @@
 //! ```
 
 mod config;
-mod context;
 pub mod format;
 mod load;
 mod save;
 pub mod vmdesc;
 
+pub use crate::save_policy::{SavePolicy, StreamSaveCtx};
 pub use config::{Capability, ConfigCapabilities, ConfigPageBits, ConfigUuid, Configuration};
-pub use context::{SavePolicy, StreamSaveCtx};
 pub use load::{LoadOptions, LoadReport, LoadedSection, load_file, load_stream};
 pub use save::{SaveSession, SaveStats, StreamConfig, save_snapshot};

@@ -6,11 +6,11 @@ use std::io::Write;
 use serde_json::{Map, Value};
 
 use super::config::Configuration;
-use super::context::{SavePolicy, StreamSaveCtx};
 use super::format;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{IterationStatus, Pending, Phase};
-use crate::registry::{Entry, EntryKind, Registry};
+use crate::registry::{Entry, Registry};
+use crate::save_policy::{SavePolicy, StreamSaveCtx};
 use crate::state::VmState;
 use crate::wire::Writer;
 
@@ -134,21 +134,22 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         }
         let footer = self.config.send_section_footer;
         for e in self.registry.entries_mut() {
-            let version = e.version();
-            if let EntryKind::Iterative { handler, .. } = &mut e.kind
+            let (version, id) = (e.version(), e.section_id());
+            let section = e.section_ref();
+            if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
             {
                 full_header(
                     &mut self.w,
                     format::SECTION_START,
-                    e.section_id,
-                    &e.idstr,
-                    e.instance_id,
+                    id,
+                    &section.idstr,
+                    section.instance_id,
                     version,
                 )?;
                 let saved = handler.save_setup(&mut self.w);
-                saved.map_err(|err| err.in_section(e.section_ref()))?;
-                put_footer(&mut self.w, footer, e.section_id);
+                saved.map_err(|err| err.in_section(section))?;
+                put_footer(&mut self.w, footer, id);
                 self.w.flush_if_full()?;
             }
         }
@@ -159,7 +160,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
     pub fn pending(&mut self, exact: bool) -> Pending {
         let mut total = Pending::default();
         for e in self.registry.entries_mut() {
-            if let EntryKind::Iterative { handler, .. } = &mut e.kind
+            if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
             {
                 let p = handler.pending(exact);
@@ -188,8 +189,9 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         let footer = self.config.send_section_footer;
         let mut all_done = true;
         for e in self.registry.entries_mut() {
-            let id = e.section_id;
-            if let EntryKind::Iterative { handler, .. } = &mut e.kind
+            let id = e.section_id();
+            let section = e.section_ref();
+            if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
             {
                 let left = budget.saturating_sub(self.w.position() - start);
@@ -201,7 +203,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
                 self.w.put_be32(id);
                 let status = handler
                     .save_iterate(&mut self.w, left)
-                    .map_err(|err| err.in_section(e.section_ref()))?;
+                    .map_err(|err| err.in_section(section.clone()))?;
                 put_footer(&mut self.w, footer, id);
                 self.w.flush_if_full()?;
                 all_done &= status == IterationStatus::Done;
@@ -232,15 +234,16 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             self.w.put_be16(0);
         }
         for e in self.registry.entries_mut() {
-            let id = e.section_id;
-            if let EntryKind::Iterative { handler, .. } = &mut e.kind
+            let id = e.section_id();
+            let section = e.section_ref();
+            if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
             {
                 self.w.put_u8(format::SECTION_END);
                 self.w.put_be32(id);
                 handler
                     .save_complete(&mut self.w)
-                    .map_err(|err| err.in_section(e.section_ref()))?;
+                    .map_err(|err| err.in_section(section.clone()))?;
                 put_footer(&mut self.w, footer, id);
                 self.w.flush_if_full()?;
             }
@@ -316,7 +319,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
 
     fn cleanup(&mut self) {
         for e in self.registry.entries_mut() {
-            if let EntryKind::Iterative { handler, .. } = &mut e.kind {
+            if let Some(handler) = e.iterative_mut() {
                 handler.save_cleanup();
             }
         }
@@ -363,7 +366,8 @@ fn save_device(
     footer: bool,
     policy: Option<&dyn SavePolicy>,
 ) -> Result<Option<Value>> {
-    let EntryKind::Device(dev) = &mut e.kind else {
+    let (id, idstr, instance_id) = (e.section_id(), e.idstr().to_string(), e.instance_id());
+    let Some(dev) = e.device_mut() else {
         return Ok(None);
     };
     if !dev.needed() {
@@ -371,20 +375,13 @@ fn save_device(
     }
     let desc = dev.description();
     let version = policy.map_or(desc.version, |p| p.save_version(desc));
-    full_header(
-        w,
-        format::SECTION_FULL,
-        e.section_id,
-        &e.idstr,
-        e.instance_id,
-        version,
-    )?;
+    full_header(w, format::SECTION_FULL, id, &idstr, instance_id, version)?;
     let mut ctx = StreamSaveCtx::new(policy);
     dev.save(w, &mut ctx)?;
-    put_footer(w, footer, e.section_id);
+    put_footer(w, footer, id);
     let mut entry = Map::new();
-    entry.insert("name".into(), e.idstr.clone().into());
-    entry.insert("instance_id".into(), e.instance_id.into());
+    entry.insert("name".into(), idstr.into());
+    entry.insert("instance_id".into(), instance_id.into());
     if let Value::Object(vmsd) = ctx.finish() {
         entry.extend(vmsd);
     }

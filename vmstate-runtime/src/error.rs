@@ -5,6 +5,7 @@
 //! from a stream. Context is added on the way out, only on the error path, so the fast
 //! path pays nothing for it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A boxed error returned by user hooks (`pre_save`, `post_load`, ...).
@@ -175,7 +176,7 @@ pub enum ErrorKind {
         found: u8,
     },
     /// The footer names another section.
-    #[error("mismatched section id in footer: expected {expected}, found {found}")]
+    #[error("mismatched section footer: expected section id {expected}, found {found}")]
     FooterMismatch {
         /// The section id of the section.
         expected: u32,
@@ -205,20 +206,28 @@ pub enum ErrorKind {
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// Bytes that do not follow the stream grammar or the description they are read
+    /// with (the decoder's and the record reader's errors).
+    #[error("{detail}")]
+    Malformed {
+        /// What is wrong, in words.
+        detail: String,
+    },
     /// An I/O error from the underlying reader or writer.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// A step in a field path.
+/// A step in a field path. Names are static when they come from a derived description
+/// and owned when they come from a stream's vmdesc (the decoder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathSegment {
     /// A description (top-level or subsection) name.
-    Vmsd(&'static str),
+    Vmsd(Cow<'static, str>),
     /// A field name.
-    Field(&'static str),
+    Field(Cow<'static, str>),
     /// An array index.
-    Index(usize),
+    Index(u64),
 }
 
 /// The section an error happened in.
@@ -239,9 +248,17 @@ struct Inner {
     /// Innermost segment first; rendered in reverse.
     path: Vec<PathSegment>,
     section: Option<SectionRef>,
+    /// The record type (`FULL`, `PART`, `COMMAND`, `header`, ...).
+    record: Option<&'static str>,
+    /// The version in the section's header.
+    section_version: Option<u32>,
 }
 
-/// An error with context: kind, byte offset, field path and section.
+/// An error with context: kind, byte offset, field path, section and record.
+///
+/// The loader, the record reader and the vmdesc-driven decoder all return it. It
+/// displays as `<record> section <id> '<idstr>' instance <n> (version <v>): field
+/// <path>: <what> at byte offset <offset>`, leaving out what is not known.
 ///
 /// ```
 /// use vmstate::{Error, ErrorKind};
@@ -265,7 +282,17 @@ impl Error {
             offset: None,
             path: Vec::new(),
             section: None,
+            record: None,
+            section_version: None,
         }))
+    }
+
+    /// An [`ErrorKind::Malformed`] error: bytes that do not follow the grammar.
+    #[cold]
+    pub fn malformed(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Malformed {
+            detail: detail.into(),
+        })
     }
 
     /// An [`ErrorKind::Invalid`] error.
@@ -299,6 +326,16 @@ impl Error {
     /// The section the error happened in, if it came from a stream.
     pub fn section(&self) -> Option<&SectionRef> {
         self.0.section.as_ref()
+    }
+
+    /// The record type the error happened in (`FULL`, `PART`, `COMMAND`, `header`, ...).
+    pub fn record(&self) -> Option<&'static str> {
+        self.0.record
+    }
+
+    /// The version in the header of the section the error happened in, if known.
+    pub fn section_version(&self) -> Option<u32> {
+        self.0.section_version
     }
 
     /// The field path, such as `serial.fifo[3]` (empty if unknown).
@@ -340,22 +377,23 @@ impl Error {
 
     /// Adds a field name to the path (called from the inside out).
     #[cold]
-    pub fn in_field(mut self, name: &'static str) -> Self {
-        self.0.path.push(PathSegment::Field(name));
+    pub fn in_field(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.0.path.push(PathSegment::Field(name.into()));
         self
     }
 
     /// Adds an array index to the path.
     #[cold]
-    pub fn at_index(mut self, index: usize) -> Self {
+    pub fn at_index(mut self, index: impl TryInto<u64>) -> Self {
+        let index = index.try_into().unwrap_or(u64::MAX);
         self.0.path.push(PathSegment::Index(index));
         self
     }
 
     /// Adds a description name to the path.
     #[cold]
-    pub fn in_vmsd(mut self, name: &'static str) -> Self {
-        self.0.path.push(PathSegment::Vmsd(name));
+    pub fn in_vmsd(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.0.path.push(PathSegment::Vmsd(name.into()));
         self
     }
 
@@ -365,16 +403,42 @@ impl Error {
         self.0.section.get_or_insert(section);
         self
     }
+
+    /// Records the record type (`FULL`, `COMMAND`, `header`, ...) unless one is
+    /// already recorded.
+    #[cold]
+    pub fn in_record(mut self, record: &'static str) -> Self {
+        self.0.record.get_or_insert(record);
+        self
+    }
+
+    /// Records the section header's version unless one is already recorded.
+    #[cold]
+    pub fn with_section_version(mut self, version: u32) -> Self {
+        self.0.section_version.get_or_insert(version);
+        self
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(s) = &self.0.section {
-            write!(
-                f,
-                "section '{}' (instance {}, id {}): ",
-                s.idstr, s.instance_id, s.section_id
-            )?;
+        match (&self.0.section, self.0.record) {
+            (Some(s), record) => {
+                if let Some(r) = record {
+                    write!(f, "{r} ")?;
+                }
+                write!(
+                    f,
+                    "section {} '{}' instance {}",
+                    s.section_id, s.idstr, s.instance_id
+                )?;
+                if let Some(v) = self.0.section_version {
+                    write!(f, " (version {v})")?;
+                }
+                f.write_str(": ")?;
+            }
+            (None, Some(r)) => write!(f, "{r}: ")?,
+            (None, None) => {}
         }
         let path = self.path();
         if !path.is_empty() {
@@ -449,7 +513,7 @@ mod tests {
                 section_id: 9,
             });
         let s = e.to_string();
-        assert!(s.contains("section 'serial' (instance 1, id 9)"), "{s}");
+        assert!(s.starts_with("section 9 'serial' instance 1: "), "{s}");
         assert!(s.contains("field serial.divider"), "{s}");
         assert!(s.contains("byte offset 16"), "{s}");
     }

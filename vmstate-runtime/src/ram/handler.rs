@@ -11,8 +11,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::format::{CONTINUE, EOS, MEM_SIZE, MULTIFD_FLUSH, PAGE, ZERO, flag_names};
+use super::format::{CONTINUE, EOS, MEM_SIZE, PAGE, ZERO};
 use super::guest_ram::GuestRam;
+use super::records::{BlockEntry, BlockRef, RamRecord, RamRecordReader};
 use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::handler::{IterationStatus, IterativeHandler, Pending, Phase};
@@ -107,6 +108,8 @@ pub struct RamHandler {
     first_pass_done: bool,
     /// Block of the last record received (for CONTINUE on load).
     last_loaded: Option<usize>,
+    /// The record reader of the current load (CONTINUE spans sections).
+    records: RamRecordReader,
 }
 
 impl RamHandler {
@@ -149,6 +152,7 @@ impl RamHandler {
             cursor: (0, 0),
             first_pass_done: false,
             last_loaded: None,
+            records: RamRecordReader::new(page_size as u64),
         })
     }
 
@@ -276,56 +280,42 @@ impl RamHandler {
         self.cursor = (next, 0);
     }
 
-    fn block_for(&mut self, r: &mut Reader<'_>, flags: u64) -> Result<usize> {
-        if flags & CONTINUE != 0 {
-            return self.last_loaded.ok_or_else(|| {
-                Error::invalid(
-                    "RAM record",
-                    "CONTINUE flag on the first page of the stream",
-                )
-            });
-        }
-        let name = r.get_counted_string()?;
-        let bi = self
-            .blocks
-            .iter()
-            .position(|b| b.name() == name)
-            .ok_or_else(|| Error::invalid("RAM block", format!("unknown RAM block '{name}'")))?;
+    /// The block a page record is for.
+    fn block_for(&mut self, block: &BlockRef) -> Result<usize> {
+        let bi = match block {
+            // The record reader refuses CONTINUE before any named record.
+            BlockRef::Same => self.last_loaded.unwrap_or(0),
+            BlockRef::Named(name) => self
+                .blocks
+                .iter()
+                .position(|b| b.name() == name)
+                .ok_or_else(|| {
+                    Error::invalid("RAM block", format!("unknown RAM block '{name}'"))
+                })?,
+        };
         self.last_loaded = Some(bi);
         Ok(bi)
     }
 
-    fn load_block_list(&mut self, r: &mut Reader<'_>, total: u64) -> Result<()> {
-        let mut left = total;
-        while left > 0 {
-            let at = r.position();
-            let name = r.get_counted_string()?;
-            let len = r.get_be64()?;
-            let block = self
-                .blocks
-                .iter()
-                .find(|b| b.name() == name)
-                .ok_or_else(|| {
-                    Error::invalid("RAM block list", format!("unknown RAM block '{name}'"))
-                        .at_offset(at)
-                })?;
-            if block.len() != len {
-                return Err(Error::invalid(
-                    "RAM block list",
-                    format!(
-                        "block '{name}' is 0x{len:x} bytes in the stream and 0x{:x} here (resizing is not supported)",
-                        block.len()
-                    ),
-                )
-                .at_offset(at));
-            }
-            left = left.checked_sub(len).ok_or_else(|| {
-                Error::invalid(
-                    "RAM block list",
-                    format!("blocks add up to more than the total 0x{total:x}"),
-                )
-                .at_offset(at)
+    /// Checks one block list entry against the local block of that name.
+    fn check_block_entry(&self, entry: &BlockEntry) -> Result<()> {
+        let name = &entry.name;
+        let block = self
+            .blocks
+            .iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| {
+                Error::invalid("RAM block list", format!("unknown RAM block '{name}'"))
             })?;
+        if block.len() != entry.used_length {
+            return Err(Error::invalid(
+                "RAM block list",
+                format!(
+                    "block '{name}' is 0x{:x} bytes in the stream and 0x{:x} here (resizing is not supported)",
+                    entry.used_length,
+                    block.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -432,6 +422,7 @@ impl IterativeHandler for RamHandler {
 
     fn load_setup(&mut self) -> Result<()> {
         self.last_loaded = None;
+        self.records = RamRecordReader::new(self.page_size as u64);
         self.stats.reset();
         Ok(())
     }
@@ -444,40 +435,34 @@ impl IterativeHandler for RamHandler {
             )
             .at_offset(r.position()));
         }
-        let mask = self.page_size as u64 - 1;
         loop {
             let at = r.position();
-            let word = r.get_be64()?;
-            let (flags, offset) = (word & mask, word & !mask);
-            match flags & !CONTINUE {
-                EOS => return Ok(()),
-                MEM_SIZE => self.load_block_list(r, offset)?,
-                ZERO => {
-                    let bi = self.block_for(r, flags).map_err(|e| e.at_offset(at))?;
+            match self.records.next(r)? {
+                RamRecord::Eos => return Ok(()),
+                RamRecord::MultifdFlush => {}
+                RamRecord::MemSize { total } => {
+                    let records = self.records.clone();
+                    records.block_list(r, total, |entry, at| {
+                        self.check_block_entry(&entry).map_err(|e| e.at_offset(at))
+                    })?;
+                }
+                RamRecord::Zero { block, offset } => {
+                    let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
                     let page = self.check_page(bi, offset, at)?;
-                    let fill = r.get_u8()?;
-                    if fill != 0 {
-                        return Err(Error::invalid(
-                            "RAM zero page",
-                            format!("fill byte 0x{fill:02x}; only 0 is valid"),
-                        )
-                        .at_offset(at));
-                    }
                     self.blocks[bi].zero_page(page);
                     self.stats.zero_pages.fetch_add(1, Ordering::Relaxed);
                 }
-                PAGE => {
-                    let bi = self.block_for(r, flags).map_err(|e| e.at_offset(at))?;
+                RamRecord::Page { block, offset } => {
+                    let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
                     let page = self.check_page(bi, offset, at)?;
                     let block = &self.blocks[bi];
                     r.with_bytes(self.page_size, |data| block.load_page(page, data))?;
                     self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
                 }
-                MULTIFD_FLUSH => {}
-                _ => {
+                RamRecord::Xbzrle { .. } => {
                     return Err(Error::invalid(
                         "RAM record",
-                        format!("unsupported flags 0x{flags:x} ({})", flag_names(flags)),
+                        "XBZRLE pages are not supported by this RAM handler",
                     )
                     .at_offset(at));
                 }

@@ -26,6 +26,8 @@ pub const COMMAND: u8 = 0x08;
 /// The footer after each section payload.
 pub const SECTION_FOOTER: u8 = 0x7e;
 
+/// QEMU's `MIG_CMD_PACKAGED`: a be32 length, then that many bytes of records.
+pub const CMD_PACKAGED: u16 = 7;
 /// QEMU's `MIG_CMD_SWITCHOVER_START`.
 pub const CMD_SWITCHOVER_START: u16 = 11;
 

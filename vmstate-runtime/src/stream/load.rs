@@ -11,14 +11,13 @@
 //! the guest; load again into the same registry, or discard it. Every handler's
 //! `load_cleanup` has run.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
 use super::config::Configuration;
 use super::format;
-use super::save::phase_of;
+use super::records::{Command, Footers, Record, RecordReader, SectionHeader, SectionKind, Trailer};
 use super::vmdesc::{self, VmDesc};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
 use crate::registry::{PartMut, Registry};
@@ -89,10 +88,19 @@ pub fn load_stream(
     opts: &LoadOptions,
 ) -> Result<LoadReport> {
     let mut active: Vec<usize> = Vec::new();
+    let footers = if opts.no_section_footers {
+        Footers::Absent
+    } else {
+        Footers::Expected
+    };
+    let mut records = RecordReader::new(footers);
+    if opts.no_configuration {
+        records = records.without_configuration();
+    }
     let result = Loader {
         registry,
         opts,
-        by_section_id: HashMap::new(),
+        records,
         report: LoadReport::default(),
         active: &mut active,
     }
@@ -169,15 +177,14 @@ fn check_configuration(cfg: &Configuration, opts: &LoadOptions) -> Result<()> {
 struct Loader<'a> {
     registry: &'a mut Registry,
     opts: &'a LoadOptions,
-    /// Stream section id -> (entry index, version) for PART/END.
-    by_section_id: HashMap<u32, (usize, u32)>,
+    records: RecordReader,
     report: LoadReport,
     active: &'a mut Vec<usize>,
 }
 
 impl Loader<'_> {
     fn run(mut self, r: &mut Reader<'_>) -> Result<LoadReport> {
-        self.header(r)?;
+        self.records.header(r)?;
         for (i, e) in self.registry.entries_mut().iter_mut().enumerate() {
             let section = e.section_ref();
             if let Some(handler) = e.iterative_mut() {
@@ -189,230 +196,137 @@ impl Loader<'_> {
         }
         loop {
             let at = r.position();
-            let ty = r.get_u8()?;
-            match ty {
-                format::SECTION_START | format::SECTION_FULL => self.full_section(r, ty, at)?,
-                format::SECTION_PART | format::SECTION_END => self.part_section(r, ty, at)?,
-                format::COMMAND => self.command(r, at)?,
-                format::EOF => break,
-                byte => {
-                    return Err(Error::new(ErrorKind::UnknownRecordType { byte }).at_offset(at));
+            match self.records.next(r)? {
+                Record::Configuration => self.configuration(r, at)?,
+                Record::Section(header) => {
+                    self.section(r, &header, at).map_err(|e| header.tag(e))?
                 }
+                Record::Footer { .. } => {}
+                Record::Command(cmd) => self.command(&cmd, at)?,
+                Record::Eof => break,
             }
         }
-        self.trailer(r)?;
+        match self.records.trailer(r)? {
+            Trailer::None => {}
+            Trailer::Vmdesc { offset, json } => {
+                let text = String::from_utf8(json).map_err(|_| {
+                    Error::invalid("vmdesc", "not UTF-8")
+                        .at_offset(offset + 5)
+                        .in_record("vmdesc trailer")
+                })?;
+                self.report.vmdesc = Some(text);
+            }
+            Trailer::Other { offset, byte } => self.report.warnings.push(format!(
+                "expected the vmdesc trailer at offset {offset}, found byte 0x{byte:02x}"
+            )),
+        }
         self.report.bytes = r.position();
         Ok(self.report)
     }
 
-    fn header(&mut self, r: &mut Reader<'_>) -> Result<()> {
-        let magic = r.get_be32()?;
-        if magic != format::MAGIC {
-            return Err(Error::new(ErrorKind::BadMagic { found: magic }).at_offset(0));
-        }
-        let version = r.get_be32()?;
-        if version != format::VERSION {
-            return Err(
-                Error::new(ErrorKind::UnsupportedFormatVersion { found: version }).at_offset(4),
-            );
-        }
-        if self.opts.no_configuration {
-            return Ok(());
-        }
-        let at = r.position();
-        let ty = r.get_u8()?;
-        if ty != format::CONFIGURATION {
-            return Err(Error::invalid(
-                "stream",
-                format!("expected the configuration section (0x07), found 0x{ty:02x}"),
-            )
-            .at_offset(at));
-        }
+    fn configuration(&mut self, r: &mut Reader<'_>, at: u64) -> Result<()> {
         let mut cfg = Configuration::default();
-        cfg.load(r, 0)?;
-        if let Some(local) = &self.opts.machine {
-            cfg.check_machine(local).map_err(|e| e.at_offset(at + 5))?;
-        }
-        check_configuration(&cfg, self.opts).map_err(|e| e.at_offset(at))?;
+        let checked = (|| {
+            cfg.load(r, 0)?;
+            if let Some(local) = &self.opts.machine {
+                cfg.check_machine(local).map_err(|e| e.at_offset(at + 5))?;
+            }
+            check_configuration(&cfg, self.opts).map_err(|e| e.at_offset(at))
+        })();
+        checked.map_err(|e| e.in_record("configuration"))?;
         self.report.configuration = Some(cfg);
         Ok(())
     }
 
-    fn full_section(&mut self, r: &mut Reader<'_>, ty: u8, at: u64) -> Result<()> {
-        let section_id = r.get_be32()?;
-        let idstr = r.get_counted_string()?;
-        let instance_id = r.get_be32()?;
-        let version = r.get_be32()?;
-        let section = SectionRef {
-            idstr,
-            instance_id,
-            section_id,
-        };
-        let Some(index) = self.registry.find(&section.idstr, instance_id) else {
-            return self.skip_unknown(r, ty, section, version, at);
+    /// A section payload, dispatched to its entry; the caller tags errors with it.
+    fn section(&mut self, r: &mut Reader<'_>, header: &SectionHeader, at: u64) -> Result<()> {
+        let kind = header.kind;
+        let Some(index) = self.registry.find(&header.idstr, header.instance_id) else {
+            return self.skip_unknown(r, header, at);
         };
         let entry = &mut self.registry.entries_mut()[index];
-        let local = entry.version();
-        if version > local {
-            return Err(Error::new(ErrorKind::SectionVersionTooNew {
-                stream: version,
-                local,
-            })
-            .at_offset(at)
-            .in_section(section));
-        }
-        let loaded = match entry.part_mut() {
-            PartMut::Device(dev) if ty == format::SECTION_FULL => dev.load(r, version),
-            PartMut::Iterative(handler) if ty == format::SECTION_START => {
-                self.by_section_id.insert(section_id, (index, version));
-                handler.load(r, version, phase_of(ty))
+        if kind.has_full_header() {
+            let local = entry.version();
+            if header.version > local {
+                return Err(Error::new(ErrorKind::SectionVersionTooNew {
+                    stream: header.version,
+                    local,
+                })
+                .at_offset(at));
             }
-            _ => Err(Error::invalid(
-                "section",
-                format!(
-                    "a {} section for a {}",
-                    format::record_name(ty),
-                    if ty == format::SECTION_FULL {
-                        "iterative handler"
-                    } else {
-                        "device"
-                    }
-                ),
-            )
-            .at_offset(at)),
-        };
-        loaded.map_err(|e| e.in_section(section.clone()))?;
-        self.footer(r, section_id)
-            .map_err(|e| e.in_section(section.clone()))?;
-        self.report.sections.push(LoadedSection {
-            section,
-            kind: ty,
-            version,
-            skipped: false,
-        });
+        }
+        match (entry.part_mut(), kind) {
+            (PartMut::Device(dev), SectionKind::Full) => dev.load(r, header.version)?,
+            (
+                PartMut::Iterative(handler),
+                SectionKind::Start | SectionKind::Part | SectionKind::End,
+            ) => handler.load(r, header.version, kind.phase())?,
+            (part, _) => {
+                return Err(Error::invalid(
+                    "section",
+                    format!(
+                        "a {} section for a {}",
+                        kind.name(),
+                        match part {
+                            PartMut::Device(_) => "device",
+                            PartMut::Iterative(_) => "iterative handler",
+                        }
+                    ),
+                )
+                .at_offset(at));
+            }
+        }
+        if kind.has_full_header() {
+            self.report.sections.push(LoadedSection {
+                section: header.section_ref(),
+                kind: kind.byte(),
+                version: header.version,
+                skipped: false,
+            });
+        } else {
+            self.report.continuation_sections += 1;
+        }
         Ok(())
     }
 
-    fn skip_unknown(
-        &mut self,
-        r: &mut Reader<'_>,
-        ty: u8,
-        section: SectionRef,
-        version: u32,
-        at: u64,
-    ) -> Result<()> {
-        let entry = match (&self.opts.skip_unknown, ty) {
-            (Some(desc), format::SECTION_FULL) => desc.device(&section.idstr, section.instance_id),
+    fn skip_unknown(&mut self, r: &mut Reader<'_>, header: &SectionHeader, at: u64) -> Result<()> {
+        let entry = match (&self.opts.skip_unknown, header.kind) {
+            (Some(desc), SectionKind::Full) => desc.device(&header.idstr, header.instance_id),
             _ => None,
         };
         let Some(entry) = entry else {
             return Err(Error::new(ErrorKind::UnknownSection {
-                idstr: section.idstr.clone(),
-                instance_id: section.instance_id,
-                section_id: section.section_id,
+                idstr: header.idstr.clone(),
+                instance_id: header.instance_id,
+                section_id: header.section_id,
             })
-            .at_offset(at)
-            .in_section(section));
+            .at_offset(at));
         };
-        let len = vmdesc::payload_size(entry).map_err(|e| e.in_section(section.clone()))?;
-        r.skip(len).map_err(|e| e.in_section(section.clone()))?;
-        self.footer(r, section.section_id)
-            .map_err(|e| e.in_section(section.clone()))?;
+        r.skip(vmdesc::payload_size(entry)?)?;
         self.report.sections.push(LoadedSection {
-            section,
-            kind: ty,
-            version,
+            section: header.section_ref(),
+            kind: header.kind.byte(),
+            version: header.version,
             skipped: true,
         });
         Ok(())
     }
 
-    fn part_section(&mut self, r: &mut Reader<'_>, ty: u8, at: u64) -> Result<()> {
-        let section_id = r.get_be32()?;
-        let Some(&(index, version)) = self.by_section_id.get(&section_id) else {
-            return Err(Error::new(ErrorKind::UnknownSectionId { section_id }).at_offset(at));
-        };
-        let entry = &mut self.registry.entries_mut()[index];
-        let section = entry.section_ref();
-        if let Some(handler) = entry.iterative_mut() {
-            handler
-                .load(r, version, phase_of(ty))
-                .map_err(|e| e.in_section(section.clone()))?;
-        }
-        self.footer(r, section_id)
-            .map_err(|e| e.in_section(section))?;
-        self.report.continuation_sections += 1;
-        Ok(())
-    }
-
-    fn footer(&mut self, r: &mut Reader<'_>, section_id: u32) -> Result<()> {
-        if self.opts.no_section_footers {
-            return Ok(());
-        }
-        let at = r.position();
-        let marker = r.get_u8()?;
-        if marker != format::SECTION_FOOTER {
-            return Err(Error::new(ErrorKind::MissingFooter { found: marker }).at_offset(at));
-        }
-        let found = r.get_be32()?;
-        if found != section_id {
-            return Err(Error::new(ErrorKind::FooterMismatch {
-                expected: section_id,
-                found,
+    fn command(&mut self, cmd: &Command, at: u64) -> Result<()> {
+        if cmd.cmd != format::CMD_SWITCHOVER_START {
+            return Err(Error::new(ErrorKind::UnsupportedCommand {
+                cmd: cmd.cmd,
+                name: cmd.name,
+                len: cmd.data.len() as u16,
             })
-            .at_offset(at));
-        }
-        Ok(())
-    }
-
-    fn command(&mut self, r: &mut Reader<'_>, at: u64) -> Result<()> {
-        let cmd = r.get_be16()?;
-        let len = r.get_be16()?;
-        let Some(&(name, fixed)) = format::COMMANDS.get(cmd as usize).filter(|_| cmd != 0) else {
-            return Err(Error::new(ErrorKind::InvalidCommand {
-                cmd,
-                len,
-                detail: "not a command QEMU defines (1 to 11)",
-            })
-            .at_offset(at));
-        };
-        if fixed.is_some_and(|f| f != len) {
-            return Err(Error::new(ErrorKind::InvalidCommand {
-                cmd,
-                len,
-                detail: "wrong payload length for this command",
-            })
-            .at_offset(at));
-        }
-        if cmd != format::CMD_SWITCHOVER_START {
-            return Err(Error::new(ErrorKind::UnsupportedCommand { cmd, name, len }).at_offset(at));
+            .at_offset(at)
+            .in_record("COMMAND"));
         }
         self.report.switchover_started = true;
         for &i in self.active.iter() {
             if let Some(handler) = self.registry.entries_mut()[i].iterative_mut() {
                 handler.switchover_start();
             }
-        }
-        Ok(())
-    }
-
-    /// After EOF: the optional vmdesc trailer. QEMU only warns if something else follows.
-    fn trailer(&mut self, r: &mut Reader<'_>) -> Result<()> {
-        let at = r.position();
-        let next = r.peek(1)?.first().copied();
-        match next {
-            None => {}
-            Some(format::VMDESCRIPTION) => {
-                r.skip(1)?;
-                let len = r.get_be32()?;
-                let text = r.get_vec(len as u64)?;
-                let text = String::from_utf8(text)
-                    .map_err(|_| Error::invalid("vmdesc", "not UTF-8").at_offset(at + 5))?;
-                self.report.vmdesc = Some(text);
-            }
-            Some(byte) => self.report.warnings.push(format!(
-                "expected the vmdesc trailer at offset {at}, found byte 0x{byte:02x}"
-            )),
         }
         Ok(())
     }

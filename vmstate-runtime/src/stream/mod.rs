@@ -30,6 +30,7 @@
 mod config;
 pub mod format;
 mod load;
+pub mod records;
 mod save;
 pub mod vmdesc;
 

@@ -7,8 +7,11 @@ use serde_json::{Map, Value};
 
 use super::config::Configuration;
 use super::format;
+use super::records::{
+    SectionKind, write_command, write_footer, write_full_header, write_part_header,
+};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handler::{IterationStatus, Pending, Phase};
+use crate::handler::{IterationStatus, Pending};
 use crate::registry::{Entry, Registry};
 use crate::save_policy::{SavePolicy, StreamSaveCtx};
 use crate::state::VmState;
@@ -139,9 +142,9 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
             {
-                full_header(
+                write_full_header(
                     &mut self.w,
-                    format::SECTION_START,
+                    SectionKind::Start,
                     id,
                     &section.idstr,
                     section.instance_id,
@@ -199,8 +202,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
                     all_done = false;
                     break;
                 }
-                self.w.put_u8(format::SECTION_PART);
-                self.w.put_be32(id);
+                write_part_header(&mut self.w, SectionKind::Part, id);
                 let status = handler
                     .save_iterate(&mut self.w, left)
                     .map_err(|err| err.in_section(section.clone()))?;
@@ -229,9 +231,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
     fn complete_inner(&mut self) -> Result<()> {
         let footer = self.config.send_section_footer;
         if self.config.send_switchover_start {
-            self.w.put_u8(format::COMMAND);
-            self.w.put_be16(format::CMD_SWITCHOVER_START);
-            self.w.put_be16(0);
+            write_command(&mut self.w, format::CMD_SWITCHOVER_START, &[])?;
         }
         for e in self.registry.entries_mut() {
             let id = e.section_id();
@@ -239,8 +239,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
             {
-                self.w.put_u8(format::SECTION_END);
-                self.w.put_be32(id);
+                write_part_header(&mut self.w, SectionKind::End, id);
                 handler
                     .save_complete(&mut self.w)
                     .map_err(|err| err.in_section(section.clone()))?;
@@ -334,27 +333,10 @@ impl Drop for SaveSession<'_, '_> {
     }
 }
 
-/// Writes `0x04` and the full section header.
-pub(crate) fn full_header(
-    w: &mut Writer<'_>,
-    ty: u8,
-    section_id: u32,
-    idstr: &str,
-    instance_id: u32,
-    version: u32,
-) -> Result<()> {
-    w.put_u8(ty);
-    w.put_be32(section_id);
-    w.put_counted_str(idstr)?;
-    w.put_be32(instance_id);
-    w.put_be32(version);
-    Ok(())
-}
-
+/// A footer after a section, when the stream has them.
 fn put_footer(w: &mut Writer<'_>, enabled: bool, section_id: u32) {
     if enabled {
-        w.put_u8(format::SECTION_FOOTER);
-        w.put_be32(section_id);
+        write_footer(w, section_id);
     }
 }
 
@@ -375,7 +357,7 @@ fn save_device(
     }
     let desc = dev.description();
     let version = policy.map_or(desc.version, |p| p.save_version(desc));
-    full_header(w, format::SECTION_FULL, id, &idstr, instance_id, version)?;
+    write_full_header(w, SectionKind::Full, id, &idstr, instance_id, version)?;
     let mut ctx = StreamSaveCtx::new(policy);
     dev.save(w, &mut ctx)?;
     put_footer(w, footer, id);
@@ -423,13 +405,4 @@ pub fn save_snapshot(
         what: "snapshot",
         detail: "iterative handlers did not finish after 1,000,000 rounds".into(),
     }))
-}
-
-/// The payload phase as seen by the loader, for handlers.
-pub(crate) fn phase_of(ty: u8) -> Phase {
-    match ty {
-        format::SECTION_START => Phase::Start,
-        format::SECTION_PART => Phase::Part,
-        _ => Phase::End,
-    }
 }

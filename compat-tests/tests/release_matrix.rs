@@ -181,9 +181,9 @@ fn newer(stream: &str, local: &str) -> Expect {
 
 /// A section header version above the loader's.
 const UART_TOO_NEW: &str =
-    "section 'uart' (instance 0, id 0): section version 2 is newer than the local version 1";
+    "FULL section 0 'uart' instance 0 (version 2): section version 2 is newer than the local version 1";
 const PIT_TOO_NEW: &str =
-    "section 'pit' (instance 0, id 1): section version 2 is newer than the local version 1";
+    "FULL section 1 'pit' instance 0 (version 2): section version 2 is newer than the local version 1";
 const FIFO_UNKNOWN: &str = "subsection 'uart/fifo' in 'uart' does not exist";
 const FIFO_TOO_NEW: &str = "version 2 of 'uart/fifo' is newer than the newest supported version 1";
 const FIFO_TOO_OLD: &str = "version 1 of 'uart/fifo' is older than the oldest supported version 2";
@@ -539,7 +539,7 @@ fn state_an_older_release_cannot_hold_fails_the_save() {
         let err = suite.save_for("busy", &v(from), &v(to)).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.starts_with("section 'uart' (instance 0, id 0): "),
+            msg.starts_with("section 0 'uart' instance 0: "),
             "{msg}"
         );
         assert!(msg.contains(&expected), "{from} -> {to}: {msg}");

@@ -180,10 +180,8 @@ fn newer(stream: &str, local: &str) -> Expect {
 }
 
 /// A section header version above the loader's.
-const UART_TOO_NEW: &str =
-    "FULL section 0 'uart' instance 0 (version 2): section version 2 is newer than the local version 1";
-const PIT_TOO_NEW: &str =
-    "FULL section 1 'pit' instance 0 (version 2): section version 2 is newer than the local version 1";
+const UART_TOO_NEW: &str = "FULL section 0 'uart' instance 0 (version 2): section version 2 is newer than the local version 1";
+const PIT_TOO_NEW: &str = "FULL section 1 'pit' instance 0 (version 2): section version 2 is newer than the local version 1";
 const FIFO_UNKNOWN: &str = "subsection 'uart/fifo' in 'uart' does not exist";
 const FIFO_TOO_NEW: &str = "version 2 of 'uart/fifo' is newer than the newest supported version 1";
 const FIFO_TOO_OLD: &str = "version 1 of 'uart/fifo' is older than the oldest supported version 2";
@@ -224,19 +222,19 @@ fn fixtures_are_regenerated_identically() {
 
 #[test]
 fn each_release_declares_exactly_its_devices() {
-    for (name, mut reg, release) in [
+    for (name, reg, release) in [
         ("1.0", r1_0::Machine::idle().registry(), r1_0::release()),
         ("1.1", r1_1::Machine::idle().registry(), r1_1::release()),
         ("2.0", r2_0::Machine::busy().registry(), r2_0::release()),
         ("3.0", r3_0::Machine::busy().registry(), r3_0::release()),
     ] {
         release
-            .check_registry(&mut reg)
+            .check_registry(&reg)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     // The 3.0 machine is not 2.0's: `uart/fifo` changed.
     let err = r2_0::release()
-        .check_registry(&mut r3_0::Machine::idle().registry())
+        .check_registry(&r3_0::Machine::idle().registry())
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -538,10 +536,7 @@ fn state_an_older_release_cannot_hold_fails_the_save() {
     for (from, to, expected) in cases {
         let err = suite.save_for("busy", &v(from), &v(to)).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.starts_with("section 0 'uart' instance 0: "),
-            "{msg}"
-        );
+        assert!(msg.starts_with("section 0 'uart' instance 0: "), "{msg}");
         assert!(msg.contains(&expected), "{from} -> {to}: {msg}");
     }
 }

@@ -6,9 +6,10 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use vmstate::stream::format;
+use vmstate::stream::records::SectionKind;
 use vmstate_tools::decode::{
-    self, DecodeError, DecodeOptions, DumpOptions, PageRun, Payload, RamRecord, Record, RecordBody,
-    SeekSource, Stream,
+    self, DecodeOptions, DumpOptions, PageRun, Payload, RamRecord, Record, RecordBody, SeekSource,
+    Stream,
 };
 
 use crate::CliError;
@@ -16,7 +17,7 @@ use crate::progress::{self, ProgressWriter};
 
 /// Decodes `path` with a progress bar; returns the records decoded and the error that
 /// stopped decoding, if any.
-fn decode_partial(path: &Path, quiet: bool) -> Result<(Stream, Option<DecodeError>), CliError> {
+fn decode_partial(path: &Path, quiet: bool) -> Result<(Stream, Option<vmstate::Error>), CliError> {
     let size = fs::metadata(path)
         .map_err(|e| CliError(format!("{}: {e}", path.display())))?
         .len();
@@ -98,7 +99,7 @@ fn write_info(
     out: &mut dyn Write,
     path: &Path,
     s: &Stream,
-    err: Option<&DecodeError>,
+    err: Option<&vmstate::Error>,
 ) -> io::Result<()> {
     let (full, zero) = s.page_counts();
     let blocks = s.ram_blocks();
@@ -106,13 +107,13 @@ fn write_info(
         .records
         .iter()
         .filter_map(|r| match &r.body {
-            RecordBody::Section(sec) if sec.header.is_some() => Some(sec),
+            RecordBody::Section(sec) if sec.header.kind.has_full_header() => Some(sec),
             _ => None,
         })
         .collect();
     let iterative = sections
         .iter()
-        .filter(|x| x.kind == format::SECTION_START)
+        .filter(|x| x.header.kind == SectionKind::Start)
         .count();
     writeln!(out, "file       {} ({} bytes)", path.display(), s.len)?;
     if s.magic == format::MAGIC {
@@ -204,13 +205,14 @@ fn write_info(
                 detail = format!("machine {}", c.machine().unwrap_or_else(|| "?".into()));
             }
             RecordBody::Section(sec) => {
-                id = sec.section_id.to_string();
-                if let Some(h) = &sec.header {
-                    names.insert(sec.section_id, h.idstr.clone());
+                let h = &sec.header;
+                id = h.section_id.to_string();
+                if h.kind.has_full_header() {
+                    names.insert(h.section_id, h.idstr.clone());
                     inst = h.instance_id.to_string();
                     ver = h.version.to_string();
                 }
-                let name = names.get(&sec.section_id).cloned().unwrap_or_default();
+                let name = names.get(&h.section_id).cloned().unwrap_or_default();
                 detail = match &sec.payload {
                     Payload::Ram(r) => format!("{name}: {}", ram_detail(&r.records)),
                     Payload::Vmsd(_) => name,
@@ -218,8 +220,8 @@ fn write_info(
             }
             RecordBody::Footer { section_id } => id = section_id.to_string(),
             RecordBody::Command(c) => {
-                detail = format!("{} ({}), {} bytes", c.name(), c.cmd, c.len);
-                if let Some(p) = &c.packaged {
+                detail = format!("{} ({}), {} bytes", c.name, c.cmd, c.data.len());
+                if let Some(p) = &c.package {
                     detail.push_str(&format!(" + {} packaged bytes", p.len()));
                 }
             }

@@ -114,7 +114,7 @@ enum Command {
         vmstate verify vm.mig\n\n\
         On error, the message names the record (section id, idstr, instance), the field path \
         and the byte offset, e.g.\n  \
-        error: FULL section 14 '0000:00:01.1/ide' instance 0 (version 3) at offset 0x3d27f: \
+        error: FULL section 14 '0000:00:01.1/ide' instance 0 (version 3): \
         field bmdma[1].status: ... at byte offset 251290 (0x3d59a)")]
     Verify {
         /// The stream file.

@@ -92,6 +92,8 @@ pub struct RamRecordReader {
     ignore_shared: bool,
     /// Whether a page record has named its block yet (for `CONTINUE`).
     block_named: bool,
+    /// The be64 word of the last record read.
+    word: u64,
 }
 
 impl RamRecordReader {
@@ -101,6 +103,7 @@ impl RamRecordReader {
             page_size,
             ignore_shared: false,
             block_named: false,
+            word: 0,
         }
     }
 
@@ -115,6 +118,13 @@ impl RamRecordReader {
         self.page_size
     }
 
+    /// The be64 word of the last record read, as on the wire (QEMU ignores the offset
+    /// bits of `EOS`, `MEM_SIZE`'s are the total, and so on; a tool that re-encodes a
+    /// stream exactly keeps it).
+    pub fn last_word(&self) -> u64 {
+        self.word
+    }
+
     /// The next record. Errors carry the record's offset.
     pub fn next(&mut self, r: &mut Reader<'_>) -> Result<RamRecord> {
         let at = r.position();
@@ -123,6 +133,7 @@ impl RamRecordReader {
 
     fn record(&mut self, r: &mut Reader<'_>, at: u64) -> Result<RamRecord> {
         let word = r.get_be64()?;
+        self.word = word;
         let mask = self.page_size - 1;
         let (flags, offset) = (word & mask, word & !mask);
         let single = flags & CONTINUE == 0;

@@ -349,7 +349,7 @@ mod tests {
             .unwrap();
         reg.register_iterative("ram", 4, Nop, Registration::new())
             .unwrap();
-        let v = dump_registry("pc", &mut reg);
+        let v = dump_registry("pc", &reg);
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, [MACHINE_KEY, "tmr", "0000:00:02.0/dev"]);
         assert_eq!(v["0000:00:02.0/dev"]["Description"]["name"], "dev");

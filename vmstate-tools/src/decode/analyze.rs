@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use super::desc::FieldKind;
 use super::encode::PageSource;
-use super::error::DecodeError;
 use super::json::write_py_str;
 use super::value::*;
+use vmstate::Error;
 
 /// What to include in the state dump.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn write_state_json(
     out: &mut dyn Write,
     pages: Option<&mut dyn PageSource>,
     opts: &DumpOptions,
-) -> Result<(), DecodeError> {
+) -> Result<(), Error> {
     // Sections by id, in first-seen order, with the idstr of the latest START/FULL.
     let mut order: Vec<(u32, String, SectionObj<'_>)> = Vec::new();
     let mut by_id: HashMap<u32, usize> = HashMap::new();
@@ -116,7 +116,8 @@ pub fn write_state_json(
         let RecordBody::Section(s) = &rec.body else {
             continue;
         };
-        if let Some(h) = &s.header {
+        let h = &s.header;
+        if h.kind.has_full_header() {
             let obj = match &s.payload {
                 Payload::Ram(_) => SectionObj::Ram {
                     sizes: Dict::default(),
@@ -124,15 +125,15 @@ pub fn write_state_json(
                 },
                 Payload::Vmsd(_) => SectionObj::Vmsd(Dict::default()),
             };
-            match by_id.get(&s.section_id) {
-                Some(&i) => order[i] = (s.section_id, h.idstr.clone(), obj),
+            match by_id.get(&h.section_id) {
+                Some(&i) => order[i] = (h.section_id, h.idstr.clone(), obj),
                 None => {
-                    by_id.insert(s.section_id, order.len());
-                    order.push((s.section_id, h.idstr.clone(), obj));
+                    by_id.insert(h.section_id, order.len());
+                    order.push((h.section_id, h.idstr.clone(), obj));
                 }
             }
         }
-        let Some(&i) = by_id.get(&s.section_id) else {
+        let Some(&i) = by_id.get(&h.section_id) else {
             continue;
         };
         match (&mut order[i].2, &s.payload) {
@@ -180,14 +181,14 @@ pub fn write_state_json(
     w.raw(b"\n")?;
     w.out
         .flush()
-        .map_err(|e| DecodeError::new(format!("writing the JSON: {e}")))
+        .map_err(|e| Error::malformed(format!("writing the JSON: {e}")))
 }
 
 /// The `-d state` JSON as a string (pages must be in the tree if `memory` is set).
-pub fn state_json_string(stream: &Stream, opts: &DumpOptions) -> Result<String, DecodeError> {
+pub fn state_json_string(stream: &Stream, opts: &DumpOptions) -> Result<String, Error> {
     let mut v = Vec::new();
     write_state_json(stream, &mut v, None, opts)?;
-    String::from_utf8(v).map_err(|_| DecodeError::new("non-UTF-8 JSON output"))
+    String::from_utf8(v).map_err(|_| Error::malformed("non-UTF-8 JSON output"))
 }
 
 fn apply_struct<'s>(d: &mut Dict<'s>, s: &'s StructValue) {
@@ -277,13 +278,13 @@ struct PyWriter<'w, 'p> {
 }
 
 impl PyWriter<'_, '_> {
-    fn raw(&mut self, b: &[u8]) -> Result<(), DecodeError> {
+    fn raw(&mut self, b: &[u8]) -> Result<(), Error> {
         self.out
             .write_all(b)
-            .map_err(|e| DecodeError::new(format!("writing the JSON: {e}")))
+            .map_err(|e| Error::malformed(format!("writing the JSON: {e}")))
     }
 
-    fn newline(&mut self, indent: usize) -> Result<(), DecodeError> {
+    fn newline(&mut self, indent: usize) -> Result<(), Error> {
         self.raw(b"\n")?;
         for _ in 0..indent {
             self.raw(b"    ")?;
@@ -291,13 +292,13 @@ impl PyWriter<'_, '_> {
         Ok(())
     }
 
-    fn string(&mut self, s: &str) -> Result<(), DecodeError> {
+    fn string(&mut self, s: &str) -> Result<(), Error> {
         let mut o = String::with_capacity(s.len() + 2);
         write_py_str(&mut o, s);
         self.raw(o.as_bytes())
     }
 
-    fn node(&mut self, n: &Node<'_>, indent: usize) -> Result<(), DecodeError> {
+    fn node(&mut self, n: &Node<'_>, indent: usize) -> Result<(), Error> {
         match n {
             Node::Str(s) => self.string(s),
             Node::Bool(b) => self.raw(if *b { b"true" } else { b"false" }),
@@ -335,7 +336,7 @@ impl PyWriter<'_, '_> {
 
     /// The `memory` object: one member per page, a page sent twice at its first
     /// position with its last contents.
-    fn memory(&mut self, runs: &[&PageRun], indent: usize) -> Result<(), DecodeError> {
+    fn memory(&mut self, runs: &[&PageRun], indent: usize) -> Result<(), Error> {
         let mut last: HashMap<(Arc<str>, u64), (usize, u64)> = HashMap::new();
         for (ri, run) in runs.iter().enumerate() {
             for i in 0..run.count {
@@ -376,7 +377,7 @@ impl PyWriter<'_, '_> {
         self.raw(b"}")
     }
 
-    fn load_page(&mut self, run: &PageRun, i: u64) -> Result<(), DecodeError> {
+    fn load_page(&mut self, run: &PageRun, i: u64) -> Result<(), Error> {
         let ps = run.page_size as usize;
         if let Some(d) = &run.data {
             let start = i as usize * ps;
@@ -385,14 +386,14 @@ impl PyWriter<'_, '_> {
             return Ok(());
         }
         let Some(src) = self.pages.as_mut() else {
-            return Err(DecodeError::new(
+            return Err(Error::malformed(
                 "page contents are not in the tree and no page source was given",
             ));
         };
         self.page.resize(ps, 0);
         let at = run.body_offset(i);
         src.read_at(at, &mut self.page)
-            .map_err(|e| DecodeError::new(format!("reading page data: {e}")).at(at))
+            .map_err(|e| Error::malformed(format!("reading page data: {e}")).at_offset(at))
     }
 }
 

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::error::DecodeError;
 use super::json::Json;
+use vmstate::Error;
 use vmstate::stream::format;
 
 /// How a field's bytes are read and shown (the reader classes of
@@ -122,13 +122,13 @@ pub struct VmDescription {
     pub device_count: usize,
 }
 
-fn bad(what: impl Into<String>) -> DecodeError {
-    DecodeError::new(format!("vmdesc: {}", what.into()))
+fn bad(what: impl Into<String>) -> Error {
+    Error::malformed(format!("vmdesc: {}", what.into()))
 }
 
 impl VmDescription {
     /// Builds the descriptions from the parsed trailer JSON.
-    pub fn from_json(json: Json) -> Result<Self, DecodeError> {
+    pub fn from_json(json: Json) -> Result<Self, Error> {
         if !json.is_object() {
             return Err(bad("the JSON is not an object"));
         }
@@ -181,7 +181,7 @@ impl VmDescription {
 }
 
 /// A description object: `vmsd_name`, `version`, `fields`, `subsections`.
-fn vmsd(obj: &Json, what: &str) -> Result<VmsdDesc, DecodeError> {
+fn vmsd(obj: &Json, what: &str) -> Result<VmsdDesc, Error> {
     let fields = match obj.get("fields") {
         None => Vec::new(),
         Some(f) => f
@@ -216,7 +216,7 @@ fn vmsd(obj: &Json, what: &str) -> Result<VmsdDesc, DecodeError> {
     })
 }
 
-fn field(f: &Json, what: &str) -> Result<FieldDesc, DecodeError> {
+fn field(f: &Json, what: &str) -> Result<FieldDesc, Error> {
     if !f.is_object() {
         return Err(bad(format!("a field of '{what}' is not an object")));
     }

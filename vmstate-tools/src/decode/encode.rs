@@ -7,8 +7,8 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use super::desc::FieldKind;
-use super::error::DecodeError;
 use super::value::*;
+use vmstate::Error;
 use vmstate::stream::format;
 
 /// Where page contents that the tree refers to by offset are read from.
@@ -53,7 +53,7 @@ pub fn encode(
     stream: &Stream,
     out: &mut dyn Write,
     mut pages: Option<&mut dyn PageSource>,
-) -> Result<u64, DecodeError> {
+) -> Result<u64, Error> {
     let mut w = Counter { out, n: 0 };
     w.put(&stream.magic.to_be_bytes())?;
     w.put(&stream.version.to_be_bytes())?;
@@ -64,22 +64,25 @@ pub fn encode(
             RecordBody::Footer { section_id } => w.put(&section_id.to_be_bytes())?,
             RecordBody::Configuration(Configuration::Legacy { name }) => {
                 let len = u32::try_from(name.len())
-                    .map_err(|_| DecodeError::new("machine name longer than 4 GiB"))?;
+                    .map_err(|_| Error::malformed("machine name longer than 4 GiB"))?;
                 w.put(&len.to_be_bytes())?;
                 w.put(name)?;
             }
             RecordBody::Configuration(Configuration::Vmsd(s)) => put_struct(&mut w, s)?,
             RecordBody::Command(c) => {
+                let len = u16::try_from(c.data.len())
+                    .map_err(|_| Error::malformed("command payload longer than 65535 bytes"))?;
                 w.put(&c.cmd.to_be_bytes())?;
-                w.put(&c.len.to_be_bytes())?;
+                w.put(&len.to_be_bytes())?;
                 w.put(&c.data)?;
-                if let Some(p) = &c.packaged {
+                if let Some(p) = &c.package {
                     w.put(p)?;
                 }
             }
             RecordBody::Section(s) => {
-                w.put(&s.section_id.to_be_bytes())?;
-                if let Some(h) = &s.header {
+                let h = &s.header;
+                w.put(&h.section_id.to_be_bytes())?;
+                if h.kind.has_full_header() {
                     put_counted(&mut w, &h.idstr)?;
                     w.put(&h.instance_id.to_be_bytes())?;
                     w.put(&h.version.to_be_bytes())?;
@@ -93,7 +96,7 @@ pub fn encode(
     }
     if let Some(t) = &stream.trailer {
         let len = u32::try_from(t.json.len())
-            .map_err(|_| DecodeError::new("vmdesc JSON longer than 4 GiB"))?;
+            .map_err(|_| Error::malformed("vmdesc JSON longer than 4 GiB"))?;
         w.put(&[format::VMDESCRIPTION])?;
         w.put(&len.to_be_bytes())?;
         w.put(&t.json)?;
@@ -103,7 +106,7 @@ pub fn encode(
 
 /// Encodes a stream whose tree holds every byte (decoded with `keep_pages`, or with
 /// no full pages) into a vector.
-pub fn encode_to_vec(stream: &Stream) -> Result<Vec<u8>, DecodeError> {
+pub fn encode_to_vec(stream: &Stream) -> Result<Vec<u8>, Error> {
     let mut v = Vec::new();
     encode(stream, &mut v, None)?;
     Ok(v)
@@ -115,31 +118,31 @@ struct Counter<'w> {
 }
 
 impl Counter<'_> {
-    fn put(&mut self, b: &[u8]) -> Result<(), DecodeError> {
+    fn put(&mut self, b: &[u8]) -> Result<(), Error> {
         self.out
             .write_all(b)
-            .map_err(|e| DecodeError::new(format!("writing the stream: {e}")).at(self.n))?;
+            .map_err(|e| Error::malformed(format!("writing the stream: {e}")).at_offset(self.n))?;
         self.n += b.len() as u64;
         Ok(())
     }
 }
 
-fn put_counted(w: &mut Counter<'_>, s: &str) -> Result<(), DecodeError> {
+fn put_counted(w: &mut Counter<'_>, s: &str) -> Result<(), Error> {
     let len = u8::try_from(s.len())
-        .map_err(|_| DecodeError::new(format!("'{s}' is longer than 255 bytes")))?;
+        .map_err(|_| Error::malformed(format!("'{s}' is longer than 255 bytes")))?;
     w.put(&[len])?;
     w.put(s.as_bytes())
 }
 
 /// Writes a VMState payload: fields, then subsections.
-fn put_struct(w: &mut Counter<'_>, s: &StructValue) -> Result<(), DecodeError> {
+fn put_struct(w: &mut Counter<'_>, s: &StructValue) -> Result<(), Error> {
     for f in &s.fields {
         let desc = s.field_desc(f);
         match &f.value {
             Value::Int(v) => {
                 let size = desc.size.unwrap_or(8).clamp(1, 8) as usize;
                 if !matches!(desc.kind, FieldKind::Int { .. }) {
-                    return Err(DecodeError::new(format!(
+                    return Err(Error::malformed(format!(
                         "field '{}' holds an integer but is not an integer type",
                         desc.name
                     )));
@@ -167,7 +170,7 @@ fn put_ram(
     w: &mut Counter<'_>,
     p: &RamPayload,
     pages: &mut Option<&mut dyn PageSource>,
-) -> Result<(), DecodeError> {
+) -> Result<(), Error> {
     for r in &p.records {
         match r {
             RamRecord::MemSize { word, blocks } => {
@@ -200,8 +203,8 @@ fn put_run(
     w: &mut Counter<'_>,
     run: &PageRun,
     pages: &mut Option<&mut dyn PageSource>,
-) -> Result<(), DecodeError> {
-    let header = |w: &mut Counter<'_>, i: u64| -> Result<(), DecodeError> {
+) -> Result<(), Error> {
+    let header = |w: &mut Counter<'_>, i: u64| -> Result<(), Error> {
         w.put(&run.word(i).to_be_bytes())?;
         if i == 0 && run.named {
             put_counted(w, &run.block)?;
@@ -224,7 +227,7 @@ fn put_run(
         return Ok(());
     }
     let Some(src) = pages.as_mut() else {
-        return Err(DecodeError::new(
+        return Err(Error::malformed(
             "page contents are not in the tree and no page source was given",
         ));
     };
@@ -238,7 +241,7 @@ fn put_run(
         if i == 0 {
             buf.resize(ps, 0);
             src.read_at(run.body_offset(0), &mut buf).map_err(|e| {
-                DecodeError::new(format!("reading page data: {e}")).at(run.body_offset(0))
+                Error::malformed(format!("reading page data: {e}")).at_offset(run.body_offset(0))
             })?;
             header(w, 0)?;
             w.put(&buf)?;
@@ -250,7 +253,7 @@ fn put_run(
         let start = run.body_offset(i) - 8;
         buf.resize((n * stride) as usize, 0);
         src.read_at(start, &mut buf)
-            .map_err(|e| DecodeError::new(format!("reading page data: {e}")).at(start))?;
+            .map_err(|e| Error::malformed(format!("reading page data: {e}")).at_offset(start))?;
         for k in 0..n {
             header(w, i + k)?;
             let b = (k * stride + 8) as usize;

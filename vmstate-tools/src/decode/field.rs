@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::desc::{FieldDesc, FieldKind, VmsdDesc};
-use super::error::DecodeError;
 use super::value::{FieldValue, InlineValue, StructValue, Subsection, Value};
+use vmstate::Error;
 use vmstate::wire::Reader;
 
 /// The subsection marker inside a payload.
@@ -27,30 +27,30 @@ pub(crate) struct FieldCtx<'r, 'a> {
 }
 
 impl FieldCtx<'_, '_> {
-    fn need(&self, n: u64) -> Result<(), DecodeError> {
+    fn need(&self, n: u64) -> Result<(), Error> {
         let pos = self.r.position();
         if n > self.end.saturating_sub(pos) {
-            return Err(DecodeError::new(format!(
+            return Err(Error::malformed(format!(
                 "{n} bytes needed, but the stream data ends {} bytes further",
                 self.end.saturating_sub(pos)
             ))
-            .at(pos));
+            .at_offset(pos));
         }
         Ok(())
     }
 
-    fn spend(&mut self) -> Result<(), DecodeError> {
+    fn spend(&mut self) -> Result<(), Error> {
         if *self.budget == 0 {
-            return Err(DecodeError::new(
+            return Err(Error::malformed(
                 "too many values (the decoder's value limit was reached)",
             )
-            .at(self.r.position()));
+            .at_offset(self.r.position()));
         }
         *self.budget -= 1;
         Ok(())
     }
 
-    fn bytes(&mut self, n: u64) -> Result<Box<[u8]>, DecodeError> {
+    fn bytes(&mut self, n: u64) -> Result<Box<[u8]>, Error> {
         self.need(n)?;
         Ok(self.r.get_vec(n)?.into_boxed_slice())
     }
@@ -61,9 +61,9 @@ pub(crate) fn decode_struct(
     cx: &mut FieldCtx<'_, '_>,
     desc: &Arc<VmsdDesc>,
     depth: u32,
-) -> Result<StructValue, DecodeError> {
+) -> Result<StructValue, Error> {
     if depth > MAX_NESTING {
-        return Err(DecodeError::new("descriptions nested too deeply").at(cx.r.position()));
+        return Err(Error::malformed("descriptions nested too deeply").at_offset(cx.r.position()));
     }
     let mut fields = Vec::with_capacity(desc.fields.len());
     for (fi, f) in desc.fields.iter().enumerate() {
@@ -82,7 +82,7 @@ pub(crate) fn decode_struct(
                     None if n > 1 => e.at_index(i),
                     None => e,
                 };
-                e.in_field(&f.name)
+                e.in_field(f.name.clone())
             })?;
             fields.push(FieldValue {
                 field: fi as u32,
@@ -96,14 +96,14 @@ pub(crate) fn decode_struct(
         let want = sub.name.as_deref().unwrap_or("?");
         let marker = cx.r.get_u8()?;
         if marker != SUBSECTION {
-            return Err(DecodeError::new(format!(
+            return Err(Error::malformed(format!(
                 "subsection '{want}' not found: expected 0x05, found 0x{marker:02x}"
             ))
-            .at(at));
+            .at_offset(at));
         }
         let name = cx.r.get_counted_string()?;
         let version = cx.r.get_be32()?;
-        let body = decode_struct(cx, sub, depth + 1).map_err(|e| e.in_field(&name))?;
+        let body = decode_struct(cx, sub, depth + 1).map_err(|e| e.in_field(name.clone()))?;
         subsections.push(Subsection {
             name,
             version,
@@ -117,22 +117,18 @@ pub(crate) fn decode_struct(
     })
 }
 
-fn size_of(cx: &FieldCtx<'_, '_>, f: &FieldDesc) -> Result<u64, DecodeError> {
+fn size_of(cx: &FieldCtx<'_, '_>, f: &FieldDesc) -> Result<u64, Error> {
     f.size.ok_or_else(|| {
-        DecodeError::new(format!(
+        Error::malformed(format!(
             "the vmdesc gives no size for field '{}' of type '{}'",
             f.name,
             f.ty.as_deref().unwrap_or("?")
         ))
-        .at(cx.r.position())
+        .at_offset(cx.r.position())
     })
 }
 
-fn decode_value(
-    cx: &mut FieldCtx<'_, '_>,
-    f: &FieldDesc,
-    depth: u32,
-) -> Result<Value, DecodeError> {
+fn decode_value(cx: &mut FieldCtx<'_, '_>, f: &FieldDesc, depth: u32) -> Result<Value, Error> {
     cx.spend()?;
     match f.kind {
         FieldKind::Int { .. } => {
@@ -160,11 +156,11 @@ fn decode_value(
             let size = size_of(cx, f)?;
             let b = cx.bytes(size)?;
             if *b != [NULLPTR_MARKER] {
-                return Err(DecodeError::new(format!(
+                return Err(Error::malformed(format!(
                     "a nullptr entry must be the byte 0x30, found {}",
                     super::analyze::hex_bytes(&b)
                 ))
-                .at(at));
+                .at_offset(at));
             }
             Ok(Value::Nullptr)
         }
@@ -173,13 +169,13 @@ fn decode_value(
             let len = cx.r.get_u8()? as u64;
             let b = cx.bytes(len)?;
             let s = String::from_utf8(b.into_vec())
-                .map_err(|_| DecodeError::new("capability name is not UTF-8").at(at))?;
+                .map_err(|_| Error::malformed("capability name is not UTF-8").at_offset(at))?;
             Ok(Value::Capability(s))
         }
         FieldKind::Struct => {
             let Some(d) = &f.struct_desc else {
                 return Err(
-                    DecodeError::new("struct field without description").at(cx.r.position())
+                    Error::malformed("struct field without description").at_offset(cx.r.position())
                 );
             };
             Ok(Value::Struct(Box::new(decode_struct(cx, d, depth + 1)?)))

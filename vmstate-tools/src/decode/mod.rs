@@ -43,7 +43,6 @@
 pub mod analyze;
 pub mod desc;
 pub mod encode;
-mod error;
 mod field;
 pub mod json;
 pub mod value;
@@ -57,9 +56,9 @@ use std::sync::Arc;
 pub use analyze::{DumpOptions, state_json_string, write_state_json};
 pub use desc::{FieldDesc, FieldKind, VmDescription, VmsdDesc};
 pub use encode::{PageSource, SeekSource, encode, encode_to_vec};
-pub use error::DecodeError;
 pub use value::*;
 
+use vmstate::Error;
 use vmstate::wire::{Limits, Reader};
 
 /// How a stream is decoded.
@@ -97,7 +96,7 @@ impl std::fmt::Debug for DecodeOptions<'_> {
 }
 
 /// Decodes a stream held in memory.
-pub fn decode_slice(bytes: &[u8], opts: DecodeOptions<'_>) -> Result<Stream, DecodeError> {
+pub fn decode_slice(bytes: &[u8], opts: DecodeOptions<'_>) -> Result<Stream, Error> {
     match decode_slice_partial(bytes, opts) {
         (s, None) => Ok(s),
         (_, Some(e)) => Err(e),
@@ -106,10 +105,7 @@ pub fn decode_slice(bytes: &[u8], opts: DecodeOptions<'_>) -> Result<Stream, Dec
 
 /// Decodes a stream held in memory; on error, also returns the records decoded
 /// before it.
-pub fn decode_slice_partial(
-    bytes: &[u8],
-    mut opts: DecodeOptions<'_>,
-) -> (Stream, Option<DecodeError>) {
+pub fn decode_slice_partial(bytes: &[u8], mut opts: DecodeOptions<'_>) -> (Stream, Option<Error>) {
     let len = bytes.len() as u64;
     let tail_start = bytes.len().saturating_sub(desc::TRAILER_SEARCH as usize);
     let found = desc::find_trailer(&bytes[tail_start..], tail_start as u64);
@@ -119,7 +115,7 @@ pub fn decode_slice_partial(
 }
 
 /// Decodes a stream file.
-pub fn decode_file(path: impl AsRef<Path>, opts: DecodeOptions<'_>) -> Result<Stream, DecodeError> {
+pub fn decode_file(path: impl AsRef<Path>, opts: DecodeOptions<'_>) -> Result<Stream, Error> {
     match decode_file_partial(path, opts)? {
         (s, None) => Ok(s),
         (_, Some(e)) => Err(e),
@@ -131,10 +127,10 @@ pub fn decode_file(path: impl AsRef<Path>, opts: DecodeOptions<'_>) -> Result<St
 pub fn decode_file_partial(
     path: impl AsRef<Path>,
     opts: DecodeOptions<'_>,
-) -> Result<(Stream, Option<DecodeError>), DecodeError> {
+) -> Result<(Stream, Option<Error>), Error> {
     let path = path.as_ref();
     let file = File::open(path)
-        .map_err(|e| DecodeError::new(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| Error::malformed(format!("cannot open {}: {e}", path.display())))?;
     decode_seekable(file, opts)
 }
 
@@ -143,7 +139,7 @@ pub fn decode_file_partial(
 pub fn decode_seekable<R: Read + Seek>(
     mut src: R,
     mut opts: DecodeOptions<'_>,
-) -> Result<(Stream, Option<DecodeError>), DecodeError> {
+) -> Result<(Stream, Option<Error>), Error> {
     let len = src.seek(SeekFrom::End(0))?;
     let found = read_trailer(&mut src)?;
     let end = found.as_ref().map_or(len, |t| t.offset);
@@ -175,7 +171,7 @@ fn run(
     len: u64,
     found: Option<desc::FoundTrailer>,
     opts: &mut DecodeOptions<'_>,
-) -> (Stream, Option<DecodeError>) {
+) -> (Stream, Option<Error>) {
     let mut stream = Stream {
         magic: 0,
         version: 0,
@@ -196,9 +192,7 @@ fn run(
             match VmDescription::from_json(t.json) {
                 Ok(d) => Some(Arc::new(d)),
                 Err(e) => {
-                    let e = e
-                        .at(at + 5)
-                        .in_record(format!("VMDESCRIPTION at offset 0x{at:x}"));
+                    let e = e.at_offset(at + 5).in_record("vmdesc trailer");
                     return (stream, Some(e));
                 }
             }
@@ -206,7 +200,7 @@ fn run(
     };
     stream.desc = desc.clone();
     let trailer = stream.trailer.is_some();
-    let mut w = walk::Walker::new(r, end, trailer, desc, opts);
+    let mut w = walk::Walker::new(r, end, desc, opts);
     if let Err(e) = w.run(&mut stream) {
         return (stream, Some(e));
     }
@@ -217,9 +211,9 @@ fn run(
         } else {
             "after EOF (and no vmdesc trailer)"
         };
-        let e = DecodeError::new(format!("{} unexpected bytes {what}", end - pos))
-            .at(pos)
-            .in_record(format!("EOF at offset 0x{:x}", pos - 1));
+        let e = Error::malformed(format!("{} unexpected bytes {what}", end - pos))
+            .at_offset(pos)
+            .in_record("EOF");
         return (stream, Some(e));
     }
     if let Some(p) = opts.progress.as_mut() {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::desc::{FieldDesc, VmDescription, VmsdDesc};
 use vmstate::ram::format as ram_flags;
 use vmstate::stream::format;
+pub use vmstate::stream::records::{Command, SectionHeader, SectionKind};
 
 /// A decoded stream.
 #[derive(Debug, Clone)]
@@ -72,7 +73,7 @@ impl Record {
     pub fn type_byte(&self) -> u8 {
         match &self.body {
             RecordBody::Configuration(_) => format::CONFIGURATION,
-            RecordBody::Section(s) => s.kind,
+            RecordBody::Section(s) => s.header.kind.byte(),
             RecordBody::Footer { .. } => format::SECTION_FOOTER,
             RecordBody::Command(_) => format::COMMAND,
             RecordBody::Eof => format::EOF,
@@ -124,25 +125,11 @@ impl Configuration {
 /// A START, PART, END or FULL section: header, payload (the footer is its own record).
 #[derive(Debug, Clone)]
 pub struct Section {
-    /// Record type byte (0x01 to 0x04).
-    pub kind: u8,
-    /// The section id.
-    pub section_id: u32,
-    /// idstr, instance and version (START and FULL only).
-    pub header: Option<SectionHeader>,
+    /// The header; for PART and END, the idstr, instance id and version are those of
+    /// the START section that introduced the id (only the id is on the wire).
+    pub header: SectionHeader,
     /// The payload.
     pub payload: Payload,
-}
-
-/// The header fields of a START or FULL section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SectionHeader {
-    /// The idstr.
-    pub idstr: String,
-    /// The instance id.
-    pub instance_id: u32,
-    /// The section version.
-    pub version: u32,
 }
 
 /// A section payload.
@@ -152,28 +139,6 @@ pub enum Payload {
     Vmsd(StructValue),
     /// RAM records (section `ram`).
     Ram(RamPayload),
-}
-
-/// A command record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    /// Command number.
-    pub cmd: u16,
-    /// Declared payload length.
-    pub len: u16,
-    /// The `len` payload bytes.
-    pub data: Vec<u8>,
-    /// For PACKAGED (7): the nested stream bytes that follow the command.
-    pub packaged: Option<Vec<u8>>,
-}
-
-impl Command {
-    /// QEMU's name for the command.
-    pub fn name(&self) -> &'static str {
-        format::COMMANDS
-            .get(self.cmd as usize)
-            .map_or("INVALID", |c| c.0)
-    }
 }
 
 /// A decoded VMState payload: fields in stream order, then subsections.

@@ -49,35 +49,70 @@ impl VmDesc {
     }
 }
 
-/// Finds and parses the vmdesc trailer of a seekable stream, searching the last
-/// [`TRAILER_SEARCH`] bytes: the trailer is the last `0x06, be32 len, JSON` whose JSON
-/// runs exactly to the end. Returns `None` if there is none. The position is restored.
-pub fn find_trailer<R: Read + Seek>(file: &mut R) -> Result<Option<VmDesc>> {
-    let here = file.stream_position()?;
-    let end = file.seek(SeekFrom::End(0))?;
-    let start = end.saturating_sub(TRAILER_SEARCH);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    file.by_ref().take(end - start).read_to_end(&mut tail)?;
-    file.seek(SeekFrom::Start(here))?;
-    Ok(find_trailer_in(&tail, start))
+/// The vmdesc trailer's place and text, before its JSON is interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrailerText {
+    /// Stream offset of the `0x06` byte.
+    pub offset: u64,
+    /// The JSON text.
+    pub json: Vec<u8>,
 }
 
-/// The trailer within `tail`, the last bytes of a stream starting at offset `base`.
-pub fn find_trailer_in(tail: &[u8], base: u64) -> Option<VmDesc> {
+/// The trailer within `tail`, the last bytes of a stream starting at offset `base`:
+/// the last `0x06, be32 len, JSON object` whose JSON runs exactly to the end and is
+/// well-formed. Returns its offset and its JSON text. Every reader of trailers
+/// (the loader's [`find_trailer`], the decoder of `vmstate-tools`) finds it here.
+pub fn locate_trailer(tail: &[u8], base: u64) -> Option<(u64, &[u8])> {
     // The JSON is an object, so it starts with '{' right after the 5-byte header.
     for at in (0..tail.len().saturating_sub(6)).rev() {
         if tail[at] != format::VMDESCRIPTION || tail[at + 5] != b'{' {
             continue;
         }
-        let len = u32::from_be_bytes(tail[at + 1..at + 5].try_into().ok()?) as usize;
-        if at + 5 + len == tail.len()
-            && let Ok(d) = VmDesc::parse(&tail[at + 5..], base + at as u64)
-        {
-            return Some(d);
+        let len = u32::from_be_bytes([tail[at + 1], tail[at + 2], tail[at + 3], tail[at + 4]]);
+        let text = &tail[at + 5..];
+        if text.len() == len as usize && serde_json::from_slice::<Value>(text).is_ok() {
+            return Some((base + at as u64, text));
         }
     }
     None
+}
+
+/// Finds the trailer of a seekable stream by reading only its last bytes: the last
+/// MiB first, then up to [`TRAILER_SEARCH`] bytes. The position is restored.
+pub fn read_trailer<R: Read + Seek>(src: &mut R) -> std::io::Result<Option<TrailerText>> {
+    let here = src.stream_position()?;
+    let len = src.seek(SeekFrom::End(0))?;
+    let mut found = None;
+    for window in [1 << 20, TRAILER_SEARCH] {
+        let start = len.saturating_sub(window);
+        src.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        src.by_ref().take(len - start).read_to_end(&mut tail)?;
+        found = locate_trailer(&tail, start).map(|(offset, json)| TrailerText {
+            offset,
+            json: json.to_vec(),
+        });
+        if found.is_some() || start == 0 {
+            break;
+        }
+    }
+    src.seek(SeekFrom::Start(here))?;
+    Ok(found)
+}
+
+/// Finds and parses the vmdesc trailer of a seekable stream ([`read_trailer`]).
+/// Returns `None` if there is none. The position is restored.
+pub fn find_trailer<R: Read + Seek>(file: &mut R) -> Result<Option<VmDesc>> {
+    match read_trailer(file)? {
+        Some(t) => VmDesc::parse(&t.json, t.offset).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The trailer within `tail`, the last bytes of a stream starting at offset `base`.
+pub fn find_trailer_in(tail: &[u8], base: u64) -> Option<VmDesc> {
+    let (offset, text) = locate_trailer(tail, base)?;
+    VmDesc::parse(text, offset).ok()
 }
 
 /// The payload length of a section from its vmdesc entry: the sizes of its fields

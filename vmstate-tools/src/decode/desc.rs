@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::json::Json;
 use vmstate::Error;
-use vmstate::stream::format;
+use vmstate::stream::vmdesc::{self, TrailerText};
 
 /// How a field's bytes are read and shown (the reader classes of
 /// `analyze-migration.py`, picked by the field's `type`).
@@ -288,7 +288,7 @@ fn inline_groups(f: &Json) -> Vec<Arc<VmsdDesc>> {
 }
 
 /// How far from the end of a file the trailer is searched for.
-pub const TRAILER_SEARCH: u64 = vmstate::stream::vmdesc::TRAILER_SEARCH;
+pub const TRAILER_SEARCH: u64 = vmdesc::TRAILER_SEARCH;
 
 /// The vmdesc trailer found in the last bytes of a stream.
 #[derive(Debug, Clone)]
@@ -301,29 +301,26 @@ pub struct FoundTrailer {
     pub json: Json,
 }
 
-/// Finds the trailer in `tail` (the last bytes of a stream, starting at stream offset
-/// `base`): the last `0x06, be32 len, JSON object` whose JSON runs exactly to the end
-/// and parses. Like [`vmstate::stream::vmdesc::find_trailer_in`], but the JSON keeps
-/// duplicate keys.
-pub fn find_trailer(tail: &[u8], base: u64) -> Option<FoundTrailer> {
-    for at in (0..tail.len().saturating_sub(6)).rev() {
-        if tail[at] != format::VMDESCRIPTION || tail[at + 5] != b'{' {
-            continue;
-        }
-        let len = u32::from_be_bytes([tail[at + 1], tail[at + 2], tail[at + 3], tail[at + 4]]);
-        if at + 5 + len as usize != tail.len() {
-            continue;
-        }
-        let text = &tail[at + 5..];
-        if let Ok(json) = Json::parse(text) {
-            return Some(FoundTrailer {
-                offset: base + at as u64,
-                text: text.to_vec(),
-                json,
-            });
-        }
+impl FoundTrailer {
+    /// Parses the JSON of a trailer the core located.
+    pub fn parse(t: TrailerText) -> Option<Self> {
+        let json = Json::parse(&t.json).ok()?;
+        Some(FoundTrailer {
+            offset: t.offset,
+            text: t.json,
+            json,
+        })
     }
-    None
+}
+
+/// Finds the trailer in `tail` (the last bytes of a stream, starting at stream offset
+/// `base`) with [`vmdesc::locate_trailer`], keeping the JSON's duplicate keys.
+pub fn find_trailer(tail: &[u8], base: u64) -> Option<FoundTrailer> {
+    let (offset, text) = vmdesc::locate_trailer(tail, base)?;
+    FoundTrailer::parse(TrailerText {
+        offset,
+        json: text.to_vec(),
+    })
 }
 
 #[cfg(test)]

@@ -1,15 +1,17 @@
-//! A small JSON parser that keeps object members in order **and keeps duplicate keys**.
+//! The vmdesc JSON as a tree that keeps object members in order **and keeps duplicate
+//! keys**.
 //!
 //! QEMU's vmdesc writes the keys of a `qtailq`, `qlist` or `gtree` element's
 //! description straight into the field object, once per element (spec 1.7), so one
-//! object can hold `vmsd_name`, `version` and `fields` several times. `serde_json`
-//! (even with `preserve_order`) keeps only one of each, which loses the description of
-//! every element but the last; this parser keeps them all. Lookups with
-//! [`Json::get`] return the **last** member of a name, as Python's `json.loads` with
-//! an `OrderedDict` does (what `analyze-migration.py` sees).
+//! object can hold `vmsd_name`, `version` and `fields` several times.
+//! `serde_json::Value` (even with `preserve_order`) keeps only one of each, which loses
+//! the description of every element but the last; [`Json`] is parsed by serde_json
+//! through a map visitor that keeps every member. Lookups with [`Json::get`] return the
+//! **last** member of a name, as Python's `json.loads` with an `OrderedDict` does (what
+//! `analyze-migration.py` sees).
 //!
-//! Hostile input is bounded: nesting is limited to [`MAX_DEPTH`] levels and the
-//! caller bounds the text size (the vmdesc trailer is at most 10 MiB).
+//! Hostile input is bounded: serde_json refuses nesting deeper than [`MAX_DEPTH`]
+//! levels, and the caller bounds the text size (the vmdesc trailer is at most 10 MiB).
 //!
 //! ```
 //! use vmstate_tools::decode::json::Json;
@@ -21,8 +23,10 @@
 
 use std::fmt::{self, Write as _};
 
-/// The deepest nesting of arrays and objects accepted.
-pub const MAX_DEPTH: usize = 200;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The deepest nesting of arrays and objects that parses (serde_json's limit).
+pub const MAX_DEPTH: usize = 127;
 
 /// A parsed JSON value.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +35,8 @@ pub enum Json {
     Null,
     /// `true` / `false`
     Bool(bool),
-    /// A number, kept as its source text.
-    Number(Box<str>),
+    /// A number.
+    Number(serde_json::Number),
     /// A string.
     String(String),
     /// An array.
@@ -41,34 +45,64 @@ pub enum Json {
     Object(Vec<(String, Json)>),
 }
 
-/// A JSON syntax error: what and where (byte offset in the text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonError {
-    /// What is wrong.
-    pub message: String,
-    /// Byte offset in the text.
-    pub offset: usize,
-}
-
-impl fmt::Display for JsonError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at JSON offset {}", self.message, self.offset)
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
     }
 }
 
-impl std::error::Error for JsonError {}
+/// Builds a [`Json`] from serde's events, keeping every object member.
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Json, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Json, E> {
+        Ok(Json::Number(n.into()))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Json, E> {
+        Ok(Json::Number(n.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Json, E> {
+        serde_json::Number::from_f64(n)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom("a number that is not finite"))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Json, E> {
+        Ok(Json::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Json, E> {
+        Ok(Json::String(s))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry::<String, Json>()? {
+            members.push(member);
+        }
+        Ok(Json::Object(members))
+    }
+}
 
 impl Json {
     /// Parses a complete JSON text (whitespace around the value is allowed).
-    pub fn parse(text: &[u8]) -> Result<Json, JsonError> {
-        let mut p = Parser { s: text, i: 0 };
-        p.ws();
-        let v = p.value(0)?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(p.err("trailing characters after the JSON value"));
-        }
-        Ok(v)
+    pub fn parse(text: &[u8]) -> Result<Json, serde_json::Error> {
+        serde_json::from_slice(text)
     }
 
     /// The last member named `key` of an object (Python's `dict[key]` after
@@ -108,7 +142,7 @@ impl Json {
     /// `int()` would).
     pub fn as_u64(&self) -> Option<u64> {
         match self {
-            Json::Number(n) => n.parse().ok(),
+            Json::Number(n) => n.as_u64(),
             Json::String(s) => s.trim().parse().ok(),
             _ => None,
         }
@@ -117,7 +151,7 @@ impl Json {
     /// An integer.
     pub fn as_i64(&self) -> Option<i64> {
         match self {
-            Json::Number(n) => n.parse().ok(),
+            Json::Number(n) => n.as_i64(),
             Json::String(s) => s.trim().parse().ok(),
             _ => None,
         }
@@ -134,7 +168,9 @@ impl Json {
         match self {
             Json::Null => out.push_str("null"),
             Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Number(n) => out.push_str(n),
+            Json::Number(n) => {
+                let _ = write!(out, "{n}");
+            }
             Json::String(s) => write_py_str(out, s),
             Json::Array(a) if a.is_empty() => out.push_str("[]"),
             Json::Array(a) => {
@@ -197,226 +233,6 @@ pub fn write_py_str(out: &mut String, s: &str) {
         }
     }
     out.push('"');
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn err(&self, message: &str) -> JsonError {
-        JsonError {
-            message: message.to_string(),
-            offset: self.i,
-        }
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn expect(&mut self, lit: &[u8]) -> Result<(), JsonError> {
-        if self.s[self.i..].starts_with(lit) {
-            self.i += lit.len();
-            Ok(())
-        } else {
-            Err(self.err("invalid literal"))
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Json, JsonError> {
-        match self.peek() {
-            None => Err(self.err("unexpected end of JSON")),
-            Some(b'{') => self.object(depth + 1),
-            Some(b'[') => self.array(depth + 1),
-            Some(b'"') => Ok(Json::String(self.string()?)),
-            Some(b't') => self.expect(b"true").map(|_| Json::Bool(true)),
-            Some(b'f') => self.expect(b"false").map(|_| Json::Bool(false)),
-            Some(b'n') => self.expect(b"null").map(|_| Json::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(_) => Err(self.err("unexpected character")),
-        }
-    }
-
-    fn object(&mut self, depth: usize) -> Result<Json, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("JSON nested too deeply"));
-        }
-        self.i += 1;
-        let mut members = Vec::new();
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return Ok(Json::Object(members));
-        }
-        loop {
-            self.ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.err("expected a string key"));
-            }
-            let key = self.string()?;
-            self.ws();
-            if self.peek() != Some(b':') {
-                return Err(self.err("expected ':'"));
-            }
-            self.i += 1;
-            self.ws();
-            let v = self.value(depth)?;
-            members.push((key, v));
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(Json::Object(members));
-                }
-                _ => return Err(self.err("expected ',' or '}'")),
-            }
-        }
-    }
-
-    fn array(&mut self, depth: usize) -> Result<Json, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("JSON nested too deeply"));
-        }
-        self.i += 1;
-        let mut items = Vec::new();
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            return Ok(Json::Array(items));
-        }
-        loop {
-            self.ws();
-            items.push(self.value(depth)?);
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Json::Array(items));
-                }
-                _ => return Err(self.err("expected ',' or ']'")),
-            }
-        }
-    }
-
-    fn number(&mut self) -> Result<Json, JsonError> {
-        let start = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        let digits = |p: &mut Self| {
-            let s = p.i;
-            while let Some(b'0'..=b'9') = p.peek() {
-                p.i += 1;
-            }
-            p.i > s
-        };
-        if !digits(self) {
-            return Err(self.err("invalid number"));
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if !digits(self) {
-                return Err(self.err("invalid number"));
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if !digits(self) {
-                return Err(self.err("invalid number"));
-            }
-        }
-        // The bytes are ASCII digits and signs only.
-        let text = String::from_utf8_lossy(&self.s[start..self.i]);
-        Ok(Json::Number(text.into()))
-    }
-
-    fn hex4(&mut self) -> Result<u32, JsonError> {
-        let Some(h) = self.s.get(self.i..self.i + 4) else {
-            return Err(self.err("truncated \\u escape"));
-        };
-        let h = std::str::from_utf8(h).map_err(|_| self.err("invalid \\u escape"))?;
-        let v = u32::from_str_radix(h, 16).map_err(|_| self.err("invalid \\u escape"))?;
-        self.i += 4;
-        Ok(v)
-    }
-
-    fn string(&mut self) -> Result<String, JsonError> {
-        self.i += 1;
-        let mut out = String::new();
-        loop {
-            // Copy a run of plain bytes at once.
-            let start = self.i;
-            while let Some(&b) = self.s.get(self.i) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
-            let run = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| JsonError {
-                message: "invalid UTF-8 in a string".into(),
-                offset: start + e.valid_up_to(),
-            })?;
-            out.push_str(run);
-            match self.peek() {
-                None => return Err(self.err("unterminated string")),
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok(out);
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    let Some(e) = self.peek() else {
-                        return Err(self.err("unterminated string"));
-                    };
-                    self.i += 1;
-                    match e {
-                        b'"' => out.push('"'),
-                        b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'n' => out.push('\n'),
-                        b'r' => out.push('\r'),
-                        b't' => out.push('\t'),
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            let c = if (0xd800..0xdc00).contains(&hi)
-                                && self.s[self.i..].starts_with(b"\\u")
-                            {
-                                let save = self.i;
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if (0xdc00..0xe000).contains(&lo) {
-                                    char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))
-                                } else {
-                                    self.i = save;
-                                    None
-                                }
-                            } else {
-                                char::from_u32(hi)
-                            };
-                            out.push(c.unwrap_or('\u{fffd}'));
-                        }
-                        _ => return Err(self.err("invalid escape")),
-                    }
-                }
-                Some(_) => return Err(self.err("control character in a string")),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ pub use encode::{PageSource, SeekSource, encode, encode_to_vec};
 pub use value::*;
 
 use vmstate::Error;
+use vmstate::stream::vmdesc;
 use vmstate::wire::{Limits, Reader};
 
 /// How a stream is decoded.
@@ -149,21 +150,9 @@ pub fn decode_seekable<R: Read + Seek>(
 }
 
 /// Finds the vmdesc trailer of a seekable stream, reading only its last bytes (at most
-/// [`desc::TRAILER_SEARCH`]). The position is left anywhere.
+/// [`desc::TRAILER_SEARCH`]), with [`vmstate::stream::vmdesc::read_trailer`].
 pub fn read_trailer<R: Read + Seek>(mut src: R) -> std::io::Result<Option<desc::FoundTrailer>> {
-    let len = src.seek(SeekFrom::End(0))?;
-    // Most trailers are small: look in the last MiB first, then in the whole window.
-    for window in [1 << 20, desc::TRAILER_SEARCH] {
-        let start = len.saturating_sub(window);
-        src.seek(SeekFrom::Start(start))?;
-        let mut tail = Vec::new();
-        src.by_ref().take(len - start).read_to_end(&mut tail)?;
-        let found = desc::find_trailer(&tail, start);
-        if found.is_some() || start == 0 || window == desc::TRAILER_SEARCH {
-            return Ok(found);
-        }
-    }
-    Ok(None)
+    Ok(vmdesc::read_trailer(&mut src)?.and_then(desc::FoundTrailer::parse))
 }
 
 fn run(

@@ -368,7 +368,7 @@ fn a_newer_release_s_stream_is_refused_naming_both_releases() {
     let err = suite.load("idle", &v("3.0.0"), &v("2.0.0")).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "invalid stream release: stream written by release 3.0.0 (machine demo-3.0), which is \
+        "configuration: invalid stream release: stream written by release 3.0.0 (machine demo-3.0), which is \
          newer than this release 2.0.0 (machine demo-2.0); this release knows releases up to \
          2.0.0 (1.0.0, 1.1.0, 2.0.0): load the stream with release 3.0.0 or later, or have \
          3.0.0 save it for release 2.0.0 at byte offset 13 (0xd)"

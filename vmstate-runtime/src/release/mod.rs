@@ -91,7 +91,9 @@ use crate::error::{Error, Result};
 use crate::handler::IterationStatus;
 use crate::registry::Registry;
 use crate::schema::{self, CheckOptions, MACHINE_KEY, Problem};
-use crate::stream::{LoadOptions, LoadReport, SaveSession, SaveStats, StreamConfig, load_stream};
+use crate::stream::{
+    LoadOptions, LoadReport, SaveSession, SaveStats, StreamConfig, load_stream_with,
+};
 use crate::wire::Reader;
 
 /// The `what` of the [`ErrorKind::Invalid`](crate::ErrorKind::Invalid) errors of a save
@@ -660,50 +662,13 @@ pub fn load_for_release<'m>(
         machine: None,
         ..opts.clone()
     };
-    let written_by = match peek_machine(r)? {
-        Some(machine) => releases
-            .check_stream_machine(&machine)
-            .map_err(|e| Error::from(e).at_offset(r.position() + HEADER_LEN as u64 + 5))?,
-        None => {
-            // Not a header and configuration section: the loader says what is wrong.
-            load_stream(registry, r, &opts)?;
-            return Err(no_config());
-        }
-    };
-    let report = load_stream(registry, r, &opts)?;
+    let mut written_by = None;
+    let report = load_stream_with(registry, r, &opts, &mut |cfg| {
+        written_by = Some(releases.check_stream_machine(&cfg.machine)?);
+        Ok(())
+    })?;
+    let written_by = written_by.ok_or_else(no_config)?;
     Ok(ReleaseLoad { report, written_by })
-}
-
-const HEADER_LEN: usize = 8;
-const MAX_MACHINE_NAME: usize = 1024;
-
-/// The machine name of the configuration section at the start of the stream, or `None`
-/// if the stream does not start with a header and a configuration section.
-fn peek_machine(r: &mut Reader<'_>) -> Result<Option<String>> {
-    let head = r.peek(HEADER_LEN + 5)?;
-    if head.len() < HEADER_LEN + 5
-        || head[..4] != crate::stream::format::MAGIC.to_be_bytes()
-        || head[4..8] != crate::stream::format::VERSION.to_be_bytes()
-        || head[8] != crate::stream::format::CONFIGURATION
-    {
-        return Ok(None);
-    }
-    let len = u32::from_be_bytes([head[9], head[10], head[11], head[12]]) as usize;
-    if len > MAX_MACHINE_NAME {
-        return Err(Error::invalid(
-            LOAD_ERROR,
-            format!("the machine name is {len} bytes long (at most {MAX_MACHINE_NAME} expected)"),
-        )
-        .at_offset(r.position() + HEADER_LEN as u64 + 1));
-    }
-    let all = r.peek(HEADER_LEN + 5 + len)?;
-    if all.len() < HEADER_LEN + 5 + len {
-        return Ok(None);
-    }
-    match std::str::from_utf8(&all[HEADER_LEN + 5..]) {
-        Ok(name) => Ok(Some(name.to_string())),
-        Err(_) => Ok(None),
-    }
 }
 
 fn json_u32(v: &Value, key: &str) -> u32 {

@@ -87,6 +87,18 @@ pub fn load_stream(
     r: &mut Reader<'_>,
     opts: &LoadOptions,
 ) -> Result<LoadReport> {
+    load_stream_with(registry, r, opts, &mut |_| Ok(()))
+}
+
+/// [`load_stream`], with `check` run on the configuration section right after QEMU's
+/// own checks and before any other section is read (errors are placed at the machine
+/// name). Saving for releases uses it to refuse streams of newer releases.
+pub(crate) fn load_stream_with(
+    registry: &mut Registry,
+    r: &mut Reader<'_>,
+    opts: &LoadOptions,
+    check: &mut dyn FnMut(&Configuration) -> Result<()>,
+) -> Result<LoadReport> {
     let mut active: Vec<usize> = Vec::new();
     let footers = if opts.no_section_footers {
         Footers::Absent
@@ -103,6 +115,7 @@ pub fn load_stream(
         records,
         report: LoadReport::default(),
         active: &mut active,
+        check,
     }
     .run(r);
     for &i in &active {
@@ -180,6 +193,7 @@ struct Loader<'a> {
     records: RecordReader,
     report: LoadReport,
     active: &'a mut Vec<usize>,
+    check: &'a mut dyn FnMut(&Configuration) -> Result<()>,
 }
 
 impl Loader<'_> {
@@ -231,7 +245,8 @@ impl Loader<'_> {
             if let Some(local) = &self.opts.machine {
                 cfg.check_machine(local).map_err(|e| e.at_offset(at + 5))?;
             }
-            check_configuration(&cfg, self.opts).map_err(|e| e.at_offset(at))
+            check_configuration(&cfg, self.opts).map_err(|e| e.at_offset(at))?;
+            (self.check)(&cfg).map_err(|e| e.at_offset(at + 5))
         })();
         checked.map_err(|e| e.in_record("configuration"))?;
         self.report.configuration = Some(cfg);

@@ -9,7 +9,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use super::desc::FieldKind;
 use super::value::*;
 use vmstate::Error;
-use vmstate::stream::format;
+use vmstate::Writer;
+use vmstate::stream::{format, records};
 
 /// Where page contents that the tree refers to by offset are read from.
 pub trait PageSource {
@@ -57,11 +58,35 @@ pub fn encode(
     let mut w = Counter { out, n: 0 };
     w.put(&stream.magic.to_be_bytes())?;
     w.put(&stream.version.to_be_bytes())?;
+    // Record headers, footers and commands are written by the core's record writers,
+    // the same rules the stream engine saves with.
+    let mut head = Writer::new();
     for rec in &stream.records {
-        w.put(&[rec.type_byte()])?;
+        head.clear();
         match &rec.body {
-            RecordBody::Eof => {}
-            RecordBody::Footer { section_id } => w.put(&section_id.to_be_bytes())?,
+            RecordBody::Eof => head.put_u8(format::EOF),
+            RecordBody::Footer { section_id } => records::write_footer(&mut head, *section_id),
+            RecordBody::Configuration(_) => head.put_u8(format::CONFIGURATION),
+            RecordBody::Command(c) => records::write_command(&mut head, c.cmd, &c.data)?,
+            RecordBody::Section(s) => {
+                let h = &s.header;
+                if h.kind.has_full_header() {
+                    records::write_full_header(
+                        &mut head,
+                        h.kind,
+                        h.section_id,
+                        &h.idstr,
+                        h.instance_id,
+                        h.version,
+                    )?;
+                } else {
+                    records::write_part_header(&mut head, h.kind, h.section_id);
+                }
+            }
+        }
+        w.put(head.as_bytes())?;
+        match &rec.body {
+            RecordBody::Eof | RecordBody::Footer { .. } => {}
             RecordBody::Configuration(Configuration::Legacy { name }) => {
                 let len = u32::try_from(name.len())
                     .map_err(|_| Error::malformed("machine name longer than 4 GiB"))?;
@@ -70,28 +95,14 @@ pub fn encode(
             }
             RecordBody::Configuration(Configuration::Vmsd(s)) => put_struct(&mut w, s)?,
             RecordBody::Command(c) => {
-                let len = u16::try_from(c.data.len())
-                    .map_err(|_| Error::malformed("command payload longer than 65535 bytes"))?;
-                w.put(&c.cmd.to_be_bytes())?;
-                w.put(&len.to_be_bytes())?;
-                w.put(&c.data)?;
                 if let Some(p) = &c.package {
                     w.put(p)?;
                 }
             }
-            RecordBody::Section(s) => {
-                let h = &s.header;
-                w.put(&h.section_id.to_be_bytes())?;
-                if h.kind.has_full_header() {
-                    put_counted(&mut w, &h.idstr)?;
-                    w.put(&h.instance_id.to_be_bytes())?;
-                    w.put(&h.version.to_be_bytes())?;
-                }
-                match &s.payload {
-                    Payload::Vmsd(v) => put_struct(&mut w, v)?,
-                    Payload::Ram(r) => put_ram(&mut w, r, &mut pages)?,
-                }
-            }
+            RecordBody::Section(s) => match &s.payload {
+                Payload::Vmsd(v) => put_struct(&mut w, v)?,
+                Payload::Ram(r) => put_ram(&mut w, r, &mut pages)?,
+            },
         }
     }
     if let Some(t) = &stream.trailer {

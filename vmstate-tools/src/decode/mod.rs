@@ -9,10 +9,16 @@
 //! them back from the source one chunk at a time, so a multi-GiB stream is never held
 //! in memory.
 //!
-//! Modules: [`json`] (an ordered JSON parser that keeps the duplicate keys of
-//! `qtailq` descriptions), [`desc`] (descriptions from the JSON), [`value`] (the
-//! tree), `field` and `walk` (field decoding and the record walker), [`mod@encode`] (back
-//! to bytes) and [`analyze`] (JSON in the script's `-d state` shape).
+//! The records themselves are read by the core's record readers
+//! ([`vmstate::stream::records`], [`vmstate::ram::records`]), the same that the
+//! registry loader uses, and errors are the core's [`vmstate::Error`] with the record,
+//! section, version, field path and offset.
+//!
+//! Modules: [`json`] (the vmdesc JSON as a tree that keeps the duplicate keys of
+//! `qtailq` descriptions, parsed by serde_json), [`desc`] (descriptions from the JSON),
+//! [`value`] (the tree), `field` and `walk` (field decoding, and the payload decoder
+//! chosen for each section), [`mod@encode`] (back to bytes) and [`analyze`] (JSON in the
+//! script's `-d state` shape).
 //!
 //! ```
 //! use vmstate::{Registry, Registration, VmState};

@@ -11,6 +11,8 @@ mod attr;
 mod check;
 mod ctxt;
 mod expand;
+#[cfg(test)]
+mod golden;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -19,15 +21,20 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(VmState, attributes(vmstate))]
 pub fn derive_vmstate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
+    derive(&input).into()
+}
+
+/// The whole derive on a parsed struct: the generated items, or the compile errors.
+fn derive(input: &DeriveInput) -> proc_macro2::TokenStream {
     let cx = ctxt::Ctxt::default();
-    let container = ast::Container::from_input(&cx, &input);
+    let container = ast::Container::from_input(&cx, input);
     if let Some(c) = &container {
         check::check(&cx, c);
     }
     match (cx.check(), container) {
-        (Ok(()), Some(c)) => expand::expand(&c).into(),
-        (Err(e), _) => e.to_compile_error().into(),
-        (Ok(()), None) => TokenStream::new(),
+        (Ok(()), Some(c)) => expand::expand(&c),
+        (Err(e), _) => e.to_compile_error(),
+        (Ok(()), None) => proc_macro2::TokenStream::new(),
     }
 }
 

@@ -222,7 +222,7 @@ impl FieldAst<'_> {
 }
 
 /// True if `ty` is the single identifier `name` as written.
-fn is_ident(ty: &Type, name: &str) -> bool {
+pub fn is_ident(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident(name))
 }
 

@@ -56,6 +56,11 @@ impl Ctxt {
             .push(e);
     }
 
+    /// True if an error was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.errors.borrow().as_ref().is_some_and(|e| !e.is_empty())
+    }
+
     /// All recorded errors combined into one, if any. Consumes the context: it is the
     /// one way to end it without a panic.
     pub fn check(self) -> Result<(), syn::Error> {
@@ -90,6 +95,7 @@ mod tests {
         let cx = Ctxt::default();
         cx.error(Span::call_site(), "first");
         cx.error(Span::call_site(), "second");
+        assert!(cx.has_errors());
         let messages: Vec<String> = cx
             .check()
             .unwrap_err()
@@ -101,7 +107,9 @@ mod tests {
 
     #[test]
     fn check_without_errors_is_ok() {
-        assert!(Ctxt::default().check().is_ok());
+        let cx = Ctxt::default();
+        assert!(!cx.has_errors());
+        assert!(cx.check().is_ok());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The container and field model, with parsed attributes.
+//! The struct as written: its fields, their type shapes and parsed attributes (the input
+//! of the checks and of `resolve`).
 
 use quote::ToTokens;
 use syn::spanned::Spanned;
@@ -9,9 +10,13 @@ use crate::ctxt::Ctxt;
 
 /// The struct being derived.
 pub struct Container<'a> {
+    /// The type's name.
     pub ident: &'a Ident,
+    /// Its `#[vmstate(...)]` attributes.
     pub attrs: ContainerAttrs,
+    /// Its fields, in declaration order.
     pub fields: Vec<FieldAst<'a>>,
+    /// The whole input, for the rules about generics.
     pub input: &'a DeriveInput,
 }
 
@@ -27,15 +32,21 @@ pub enum Shape<'a> {
 
 /// One field.
 pub struct FieldAst<'a> {
+    /// The member to access it by (`self.foo`, `self.0`).
     pub member: Member,
     /// The Rust name (`foo`, or `0` for tuple fields).
     pub rust_name: String,
+    /// Its type as written.
     pub ty: &'a Type,
+    /// The shape of that type.
     pub shape: Shape<'a>,
+    /// Its `#[vmstate(...)]` attributes.
     pub attrs: FieldAttrs,
 }
 
-/// What a field contributes to the state.
+/// Which of a field's role-giving keys wins (`skip`, then `subsection`, `unused`,
+/// `validate`, else plain data), so that the checks report each misuse once. Only
+/// `resolve` turns a checked field into its encoding (`model::Encoding`).
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub enum Role {
     /// Not sent.
@@ -222,7 +233,7 @@ impl FieldAst<'_> {
 }
 
 /// True if `ty` is the single identifier `name` as written.
-fn is_ident(ty: &Type, name: &str) -> bool {
+pub fn is_ident(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident(name))
 }
 

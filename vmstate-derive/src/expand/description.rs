@@ -5,94 +5,110 @@ use std::collections::HashMap;
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::LitStr;
 use syn::spanned::Spanned;
+use syn::{LitStr, Type};
 
-use crate::ast::{Container, FieldAst, Role, Shape, type_str};
+use crate::ast::type_str;
 use crate::attr::span_range;
+use crate::model::{Count, Layout, Wire};
+
+use super::{SubsectionField, WireField};
 
 /// vmdesc names: a name shared by several fields gets `[k]`, its position among them.
-pub(super) fn vmdesc_names(wire: &[&FieldAst<'_>]) -> Vec<String> {
-    let mut totals: HashMap<String, usize> = HashMap::new();
+pub(super) fn vmdesc_names(wire: &[WireField<'_, '_>]) -> Vec<String> {
+    let mut totals: HashMap<&str, usize> = HashMap::new();
     for f in wire {
-        *totals.entry(f.qemu_name()).or_default() += 1;
+        *totals.entry(&f.field.name).or_default() += 1;
     }
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     wire.iter()
         .map(|f| {
-            let n = f.qemu_name();
-            if totals[&n] > 1 {
-                let k = seen.entry(n.clone()).or_default();
+            let n = f.field.name.as_str();
+            if totals[n] > 1 {
+                let k = seen.entry(n).or_default();
                 *k += 1;
                 format!("{n}[{}]", *k - 1)
             } else {
-                n
+                n.to_owned()
             }
         })
         .collect()
 }
 
+/// `<T as VmElem>::TYPE`, spanned over `T`.
+fn vm_type(ty: &Type) -> TokenStream {
+    quote_spanned!(ty.span()=> <#ty as __vm::VmElem>::TYPE)
+}
+
 /// The element type expression of a field.
-fn elem_type(f: &FieldAst<'_>) -> TokenStream {
-    if let Some(u) = f.attrs.unused.get() {
-        let n = u.value;
-        return quote!(__vm::unused_type(#n));
-    }
-    if f.role() == Role::Validate {
-        return quote!(__vm::VALIDATE_TYPE);
-    }
-    if f.attrs.buffer.is_set() {
-        // A counted buffer's element has size 0 in the description (QEMU's dump says 0).
-        return match &f.shape {
-            Shape::Array { len, .. } => quote!(__vm::buffer_type(#len)),
-            _ => quote!(__vm::buffer_type(0)),
-        };
-    }
-    let elem = match &f.shape {
-        Shape::Single => f.ty,
-        Shape::Array { elem, .. } | Shape::Vec { elem } => *elem,
-    };
-    let base = quote_spanned!(elem.span()=> <#elem as __vm::VmElem>::TYPE);
-    if f.attrs.equal.is_set() {
-        quote!(__vm::equal_type(#base))
-    } else {
-        base
+fn elem_type(w: &Wire<'_>) -> TokenStream {
+    match w {
+        Wire::Unused { size, .. } => quote!(__vm::unused_type(#size)),
+        Wire::Validate { .. } => quote!(__vm::VALIDATE_TYPE),
+        Wire::Data { layout, .. } => match layout {
+            Layout::Single { ty } => vm_type(ty),
+            Layout::Equal { ty } => {
+                let base = vm_type(ty);
+                quote!(__vm::equal_type(#base))
+            }
+            Layout::Array { elem, .. } | Layout::Varray { elem, .. } => vm_type(elem),
+            Layout::Buffer { len } => quote!(__vm::buffer_type(#len)),
+            // A counted buffer's element has size 0 in the description (QEMU's dump says 0).
+            Layout::Vbuffer { .. } => quote!(__vm::buffer_type(0)),
+        },
     }
 }
 
-pub(super) fn field_desc(c: &Container<'_>, f: &FieldAst<'_>, vmdesc_name: &str) -> TokenStream {
-    let name = f.qemu_name();
-    let since = f.attrs.since.get().map_or(0, |s| s.value);
-    // A validation is QEMU's `field_exists` test with `VMS_MUST_EXIST`.
-    let has_exists = f.attrs.exists.is_set() || f.role() == Role::Validate;
-    let equal = f.attrs.equal.is_set();
-    let ty = elem_type(f);
-    let count = match (&f.shape, f.attrs.buffer.is_set(), f.role()) {
-        (_, _, Role::Validate) => quote!(__vm::Count::Validate),
-        (Shape::Vec { .. }, _, Role::Data) => {
-            let len = &f.attrs.len.get().expect("checked: Vec has len").value;
-            let target = c
-                .field_index(&len.to_string())
-                .map(|i| &c.fields[i])
-                .expect("checked: len names a field");
-            let len_name = target.qemu_name();
-            let len_ty = target.ty;
-            let variant = if f.is_vbuffer() {
-                quote!(Vbuffer)
-            } else {
-                quote!(Varray)
-            };
-            quote_spanned! {len.span()=>
-                __vm::Count::#variant {
-                    len_field: #len_name,
-                    len_type: <#len_ty as __vm::CountField>::LEN_TYPE,
-                }
+/// The element count expression of a field.
+fn count(w: &Wire<'_>) -> TokenStream {
+    match w {
+        Wire::Unused { .. } => quote!(__vm::Count::Single),
+        Wire::Validate { .. } => quote!(__vm::Count::Validate),
+        Wire::Data { layout, .. } => match layout {
+            Layout::Single { .. } | Layout::Equal { .. } | Layout::Buffer { .. } => {
+                quote!(__vm::Count::Single)
             }
+            Layout::Array { len, .. } => quote!(__vm::Count::Array(#len)),
+            Layout::Varray { count, .. } => counted(quote!(Varray), count),
+            Layout::Vbuffer { count } => counted(quote!(Vbuffer), count),
+        },
+    }
+}
+
+/// `Count::Varray` or `Count::Vbuffer` with the count field's name and type, spanned over
+/// the field named in `len = field`.
+fn counted(variant: TokenStream, count: &Count<'_>) -> TokenStream {
+    let len_name = &count.name;
+    let len_ty = count.ty;
+    quote_spanned! {count.field.span()=>
+        __vm::Count::#variant {
+            len_field: #len_name,
+            len_type: <#len_ty as __vm::CountField>::LEN_TYPE,
         }
-        (_, _, Role::Unused) | (_, true, _) | (Shape::Single, _, _) => quote!(__vm::Count::Single),
-        (Shape::Array { len, .. }, _, _) => quote!(__vm::Count::Array(#len)),
-        (Shape::Vec { .. }, _, _) => quote!(__vm::Count::Single),
+    }
+}
+
+/// One entry of the field table.
+pub(super) fn field_desc(f: WireField<'_, '_>, vmdesc_name: &str) -> TokenStream {
+    let name = &f.field.name;
+    let (since, has_exists, equal) = match f.wire {
+        Wire::Unused { presence, .. } => (presence.since(), presence.is_exists(), false),
+        // A validation is QEMU's `field_exists` test with `VMS_MUST_EXIST`.
+        Wire::Validate { .. } => (0, true, false),
+        Wire::Data { presence, layout } => {
+            let equal = match layout {
+                Layout::Equal { .. } => true,
+                Layout::Single { .. }
+                | Layout::Array { .. }
+                | Layout::Buffer { .. }
+                | Layout::Varray { .. }
+                | Layout::Vbuffer { .. } => false,
+            };
+            (presence.since(), presence.is_exists(), equal)
+        }
     };
+    let ty = elem_type(f.wire);
+    let count = count(f.wire);
     quote! {
         __vm::Field {
             name: #name,
@@ -109,10 +125,10 @@ pub(super) fn field_desc(c: &Container<'_>, f: &FieldAst<'_>, vmdesc_name: &str)
 /// A compile-time check that a subsection's name starts with the parent's name and goes
 /// on after it (QEMU's loader only takes a subsection whose name is longer than the
 /// parent's). The error points at the field's type and says what to write.
-pub(super) fn prefix_check(parent: &str, f: &FieldAst<'_>) -> TokenStream {
-    let ty = f.ty;
+pub(super) fn prefix_check(parent: &str, f: SubsectionField<'_, '_>) -> TokenStream {
+    let ty = f.sub.ty;
     let ty_name = type_str(ty);
-    let field = &f.rust_name;
+    let field = f.field.rust_name;
     let msg = LitStr::new(
         &format!(
             "subsection `{field}`: the vmstate name of `{ty_name}` must start with its \

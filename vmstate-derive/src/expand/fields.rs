@@ -5,29 +5,20 @@ use proc_macro2::{Delimiter, Group, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{Container, FieldAst, Role, Shape};
+use crate::model::{Count, Layout, Presence, Wire};
 
 use super::hooks::hook_helper;
+use super::{SubsectionField, WireField};
 
 /// Wraps a field's code in its existence test (`since` or `exists`).
-fn guarded(f: &FieldAst<'_>, body: TokenStream) -> TokenStream {
-    if let Some(p) = f.attrs.exists.get() {
-        let p = &p.value;
-        let test = hook_helper(p, "exists", quote!(&*this, version), false);
-        quote!(if #test { #body })
-    } else if let Some(s) = f.attrs.since.get().filter(|s| s.value > 0) {
-        let v = s.value;
-        quote!(if version >= #v { #body })
-    } else {
-        body
-    }
-}
-
-/// The element type of a field (`T` in `T`, `[T; N]` and `Vec<T>`).
-fn elem_of<'a>(f: &FieldAst<'a>) -> &'a syn::Type {
-    match &f.shape {
-        Shape::Single => f.ty,
-        Shape::Array { elem, .. } | Shape::Vec { elem } => elem,
+fn guarded(presence: &Presence<'_>, body: TokenStream) -> TokenStream {
+    match presence {
+        Presence::Always => body,
+        Presence::Since(v) => quote!(if version >= #v { #body }),
+        Presence::Exists(p) => {
+            let test = hook_helper(p, "exists", quote!(&*this, version), false);
+            quote!(if #test { #body })
+        }
     }
 }
 
@@ -43,124 +34,119 @@ fn typed_call(ty: &syn::Type, helper: &str, args: TokenStream) -> TokenStream {
     quote_spanned!(span=> __vm::#helper::<#ty, _> #args)
 }
 
-/// The count field of a `Vec` (`len = field`) and its QEMU name.
-fn count_field<'f>(c: &Container<'_>, f: &'f FieldAst<'_>) -> (&'f syn::Ident, String) {
-    let len = &f.attrs.len.get().expect("checked: Vec has len").value;
-    let len_name = c
-        .field_index(&len.to_string())
-        .map(|i| c.fields[i].qemu_name())
-        .unwrap_or_default();
-    (len, len_name)
-}
-
-pub(super) fn save_field(c: &Container<'_>, index: usize, f: &FieldAst<'_>) -> TokenStream {
-    if f.role() == Role::Validate {
-        // Checked on load only; nothing is written.
-        return TokenStream::new();
-    }
-    let m = &f.member;
-    let name = f.qemu_name();
+/// Writes field `index` of the field table.
+pub(super) fn save_field(index: usize, f: WireField<'_, '_>) -> TokenStream {
+    let m = f.field.member;
+    let name = &f.field.name;
     let field = quote!(&__DESCRIPTION.fields[#index]);
     let path = quote!(.map_err(|e| e.in_field(#name))?;);
-    let body = if let Some(u) = f.attrs.unused.get() {
-        let n = u.value;
-        quote!(__vm::save_unused(#n, #field, w, ctx) #path)
-    } else if let Shape::Vec { .. } = &f.shape {
-        let (len, len_name) = count_field(c, f);
-        let data = if f.attrs.buffer.is_set() {
-            // QEMU's VBUFFER: one `buffer` element of the counted size.
-            quote!(__vm::save_buffer(&this.#m[..], #field, w, ctx) #path)
-        } else {
-            let call = typed_call(
-                elem_of(f),
-                "save_many",
-                quote!(&mut this.#m[..], #field, w, ctx),
-            );
-            quote!(#call #path)
-        };
-        quote! {
-            __vm::save_count(this.#len, #len_name, this.#m.len()) #path
-            #data
-        }
-    } else if f.attrs.buffer.is_set() {
-        quote!(__vm::save_buffer(&this.#m[..], #field, w, ctx) #path)
-    } else {
-        match &f.shape {
-            Shape::Single => {
-                let call = typed_call(elem_of(f), "save_one", quote!(&mut this.#m, #field, w, ctx));
-                quote!(#call #path)
-            }
-            _ => {
-                let call = typed_call(
-                    elem_of(f),
-                    "save_many",
-                    quote!(&mut this.#m[..], #field, w, ctx),
-                );
-                quote!(#call #path)
-            }
-        }
-    };
-    guarded(f, body)
-}
-
-pub(super) fn load_field(c: &Container<'_>, f: &FieldAst<'_>) -> TokenStream {
-    let m = &f.member;
-    let name = f.qemu_name();
-    let path = quote!(.map_err(|e| e.in_field(#name))?;);
-    let body = if let Some(v) = f.attrs.validate.get() {
-        let test = hook_helper(
-            &v.value,
-            "validate",
-            quote!(&*this, version, r, #name),
-            false,
-        );
-        quote!(#test #path)
-    } else if let Some(u) = f.attrs.unused.get() {
-        let n = u.value as u64;
-        quote!(r.skip(#n) #path)
-    } else if f.is_vbuffer() {
-        let (len, len_name) = count_field(c, f);
-        quote! {
-            __vm::load_count(&mut this.#m, this.#len, #len_name, r) #path
-            r.get_bytes_into(&mut this.#m[..]) #path
-        }
-    } else if f.attrs.buffer.is_set() {
-        quote!(r.get_bytes_into(&mut this.#m[..]) #path)
-    } else if f.attrs.equal.is_set() {
-        quote!(__vm::load_equal(&mut this.#m, r) #path)
-    } else {
-        match &f.shape {
-            Shape::Single => {
-                let ty = f.ty;
-                let load = quote_spanned!(ty.span()=> <#ty as __vm::VmElem>::load_elem);
-                quote!(#load(&mut this.#m, r) #path)
-            }
-            Shape::Array { elem, .. } => {
-                quote!(<#elem as __vm::VmElem>::load_slice(&mut this.#m[..], r) #path)
-            }
-            Shape::Vec { elem } => {
-                let (len, len_name) = count_field(c, f);
-                quote! {
-                    __vm::load_count(&mut this.#m, this.#len, #len_name, r) #path
-                    <#elem as __vm::VmElem>::load_slice(&mut this.#m[..], r) #path
+    match f.wire {
+        // Checked on load only; nothing is written.
+        Wire::Validate { .. } => TokenStream::new(),
+        Wire::Unused { size, presence } => guarded(
+            presence,
+            quote!(__vm::save_unused(#size, #field, w, ctx) #path),
+        ),
+        Wire::Data { presence, layout } => {
+            let body = match layout {
+                Layout::Single { ty } | Layout::Equal { ty } => {
+                    let call = typed_call(ty, "save_one", quote!(&mut this.#m, #field, w, ctx));
+                    quote!(#call #path)
                 }
-            }
+                Layout::Array { elem, .. } => {
+                    let call =
+                        typed_call(elem, "save_many", quote!(&mut this.#m[..], #field, w, ctx));
+                    quote!(#call #path)
+                }
+                Layout::Buffer { .. } => {
+                    quote!(__vm::save_buffer(&this.#m[..], #field, w, ctx) #path)
+                }
+                Layout::Varray { elem, count } => {
+                    let save_count = save_count(count, f, &path);
+                    let call =
+                        typed_call(elem, "save_many", quote!(&mut this.#m[..], #field, w, ctx));
+                    quote! {
+                        #save_count
+                        #call #path
+                    }
+                }
+                Layout::Vbuffer { count } => {
+                    let save_count = save_count(count, f, &path);
+                    // QEMU's VBUFFER: one `buffer` element of the counted size.
+                    quote! {
+                        #save_count
+                        __vm::save_buffer(&this.#m[..], #field, w, ctx) #path
+                    }
+                }
+            };
+            guarded(presence, body)
         }
-    };
-    guarded(f, body)
+    }
 }
 
-pub(super) fn save_subsection(f: &FieldAst<'_>) -> TokenStream {
-    let m = &f.member;
-    let needed = &f
-        .attrs
-        .needed
-        .get()
-        .expect("checked: subsection has needed")
-        .value;
-    let test = hook_helper(needed, "needed", quote!(&*this), false);
+/// Checks that a counted field's count agrees with its length before it is written.
+fn save_count(count: &Count<'_>, f: WireField<'_, '_>, path: &TokenStream) -> TokenStream {
+    let (m, len, len_name) = (f.field.member, count.field, &count.name);
+    quote!(__vm::save_count(this.#len, #len_name, this.#m.len()) #path)
+}
+
+/// Reads one field of the field table.
+pub(super) fn load_field(f: WireField<'_, '_>) -> TokenStream {
+    let m = f.field.member;
+    let name = &f.field.name;
+    let path = quote!(.map_err(|e| e.in_field(#name))?;);
+    match f.wire {
+        Wire::Validate { check } => {
+            let test = hook_helper(check, "validate", quote!(&*this, version, r, #name), false);
+            quote!(#test #path)
+        }
+        Wire::Unused { size, presence } => {
+            let n = *size as u64;
+            guarded(presence, quote!(r.skip(#n) #path))
+        }
+        Wire::Data { presence, layout } => {
+            let body = match layout {
+                Layout::Single { ty } => {
+                    let load = quote_spanned!(ty.span()=> <#ty as __vm::VmElem>::load_elem);
+                    quote!(#load(&mut this.#m, r) #path)
+                }
+                Layout::Equal { .. } => quote!(__vm::load_equal(&mut this.#m, r) #path),
+                Layout::Array { elem, .. } => {
+                    quote!(<#elem as __vm::VmElem>::load_slice(&mut this.#m[..], r) #path)
+                }
+                Layout::Buffer { .. } => quote!(r.get_bytes_into(&mut this.#m[..]) #path),
+                Layout::Varray { elem, count } => {
+                    let load_count = load_count(count, f, &path);
+                    quote! {
+                        #load_count
+                        <#elem as __vm::VmElem>::load_slice(&mut this.#m[..], r) #path
+                    }
+                }
+                Layout::Vbuffer { count } => {
+                    let load_count = load_count(count, f, &path);
+                    quote! {
+                        #load_count
+                        r.get_bytes_into(&mut this.#m[..]) #path
+                    }
+                }
+            };
+            guarded(presence, body)
+        }
+    }
+}
+
+/// Sizes a counted field from its count before it is read.
+fn load_count(count: &Count<'_>, f: WireField<'_, '_>, path: &TokenStream) -> TokenStream {
+    let (m, len, len_name) = (f.field.member, count.field, &count.name);
+    quote!(__vm::load_count(&mut this.#m, this.#len, #len_name, r) #path)
+}
+
+/// Writes a subsection when its `needed` predicate says so.
+pub(super) fn save_subsection(f: SubsectionField<'_, '_>) -> TokenStream {
+    let m = f.field.member;
+    let test = hook_helper(f.sub.needed, "needed", quote!(&*this), false);
     let call = typed_call(
-        f.ty,
+        f.sub.ty,
         "save_subsection",
         quote!(&mut this.#m, &__DESCRIPTION, w, ctx),
     );
@@ -171,7 +157,8 @@ pub(super) fn save_subsection(f: &FieldAst<'_>) -> TokenStream {
     }
 }
 
-pub(super) fn load_subsections(subs: &[&FieldAst<'_>]) -> TokenStream {
+/// Reads the subsections that follow the fields, each found by its name.
+pub(super) fn load_subsections(subs: &[SubsectionField<'_, '_>]) -> TokenStream {
     if subs.is_empty() {
         // Still consume nothing, but reject a subsection this description does not have.
         return quote! {
@@ -179,8 +166,8 @@ pub(super) fn load_subsections(subs: &[&FieldAst<'_>]) -> TokenStream {
         };
     }
     let arms = subs.iter().map(|f| {
-        let m = &f.member;
-        let ty = f.ty;
+        let m = f.field.member;
+        let ty = f.sub.ty;
         let name = quote_spanned!(ty.span()=> <#ty as __vm::VmState>::DESCRIPTION.name);
         let mut args = Group::new(Delimiter::Parenthesis, quote!(&mut this.#m, r, sub_version));
         args.set_span(ty.span());

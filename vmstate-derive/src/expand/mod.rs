@@ -1,9 +1,10 @@
 //! The generated code: a static description table and straight-line save/load methods,
 //! wrapped in `const _: () = { ... };` so that no names leak into the user's module.
 //!
-//! This module assembles the pieces: `description` builds the description table,
-//! `fields` the per-field save/load code, `runs` the fixed-size fast path, and `hooks`
-//! the calls to the user's hooks and predicates.
+//! It works from the resolved [`model`](crate::model) alone. This module assembles the
+//! pieces: `description` builds the description table, `fields` the per-field save/load
+//! code, `runs` the fixed-size fast path, and `hooks` the calls to the user's hooks and
+//! predicates.
 
 mod description;
 mod fields;
@@ -14,54 +15,68 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{Container, FieldAst, Role};
+use crate::model::{Encoding, Field, Struct, Subsection, Wire};
 
 use description::{field_desc, prefix_check, vmdesc_names};
 use fields::{load_subsections, save_subsection};
 use hooks::{hook_call, hook_helper};
 use runs::{load_segment, raw_struct, run_const, save_segment, segments};
 
-/// Everything generated for one struct.
-pub fn expand(c: &Container<'_>) -> TokenStream {
-    let ident = c.ident;
-    let name = c.name();
-    let version = c.version();
-    let min_version = c.min_version();
+/// A field of the section's field table, with its encoding.
+#[derive(Clone, Copy)]
+struct WireField<'r, 'a> {
+    field: &'r Field<'a>,
+    wire: &'r Wire<'a>,
+}
 
-    let wire: Vec<&FieldAst<'_>> = c
-        .fields
-        .iter()
-        .filter(|f| matches!(f.role(), Role::Data | Role::Unused | Role::Validate))
-        .collect();
-    let subs: Vec<&FieldAst<'_>> = c
-        .fields
-        .iter()
-        .filter(|f| f.role() == Role::Subsection)
-        .collect();
+/// A subsection field, with its encoding.
+#[derive(Clone, Copy)]
+struct SubsectionField<'r, 'a> {
+    field: &'r Field<'a>,
+    sub: &'r Subsection<'a>,
+}
+
+/// Everything generated for one struct.
+pub fn expand(s: &Struct<'_>) -> TokenStream {
+    let ident = s.ident;
+    let name = &s.name;
+    let version = s.version;
+    let min_version = s.min_version;
+
+    let mut wire = Vec::new();
+    let mut subs = Vec::new();
+    for field in &s.fields {
+        match &field.encoding {
+            Encoding::Skipped => {}
+            Encoding::Subsection(sub) => subs.push(SubsectionField { field, sub }),
+            Encoding::Wire(w) => wire.push(WireField { field, wire: w }),
+        }
+    }
 
     let vmdesc_names = vmdesc_names(&wire);
     let field_descs = wire
         .iter()
         .zip(&vmdesc_names)
-        .map(|(f, vn)| field_desc(c, f, vn));
+        .map(|(f, vn)| field_desc(*f, vn));
     let sub_descs = subs.iter().map(|f| {
-        let ty = f.ty;
+        let ty = f.sub.ty;
         quote_spanned!(ty.span()=> <#ty as __vm::VmState>::DESCRIPTION)
     });
-    let prefix_checks = subs.iter().map(|f| prefix_check(&name, f));
+    let prefix_checks = subs.iter().map(|f| prefix_check(name, *f));
 
     let segments = segments(&wire);
-    let run_consts = segments.iter().map(|seg| run_const(&wire, seg));
-    let save_fields = segments.iter().map(|seg| save_segment(c, &wire, seg));
-    let load_fields = segments.iter().map(|seg| load_segment(c, &wire, seg));
-    let (raw, raw_items) = raw_struct(c, &wire, &subs).unwrap_or_default();
-    let save_subs = subs.iter().map(|f| save_subsection(f));
+    let run_consts = segments.iter().map(run_const);
+    let save_fields = segments.iter().map(|seg| save_segment(&wire, seg));
+    let load_fields = segments.iter().map(|seg| load_segment(&wire, seg));
+    let (raw, raw_items) = raw_struct(s, &wire, &subs).unwrap_or_default();
+    let save_subs = subs.iter().map(|f| save_subsection(*f));
     let load_subs = load_subsections(&subs);
 
-    let pre_save = hook_call(c.attrs.pre_save.get().map(|h| &h.value), |p| {
+    let h = &s.hooks;
+    let pre_save = hook_call(h.pre_save, |p| {
         hook_helper(p, "pre_save", quote!(self), true)
     });
-    let post_save = c.attrs.post_save.get().map(|h| &h.value).map_or_else(
+    let post_save = h.post_save.map_or_else(
         || quote!(__result),
         |p| {
             let call = hook_helper(p, "post_save", quote!(self), false);
@@ -71,14 +86,13 @@ pub fn expand(c: &Container<'_>) -> TokenStream {
             })
         },
     );
-    let pre_load = hook_call(c.attrs.pre_load.get().map(|h| &h.value), |p| {
+    let pre_load = hook_call(h.pre_load, |p| {
         hook_helper(p, "pre_load", quote!(self, r), true)
     });
-    let post_load = hook_call(c.attrs.post_load.get().map(|h| &h.value), |p| {
+    let post_load = hook_call(h.post_load, |p| {
         hook_helper(p, "post_load", quote!(self, version, r), true)
     });
-    let needed = c.attrs.needed.get().map(|h| {
-        let p = &h.value;
+    let needed = h.needed.map(|p| {
         let call = hook_helper(p, "needed", quote!(self), false);
         quote! {
             fn needed(&self) -> bool {

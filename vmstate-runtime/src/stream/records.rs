@@ -270,12 +270,6 @@ impl RecordReader {
         self
     }
 
-    /// The section whose payload is being read (the last section record returned),
-    /// until its footer or the next record.
-    pub fn open_section(&self) -> Option<&SectionHeader> {
-        self.open.as_ref()
-    }
-
     /// Reads and checks the stream header: magic and format version 3.
     pub fn header(&mut self, r: &mut Reader<'_>) -> Result<()> {
         let tag = |e: Error| e.in_record("header");

@@ -1,6 +1,9 @@
-//! Reading a stream (QEMU's `qemu_loadvm_state`, spec 1.12): header and configuration
-//! checks, sections dispatched by type and id, footers, commands, EOF, the optional
-//! vmdesc trailer.
+//! Loading a stream into a registry (QEMU's `qemu_loadvm_state`, spec 1.12). The
+//! records come from the [record reader](super::records), which checks the grammar
+//! (header, footers, commands, PART/END after START); the loader checks the
+//! configuration against this side, hands each section payload to the device or
+//! iterative handler registered under its idstr and instance (checking the version),
+//! runs SWITCHOVER_START, and keeps the vmdesc trailer.
 //!
 //! # State after a failed load
 //!

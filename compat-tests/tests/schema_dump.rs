@@ -166,7 +166,7 @@ fn registry_dump_uses_idstrs() {
         .unwrap();
     reg.register_device(Hpet::default(), Registration::new())
         .unwrap();
-    let dump = schema::dump_registry("pc-i440fx-10.0", &mut reg);
+    let dump = schema::dump_registry("pc-i440fx-10.0", &reg);
     let keys: Vec<&String> = dump.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["vmschkmachine", "i8259", "hpet"]);
     let qemu = read_qemu10_json("vmstate-pc-qemu10.0.2.json");

@@ -117,8 +117,8 @@ fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
 /// `vmstate check OLD.json NEW.json` between releases.
 fn dump_vmstate(path: &std::path::Path) -> AnyResult<ExitCode> {
     let machine = vmstate_examples::machine::Machine::new(4096)?;
-    let (mut reg, _) = machine.registry()?;
-    let dump = vmstate::schema::dump_registry(vmstate_examples::machine::MACHINE_TYPE, &mut reg);
+    let (reg, _) = machine.registry()?;
+    let dump = vmstate::schema::dump_registry(vmstate_examples::machine::MACHINE_TYPE, &reg);
     std::fs::write(path, vmstate::schema::to_string(&dump))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -385,8 +385,8 @@ impl Suite {
             let v = release.version();
             let mut machines = vec![("fresh".to_string(), s.fresh())];
             machines.extend(s.goldens.iter().map(|(n, m)| (n.clone(), m())));
-            for (name, mut reg) in machines {
-                if let Err(e) = release.check_registry(&mut reg) {
+            for (name, reg) in machines {
+                if let Err(e) = release.check_registry(&reg) {
                     failures.push(format!("release {v}, machine '{name}': {e}"));
                 }
             }

@@ -770,7 +770,7 @@ fn truncation_at_every_offset_is_an_error_never_a_panic() {
 }
 
 #[test]
-fn random_corruption_gives_a_value_or_an_error() {
+fn loading_a_randomly_corrupted_stream_never_panics() {
     let log = Log::default();
     let s = snapshot(&log);
     let mut seed = 0x2545_f491_4f6c_dd1du64;

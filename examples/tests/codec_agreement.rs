@@ -4,7 +4,11 @@
 //! a plain save and the field-by-field path taken when describing or when bytes are not
 //! buffered).
 
+#[path = "../../vmstate-runtime/tests/support/trickle.rs"]
+mod trickle;
+
 use serde_json::Value;
+use trickle::Trickle;
 use vmstate::{Reader, VmElem, VmState, VmStateDescription};
 use vmstate_examples::codec::{
     BenchState, Codec, Derive, Hand, Pit, Uart16550, Visitor, X86Cpu, visit_all,
@@ -169,22 +173,6 @@ fn description_agrees<T: BenchState + VmElem>(varray_bytes: impl Fn(&T) -> usize
     let mut r = Reader::from_io(Trickle(&bytes));
     slow.load(&mut r, desc.version).expect("load from io");
     assert_eq!(slow, v, "{}: field-by-field load", T::LABEL);
-}
-
-/// A source that hands out one byte per read.
-struct Trickle<'a>(&'a [u8]);
-
-impl std::io::Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match (self.0.split_first(), buf.first_mut()) {
-            (Some((b, rest)), Some(out)) => {
-                *out = *b;
-                self.0 = rest;
-                Ok(1)
-            }
-            _ => Ok(0),
-        }
-    }
 }
 
 #[test]

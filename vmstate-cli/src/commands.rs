@@ -272,8 +272,7 @@ pub fn dump(
                 path.display()
             ))
         })?;
-        let mut text = String::new();
-        found.json.write_pretty(&mut text, 0);
+        let mut text = decode::desc_json_string(&found.json);
         text.push('\n');
         let mut out = output(out_path)?;
         out.write_all(text.as_bytes())?;
@@ -423,9 +422,7 @@ pub fn extract(path: &Path, dir: &Path, quiet: bool) -> Result<(), CliError> {
 
     // desc.json and state.json, as the script's -x writes them.
     if let Some(found) = decode::read_trailer(open(path)?)? {
-        let mut text = String::new();
-        found.json.write_pretty(&mut text, 0);
-        fs::write(dir.join("desc.json"), text)?;
+        fs::write(dir.join("desc.json"), decode::desc_json_string(&found.json))?;
         writeln!(stdout, "desc.json")?;
     }
     let mut src = SeekSource(open(path)?);

@@ -1,8 +1,10 @@
 //! The `vmstate` binary on the real QEMU 10.0.2 streams of the fixtures.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{ok, vmstate};
 use sha3::Shake256;
 use sha3::digest::{ExtendableOutput, Update, XofReader};
 
@@ -14,25 +16,8 @@ fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
 }
 
-fn vmstate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(args)
-        .output()
-        .expect("run vmstate")
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vmstate(args);
-    assert!(
-        out.status.success(),
-        "vmstate {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Every stream in the fixtures.
@@ -364,17 +349,10 @@ fn missing_file_is_a_clean_error() {
 
 // ---- check ----
 
-fn fixture_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../compat-tests/fixtures/qemu-10.0.2")
-        .join(name)
-}
-
 /// QEMU's own checker output for the first run recorded in the fixture (7.2 -> 10.0.2):
 /// its problem lines, and its exit code.
 fn qemu_checker_forward() -> (Vec<String>, i32) {
-    let text =
-        std::fs::read_to_string(fixture_path("static-checker-qemu7.2-to-qemu10.txt")).unwrap();
+    let text = std::fs::read_to_string(fixture("static-checker-qemu7.2-to-qemu10.txt")).unwrap();
     let mut lines = Vec::new();
     for line in text.lines().skip_while(|l| !l.starts_with("$ ")).skip(1) {
         if let Some(code) = line.strip_prefix("[exit ") {
@@ -389,14 +367,9 @@ fn qemu_checker_forward() -> (Vec<String>, i32) {
 
 #[test]
 fn check_on_the_real_qemu_dumps_reports_what_qemus_checker_reports() {
-    let old = fixture_path("vmstate-pc-qemu7.2.json");
-    let new = fixture_path("vmstate-pc-qemu10.0.2.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["check", "--qemu"])
-        .arg(&old)
-        .arg(&new)
-        .output()
-        .unwrap();
+    let old = fixture("vmstate-pc-qemu7.2.json");
+    let new = fixture("vmstate-pc-qemu10.0.2.json");
+    let out = vmstate(&["check", "--qemu", p(&old), p(&new)]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let ours: Vec<&str> = stdout.lines().collect();
     let (qemus, qemu_exit) = qemu_checker_forward();
@@ -411,40 +384,20 @@ fn check_on_the_real_qemu_dumps_reports_what_qemus_checker_reports() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("pc-i440fx-7.2"));
     // With the added rules there is at least as much, and --json parses.
-    let json = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["check", "--json"])
-        .arg(&old)
-        .arg(&new)
-        .output()
-        .unwrap();
+    let json = vmstate(&["check", "--json", p(&old), p(&new)]);
     let problems: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(problems.as_array().unwrap().len() >= ours.len());
-    let reverse = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["check", "--qemu", "--reverse"])
-        .arg(&old)
-        .arg(&new)
-        .output()
-        .unwrap();
+    let reverse = vmstate(&["check", "--qemu", "--reverse", p(&old), p(&new)]);
     assert!(reverse.status.code().unwrap() > 0);
 }
 
 #[test]
 fn check_of_identical_dumps_exits_zero_and_bad_input_is_an_error() {
-    let new = fixture_path("vmstate-pc-qemu10.0.2.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .arg("check")
-        .arg(&new)
-        .arg(&new)
-        .output()
-        .unwrap();
+    let new = fixture("vmstate-pc-qemu10.0.2.json");
+    let out = vmstate(&["check", p(&new), p(&new)]);
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
-    let bad = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .arg("check")
-        .arg(fixture_path("pc-minimal.mig"))
-        .arg(&new)
-        .output()
-        .unwrap();
+    let bad = vmstate(&["check", p(&fixture("pc-minimal.mig")), p(&new)]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not JSON"));
 }

@@ -19,12 +19,15 @@
 //! `query-migrate` until `completed`, `quit`. Every wait has a timeout, and QEMU is
 //! killed when a test ends, so nothing hangs.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ok;
 use serde_json::{Value, json};
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -227,23 +230,6 @@ impl Qemu {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn vmstate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(args)
-        .output()
-        .expect("run vmstate")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vmstate(args);
-    assert!(
-        out.status.success(),
-        "vmstate {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Saves a stream from a paused VM with `args` into `out`.

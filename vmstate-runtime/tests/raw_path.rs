@@ -3,6 +3,10 @@
 //! path, which is still taken when describing, when the bytes are not buffered, for an
 //! older version, or where QEMU would look for a subsection after a nested struct.
 
+#[path = "support/trickle.rs"]
+mod trickle;
+
+use trickle::Trickle;
 use vmstate::{ErrorKind, Reader, Timer, VmElem, VmState};
 
 #[derive(VmState, Default, Debug, Clone, Copy, PartialEq)]
@@ -83,22 +87,6 @@ fn mixed() -> Mixed {
         inner: Inner { x: 9 },
         inners: [Inner { x: 1 }, Inner { x: 2 }],
         runtime_only: 77,
-    }
-}
-
-/// A source that hands out one byte per read, so that nothing is buffered ahead.
-struct Trickle<'a>(&'a [u8]);
-
-impl std::io::Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match (self.0.split_first(), buf.first_mut()) {
-            (Some((b, rest)), Some(out)) => {
-                *out = *b;
-                self.0 = rest;
-                Ok(1)
-            }
-            _ => Ok(0),
-        }
     }
 }
 

@@ -293,7 +293,7 @@ fn ram_records_read_as_typed_values() {
     b.extend((0x1000u64 | 0x8).to_be_bytes()); // PAGE, block b named, offset 0x1000
     b.extend([1, b'b']);
     b.extend([0xee; 4096]);
-    b.extend((0x0u64 | 0x22).to_be_bytes()); // ZERO, CONTINUE
+    b.extend(0x22u64.to_be_bytes()); // ZERO at offset 0, CONTINUE
     b.push(0);
     b.extend(0x200u64.to_be_bytes()); // MULTIFD_FLUSH
     b.extend(0x10u64.to_be_bytes()); // EOS

@@ -101,6 +101,9 @@ state! {
 
 state! {
     /// Medium: an i8254 PIT, three channels plus a 256-byte buffer (352 bytes).
+    ///
+    /// A benchmark shape, not QEMU's `vmstate_pit_common` layout: the model of that,
+    /// used by the tests against real QEMU streams, is `compat_tests::qemu10::I8254`.
     #[vmstate(name = "i8254", version = 3)]
     pub struct Pit {
         /// The three counters.

@@ -83,6 +83,9 @@ pub struct PitChannel {
 }
 
 /// An i8254-style interval timer with three channels.
+///
+/// The demo machine's own device (`pit`), not QEMU's `vmstate_pit_common` layout: the
+/// model of that is `compat_tests::qemu10::I8254`.
 #[derive(VmState, Debug, Clone, Default, PartialEq)]
 #[vmstate(name = "pit", version = 1)]
 pub struct Pit {

@@ -120,56 +120,14 @@ pub fn element_size(ty: &FieldType) -> usize {
     }
 }
 
-/// Pretty-prints a dump the way QEMU writes the file: two-space indentation, `": "`
-/// after keys, one member or element per line, an empty list as `[`, an empty line and
-/// `]` at the key's indentation (QEMU's quirk), and a final newline. Printing a parsed
-/// QEMU dump gives back the file byte for byte.
+/// Pretty-prints a dump the way QEMU writes the file: [`crate::qjson::Style::QEMU_DUMP`]
+/// (two-space indentation, `": "` after keys, one member or element per line, an empty
+/// list as `[`, an empty line and `]` at the key's indentation, QEMU's quirk) and a
+/// final newline. Printing a parsed QEMU dump gives back the file byte for byte.
 pub fn to_string(dump: &Value) -> String {
-    let mut out = String::new();
-    write_pretty(&mut out, dump, 0);
+    let mut out = crate::qjson::Style::QEMU_DUMP.to_string(dump);
     out.push('\n');
     out
-}
-
-fn write_pretty(out: &mut String, v: &Value, indent: usize) {
-    let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
-    match v {
-        Value::Object(m) if m.is_empty() => out.push_str("{}"),
-        Value::Object(m) => {
-            out.push_str("{\n");
-            for (i, (k, v)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(",\n");
-                }
-                pad(out, indent + 2);
-                out.push_str(&Value::from(k.as_str()).to_string());
-                out.push_str(": ");
-                write_pretty(out, v, indent + 2);
-            }
-            out.push('\n');
-            pad(out, indent);
-            out.push('}');
-        }
-        Value::Array(a) if a.is_empty() => {
-            out.push_str("[\n\n");
-            pad(out, indent);
-            out.push(']');
-        }
-        Value::Array(a) => {
-            out.push_str("[\n");
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(",\n");
-                }
-                pad(out, indent + 2);
-                write_pretty(out, v, indent + 2);
-            }
-            out.push('\n');
-            pad(out, indent);
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -432,18 +432,8 @@ fn read_words<T, const W: usize>(
 mod tests {
     use super::*;
 
-    /// A source that hands out one byte per read, to exercise refills.
-    struct Trickle<'a>(&'a [u8]);
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            if self.0.is_empty() || buf.is_empty() {
-                return Ok(0);
-            }
-            buf[0] = self.0[0];
-            self.0 = &self.0[1..];
-            Ok(1)
-        }
-    }
+    // `Trickle`: a source that hands out one byte per read, to exercise refills.
+    include!("../../tests/support/trickle.rs");
 
     #[test]
     fn io_reader_matches_slice_reader() {

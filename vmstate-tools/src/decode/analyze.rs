@@ -13,16 +13,18 @@
 //! into a list, a subsection name replaces what had that name, and a RAM page sent
 //! twice keeps its first position and its last contents. Output is written as
 //! Python's `json` module does with `indent=4` (`ensure_ascii`, separators `,` and
-//! `: `), followed by a newline, and is streamed: page contents are read from the
-//! source one page at a time.
+//! `: `; [`Style::PYTHON`]), followed by a newline, and is streamed: page contents are
+//! read from the source one page at a time.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::Arc;
+
+use vmstate::qjson::{Emitter, Style};
 
 use super::desc::FieldKind;
 use super::encode::PageSource;
-use super::json::write_py_str;
+use super::json::Json;
 use super::value::*;
 use vmstate::Error;
 
@@ -173,14 +175,16 @@ pub fn write_state_json(
         top.set(format!("{name} ({id})"), node);
     }
     let mut w = PyWriter {
-        out: BufWriter::with_capacity(1 << 16, out),
+        out,
+        json: Emitter::new(Style::PYTHON),
         pages,
         page: Vec::new(),
     };
-    w.node(&Node::Dict(top), 0)?;
-    w.raw(b"\n")?;
+    w.node(&Node::Dict(top))?;
+    w.flush(true)?;
     w.out
-        .flush()
+        .write_all(b"\n")
+        .and_then(|()| w.out.flush())
         .map_err(|e| Error::malformed(format!("writing the JSON: {e}")))
 }
 
@@ -189,6 +193,38 @@ pub fn state_json_string(stream: &Stream, opts: &DumpOptions) -> Result<String, 
     let mut v = Vec::new();
     write_state_json(stream, &mut v, None, opts)?;
     String::from_utf8(v).map_err(|_| Error::malformed("non-UTF-8 JSON output"))
+}
+
+/// The vmdesc JSON as the script prints it with `-d desc` and writes it to `desc.json`
+/// with `-x` ([`Style::PYTHON`], without a final newline): members in their order with
+/// duplicate keys kept.
+pub fn desc_json_string(json: &Json) -> String {
+    fn walk(e: &mut Emitter, j: &Json) {
+        match j {
+            Json::Null => e.literal("null"),
+            Json::Bool(b) => e.literal(if *b { "true" } else { "false" }),
+            Json::Number(n) => e.literal(&n.to_string()),
+            Json::String(s) => e.string(s),
+            Json::Array(a) => {
+                e.begin_array();
+                for v in a {
+                    walk(e, v);
+                }
+                e.end_array();
+            }
+            Json::Object(m) => {
+                e.begin_object();
+                for (k, v) in m {
+                    e.key(k);
+                    walk(e, v);
+                }
+                e.end_object();
+            }
+        }
+    }
+    let mut e = Emitter::new(Style::PYTHON);
+    walk(&mut e, json);
+    e.finish()
 }
 
 fn apply_struct<'s>(d: &mut Dict<'s>, s: &'s StructValue) {
@@ -271,110 +307,83 @@ fn big_int_str(signed: bool, b: &[u8]) -> String {
     format!("0x{hex} (-{})", String::from_utf8_lossy(&digits))
 }
 
+/// Writes the tree as the script prints it ([`Style::PYTHON`]), handing the text to
+/// `out` every [`PyWriter::CHUNK`] bytes or so.
 struct PyWriter<'w, 'p> {
-    out: BufWriter<&'w mut dyn Write>,
+    out: &'w mut dyn Write,
+    json: Emitter,
     pages: Option<&'p mut dyn PageSource>,
     page: Vec<u8>,
 }
 
 impl PyWriter<'_, '_> {
-    fn raw(&mut self, b: &[u8]) -> Result<(), Error> {
-        self.out
-            .write_all(b)
-            .map_err(|e| Error::malformed(format!("writing the JSON: {e}")))
-    }
+    const CHUNK: usize = 1 << 16;
 
-    fn newline(&mut self, indent: usize) -> Result<(), Error> {
-        self.raw(b"\n")?;
-        for _ in 0..indent {
-            self.raw(b"    ")?;
+    /// Hands the text so far to `out` once there is a chunk of it (or always, with
+    /// `all`).
+    fn flush(&mut self, all: bool) -> Result<(), Error> {
+        if all || self.json.text().len() >= Self::CHUNK {
+            self.json
+                .write_to(self.out)
+                .map_err(|e| Error::malformed(format!("writing the JSON: {e}")))?;
         }
         Ok(())
     }
 
-    fn string(&mut self, s: &str) -> Result<(), Error> {
-        let mut o = String::with_capacity(s.len() + 2);
-        write_py_str(&mut o, s);
-        self.raw(o.as_bytes())
-    }
-
-    fn node(&mut self, n: &Node<'_>, indent: usize) -> Result<(), Error> {
+    fn node(&mut self, n: &Node<'_>) -> Result<(), Error> {
         match n {
-            Node::Str(s) => self.string(s),
-            Node::Bool(b) => self.raw(if *b { b"true" } else { b"false" }),
-            Node::List(l) if l.is_empty() => self.raw(b"[]"),
+            Node::Str(s) => self.json.string(s),
+            Node::Bool(b) => self.json.literal(if *b { "true" } else { "false" }),
             Node::List(l) => {
-                self.raw(b"[")?;
-                for (i, v) in l.iter().enumerate() {
-                    if i > 0 {
-                        self.raw(b",")?;
-                    }
-                    self.newline(indent + 1)?;
-                    self.node(v, indent + 1)?;
+                self.json.begin_array();
+                for v in l {
+                    self.node(v)?;
                 }
-                self.newline(indent)?;
-                self.raw(b"]")
+                self.json.end_array();
             }
-            Node::Dict(d) if d.entries.is_empty() => self.raw(b"{}"),
             Node::Dict(d) => {
-                self.raw(b"{")?;
-                for (i, (k, v)) in d.entries.iter().enumerate() {
-                    if i > 0 {
-                        self.raw(b",")?;
-                    }
-                    self.newline(indent + 1)?;
-                    self.string(k)?;
-                    self.raw(b": ")?;
-                    self.node(v, indent + 1)?;
+                self.json.begin_object();
+                for (k, v) in &d.entries {
+                    self.json.key(k);
+                    self.node(v)?;
+                    self.flush(false)?;
                 }
-                self.newline(indent)?;
-                self.raw(b"}")
+                self.json.end_object();
             }
-            Node::Memory(runs) => self.memory(runs, indent),
+            Node::Memory(runs) => self.memory(runs)?,
         }
+        Ok(())
     }
 
     /// The `memory` object: one member per page, a page sent twice at its first
     /// position with its last contents.
-    fn memory(&mut self, runs: &[&PageRun], indent: usize) -> Result<(), Error> {
+    fn memory(&mut self, runs: &[&PageRun]) -> Result<(), Error> {
         let mut last: HashMap<(Arc<str>, u64), (usize, u64)> = HashMap::new();
         for (ri, run) in runs.iter().enumerate() {
             for i in 0..run.count {
                 last.insert((run.block.clone(), run.addr + i * run.page_size), (ri, i));
             }
         }
-        if last.is_empty() {
-            return self.raw(b"{}");
-        }
-        self.raw(b"{")?;
-        let mut first = true;
+        self.json.begin_object();
         for run in runs {
             for i in 0..run.count {
                 let addr = run.addr + i * run.page_size;
                 let Some((ri, li)) = last.remove(&(run.block.clone(), addr)) else {
                     continue;
                 };
-                if !first {
-                    self.raw(b",")?;
-                }
-                first = false;
-                self.newline(indent + 1)?;
-                self.string(&format!("{} (0x{addr:016x})", run.block))?;
-                self.raw(b": ")?;
+                self.json.key(&format!("{} (0x{addr:016x})", run.block));
                 let src = runs[ri];
                 if src.zero {
-                    self.raw(b"\"Filled with 0x00\"")?;
+                    self.json.string("Filled with 0x00");
                     continue;
                 }
                 self.load_page(src, li)?;
-                let hex = hex_bytes(&self.page);
-                self.raw(b"\"")?;
-                self.raw(hex.as_bytes())?;
-                self.raw(b"\"")?;
+                self.json.string(&hex_bytes(&self.page));
+                self.flush(false)?;
             }
         }
-        self.newline(indent)?;
-        self.raw(b"}")
+        self.json.end_object();
+        Ok(())
     }
 
     fn load_page(&mut self, run: &PageRun, i: u64) -> Result<(), Error> {
@@ -417,6 +426,19 @@ mod tests {
         assert_eq!(
             big_int_str(true, &[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             "0x80000000000000000000 (-604462909807314587353088)"
+        );
+    }
+
+    #[test]
+    fn desc_prints_like_python_indent_4_with_duplicates_and_numbers_as_written() {
+        let j = Json::parse(
+            br#"{"a": [1, {"b": null}], "c": {}, "d": [], "a": 1.50, "s": "\u00e9\n"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            desc_json_string(&j),
+            "{\n    \"a\": [\n        1,\n        {\n            \"b\": null\n        }\n    ],\n    \
+             \"c\": {},\n    \"d\": [],\n    \"a\": 1.50,\n    \"s\": \"\\u00e9\\n\"\n}"
         );
     }
 

@@ -21,7 +21,7 @@
 //! assert_eq!(j.get("s").unwrap().as_str(), Some("xé"));
 //! ```
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -161,83 +161,12 @@ impl Json {
     pub fn is_object(&self) -> bool {
         matches!(self, Json::Object(_))
     }
-
-    /// Writes the value the way Python's `json.dumps(v, indent=4)` does (`ensure_ascii`,
-    /// `", "`-free separators `','` and `': '`), duplicates included.
-    pub fn write_pretty(&self, out: &mut String, indent: usize) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Number(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Json::String(s) => write_py_str(out, s),
-            Json::Array(a) if a.is_empty() => out.push_str("[]"),
-            Json::Array(a) => {
-                out.push('[');
-                for (i, v) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    newline(out, indent + 1);
-                    v.write_pretty(out, indent + 1);
-                }
-                newline(out, indent);
-                out.push(']');
-            }
-            Json::Object(m) if m.is_empty() => out.push_str("{}"),
-            Json::Object(m) => {
-                out.push('{');
-                for (i, (k, v)) in m.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    newline(out, indent + 1);
-                    write_py_str(out, k);
-                    out.push_str(": ");
-                    v.write_pretty(out, indent + 1);
-                }
-                newline(out, indent);
-                out.push('}');
-            }
-        }
-    }
-}
-
-fn newline(out: &mut String, indent: usize) {
-    out.push('\n');
-    for _ in 0..indent {
-        out.push_str("    ");
-    }
-}
-
-/// Writes a string as Python's `json` module does with `ensure_ascii=True`.
-pub fn write_py_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{u:04x}");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::analyze::desc_json_string;
 
     #[test]
     fn keeps_duplicates_and_order() {
@@ -278,18 +207,14 @@ mod tests {
     #[test]
     fn escapes_round_trip_like_python() {
         let j = Json::parse(br#""a\"\\\n\u0001\u00e9\ud83d\ude00""#).unwrap();
-        let mut out = String::new();
-        j.write_pretty(&mut out, 0);
-        assert_eq!(out, r#""a\"\\\n\u0001\u00e9\ud83d\ude00""#);
+        assert_eq!(desc_json_string(&j), r#""a\"\\\n\u0001\u00e9\ud83d\ude00""#);
     }
 
     #[test]
     fn pretty_prints_like_python_indent_4() {
         let j = Json::parse(br#"{"a": [1, {"b": null}], "c": {}, "d": []}"#).unwrap();
-        let mut out = String::new();
-        j.write_pretty(&mut out, 0);
         assert_eq!(
-            out,
+            desc_json_string(&j),
             "{\n    \"a\": [\n        1,\n        {\n            \"b\": null\n        }\n    ],\n    \"c\": {},\n    \"d\": []\n}"
         );
     }

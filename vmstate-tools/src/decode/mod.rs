@@ -59,7 +59,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
-pub use analyze::{DumpOptions, state_json_string, write_state_json};
+pub use analyze::{DumpOptions, desc_json_string, state_json_string, write_state_json};
 pub use desc::{FieldDesc, FieldKind, VmDescription, VmsdDesc};
 pub use encode::{PageSource, SeekSource, encode, encode_to_vec};
 pub use value::*;

@@ -430,7 +430,8 @@ mod tests {
     }
 
     #[test]
-    fn desc_prints_like_python_indent_4_with_duplicates_and_numbers_as_written() {
+    fn desc_prints_like_python_indent_4_with_duplicates_and_numbers_as_python_reads_them() {
+        // Python's json.loads reads 1.50 as the float 1.5 and json.dumps prints 1.5.
         let j = Json::parse(
             br#"{"a": [1, {"b": null}], "c": {}, "d": [], "a": 1.50, "s": "\u00e9\n"}"#,
         )
@@ -438,7 +439,7 @@ mod tests {
         assert_eq!(
             desc_json_string(&j),
             "{\n    \"a\": [\n        1,\n        {\n            \"b\": null\n        }\n    ],\n    \
-             \"c\": {},\n    \"d\": [],\n    \"a\": 1.50,\n    \"s\": \"\\u00e9\\n\"\n}"
+             \"c\": {},\n    \"d\": [],\n    \"a\": 1.5,\n    \"s\": \"\\u00e9\\n\"\n}"
         );
     }
 

@@ -5,7 +5,7 @@
 use compat_tests::fixture::{read_qemu10, read_qemu10_json};
 use compat_tests::qemu10::{FwCfg, Hpet, I8254, I8259, IoApic, Mc146818Rtc, Port92};
 use serde_json::Value;
-use vmstate::schema::{self, CheckOptions};
+use vmstate::schema::{self, CheckOptions, Dump};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
 
 /// The modelled devices under their QOM type names (QEMU's dump keys).
@@ -122,6 +122,27 @@ fn our_printer_writes_qemus_file_byte_for_byte() {
         "port92": qemu["port92"],
     });
     assert_eq!(schema::to_string(&ours), schema::to_string(&port92));
+}
+
+#[test]
+fn qemu_dumps_round_trip_through_the_typed_schema_byte_for_byte() {
+    for (file, machine) in [
+        ("vmstate-pc-qemu10.0.2.json", "pc-i440fx-10.0"),
+        ("vmstate-pc-qemu7.2.json", "pc-i440fx-7.2"),
+    ] {
+        let text = read_qemu10(file);
+        let dump: Dump = serde_json::from_slice(&text).unwrap();
+        assert_eq!(dump.machine(), machine);
+        assert!(
+            dump.to_text().as_bytes() == text.as_slice(),
+            "{file}: dump -> typed -> JSON differs"
+        );
+    }
+    // Sections keep QEMU's order, and keys QEMU leaves out stay out.
+    let dump: Dump = serde_json::from_slice(&read_qemu10("vmstate-pc-qemu10.0.2.json")).unwrap();
+    let (first, vsock) = &dump.sections()[0];
+    assert_eq!(first, "vhost-user-vsock-device");
+    assert_eq!(vsock.description.fields, None);
 }
 
 #[test]

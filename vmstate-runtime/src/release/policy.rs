@@ -330,7 +330,8 @@ impl<'a> Planner<'a> {
         let fields = schema::dumped_fields(d)
             .filter(|f| f.has_exists_test || f.since <= v)
             .map(|f| {
-                let mut json = schema::field_json(f);
+                let mut json =
+                    serde_json::to_value(schema::Field::from(f)).expect("a field converts");
                 if let (FieldType::Struct(n), Value::Object(obj)) = (f.ty, &mut json) {
                     let nv = match self.plan.get(n.name) {
                         Some((_, Ok(nv))) => *nv,

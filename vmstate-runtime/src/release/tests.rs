@@ -509,12 +509,12 @@ fn releases_round_trip_through_their_schema_files() {
 
 #[test]
 fn check_registry_finds_undeclared_and_changed_devices() {
-    let mut reg = registry(dev2(0));
-    rel2().check_registry(&mut reg).unwrap();
-    let err = rel1().check_registry(&mut reg).unwrap_err();
+    let reg = registry(dev2(0));
+    rel2().check_registry(&reg).unwrap();
+    let err = rel1().check_registry(&reg).unwrap_err();
     assert!(err.to_string().contains("its description differs"), "{err}");
     let empty = Release::new(v(1, 0), "demo-1.0", []);
-    let err = empty.check_registry(&mut reg).unwrap_err();
+    let err = empty.check_registry(&reg).unwrap_err();
     assert!(
         err.to_string().contains("registered but not declared"),
         "{err}"

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::dump::MACHINE_KEY;
+use super::MACHINE_KEY;
 
 /// Which list of tolerated field renames to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -3,12 +3,19 @@
 //!
 //! # Schema dumps
 //!
-//! [`dump_json`] turns `(section name, description)` pairs into the JSON that
-//! `qemu-system-XXX -M <machine> -dump-vmstate FILE` writes, and [`dump_registry`] does
-//! the same for the devices of a [`Registry`](crate::Registry) (keyed by idstr;
+//! A dump is a [`Dump`]: the machine type and the [`Section`]s in dump order, each with
+//! its [`Description`] and their [`Field`]s, read and written with serde. Every key QEMU
+//! always writes is required, so a malformed dump is an error naming the key, never a
+//! silent 0; the keys QEMU leaves out in some cases are `Option`s.
+//!
+//! [`Dump::from_descriptions`] turns `(section name, description)` pairs into what
+//! `qemu-system-XXX -M <machine> -dump-vmstate FILE` writes, and [`Dump::from_registry`]
+//! does the same for the devices of a [`Registry`](crate::Registry) (keyed by idstr;
 //! iterative handlers such as RAM are left out, as QEMU leaves out what is not a qdev
-//! device). [`to_string`] prints it as QEMU does, byte for byte: two-space indentation,
-//! an empty list as `[`, an empty line and `]`, and a final newline.
+//! device); [`dump_json`] and [`dump_registry`] give the same as JSON. [`to_string`]
+//! ([`Dump::to_text`]) prints it as QEMU does, byte for byte: two-space indentation, an
+//! empty list as `[`, an empty line and `]`, and a final newline. A QEMU dump read into a
+//! [`Dump`] and printed again gives back the file.
 //!
 //! ```text
 //! { "vmschkmachine": {"Name": "<machine>"},
@@ -160,15 +167,16 @@
 
 mod check;
 mod dump;
+mod types;
 
 pub use check::{
     CheckOptions, Problem, ProblemKind, Renames, check, check_reverse, exit_code, machine_warning,
     problems_to_json, renamed_section,
 };
 pub use dump::{
-    MACHINE_KEY, description_json, dump_json, dump_registry, dumped_fields, element_size,
-    field_json, section_json, to_string,
+    description_json, dump_json, dump_registry, dumped_fields, element_size, to_string,
 };
+pub use types::{Description, Dump, Field, MACHINE_KEY, Section};
 
 /// The examples of `docs/compatibility.md`, compiled and run as doctests.
 #[cfg(doctest)]

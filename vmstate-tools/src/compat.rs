@@ -83,7 +83,7 @@ use std::path::{Path, PathBuf};
 
 use vmstate::registry::Registry;
 use vmstate::release::{Release, ReleaseMap, Step, Version, load_for_release, save_for_release};
-use vmstate::schema::CheckOptions;
+use vmstate::schema::{CheckOptions, Dump};
 use vmstate::stream::LoadOptions;
 use vmstate::wire::Reader;
 use vmstate::{Error, Result};
@@ -385,8 +385,8 @@ impl Suite {
             let v = release.version();
             let mut machines = vec![("fresh".to_string(), s.fresh())];
             machines.extend(s.goldens.iter().map(|(n, m)| (n.clone(), m())));
-            for (name, mut reg) in machines {
-                if let Err(e) = release.check_registry(&mut reg) {
+            for (name, reg) in machines {
+                if let Err(e) = release.check_registry(&reg) {
                     failures.push(format!("release {v}, machine '{name}': {e}"));
                 }
             }
@@ -409,7 +409,7 @@ impl Suite {
                     let Ok(text) = std::fs::read_to_string(&path) else {
                         continue;
                     };
-                    match serde_json::from_str::<serde_json::Value>(&text) {
+                    match text.parse::<Dump>() {
                         Ok(kept) if &kept == known.schema() => {}
                         Ok(_) => failures.push(format!(
                             "release {} knows release {} differently from {}",
@@ -417,7 +417,9 @@ impl Suite {
                             known.version(),
                             path.display()
                         )),
-                        Err(e) => failures.push(format!("{}: not JSON: {e}", path.display())),
+                        Err(e) => {
+                            failures.push(format!("{}: not a schema dump: {e}", path.display()))
+                        }
                     }
                 }
             }

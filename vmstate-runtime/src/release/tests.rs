@@ -493,7 +493,7 @@ fn releases_round_trip_through_their_schema_files() {
     assert_eq!(r.subsections("dev"), [("dev/extra", 1)]);
     assert!(r.knows_subsection("dev", "dev/extra"));
     assert!(!rel1().knows_subsection("dev", "dev/extra"));
-    assert_eq!(r.description("inner").unwrap()["version_id"], 2);
+    assert_eq!(r.description("inner").unwrap().version_id, 2);
     assert!(Release::from_schema_str(v(1, 0), "{}").is_err());
     assert!(Release::from_schema_str(v(1, 0), "[1]").is_err());
     let err = Release::from_schema(
@@ -501,10 +501,18 @@ fn releases_round_trip_through_their_schema_files() {
         serde_json::json!({"vmschkmachine": {"Name": "m"}, "dev": {"Name": "dev"}}),
     )
     .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("section \"dev\" has no Description")
+    // A malformed dump is a deserialisation error naming the missing key.
+    assert_eq!(
+        err.to_string(),
+        "invalid schema for release 1.0.0: missing field `version_id`"
     );
+    let err = Release::from_schema_str(v(1, 0), "{\"vmschkmachine\": {}}").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid schema for release 1.0.0: missing field `Name` at line 1 column 20"
+    );
+    let err = Release::from_schema_str(v(1, 0), "{").unwrap_err();
+    assert!(err.to_string().contains(": not JSON: EOF"), "{err}");
 }
 
 #[test]

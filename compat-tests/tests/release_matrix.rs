@@ -21,9 +21,9 @@ use std::fmt::Debug;
 use compat_tests::evolving::values::*;
 use compat_tests::evolving::{self, r1_0, r1_1, r2_0, r3_0};
 use vmstate::release::{Version, save_for_release};
-use vmstate::schema::CheckOptions;
 use vmstate::stream::{LoadOptions, StreamConfig, load_stream, save_snapshot};
 use vmstate::{Reader, Registry};
+use vmstate_tools::check::CheckOptions;
 use vmstate_tools::compat::{Cell, Expect};
 
 // ---------------------------------------------------------------------------------
@@ -224,19 +224,19 @@ fn fixtures_are_regenerated_identically() {
 
 #[test]
 fn each_release_declares_exactly_its_devices() {
-    for (name, mut reg, release) in [
+    for (name, reg, release) in [
         ("1.0", r1_0::Machine::idle().registry(), r1_0::release()),
         ("1.1", r1_1::Machine::idle().registry(), r1_1::release()),
         ("2.0", r2_0::Machine::busy().registry(), r2_0::release()),
         ("3.0", r3_0::Machine::busy().registry(), r3_0::release()),
     ] {
         release
-            .check_registry(&mut reg)
+            .check_registry(&reg)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     // The 3.0 machine is not 2.0's: `uart/fifo` changed.
     let err = r2_0::release()
-        .check_registry(&mut r3_0::Machine::idle().registry())
+        .check_registry(&r3_0::Machine::idle().registry())
         .unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -5,8 +5,9 @@
 use compat_tests::fixture::{read_qemu10, read_qemu10_json};
 use compat_tests::qemu10::{FwCfg, Hpet, I8254, I8259, IoApic, Mc146818Rtc, Port92};
 use serde_json::Value;
-use vmstate::schema::{self, CheckOptions, Dump};
+use vmstate::schema::{self, Dump};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
+use vmstate_tools::check::{self, CheckOptions};
 
 /// The modelled devices under their QOM type names (QEMU's dump keys).
 fn modelled() -> Vec<(&'static str, &'static VmStateDescription)> {
@@ -154,8 +155,8 @@ fn checker_between_the_models_and_qemu() {
     for (name, _) in modelled() {
         qemu.insert(name.into(), qemu_all[name].clone());
     }
-    let qemu = Value::Object(qemu);
-    let ours = schema::dump_json("pc-i440fx-10.0", modelled());
+    let qemu = Dump::from_json(Value::Object(qemu)).unwrap();
+    let ours = Dump::from_descriptions("pc-i440fx-10.0", modelled());
 
     // The fw_cfg size difference is the only one the checker sees, both ways.
     for (src, dest, expected) in [
@@ -170,7 +171,7 @@ fn checker_between_the_models_and_qemu() {
             r#"Section "fw_cfg_io" Description "fw_cfg" Field "cur_offset" size mismatch: 4 , 2"#,
         ),
     ] {
-        let lines: Vec<String> = schema::check(src, dest, &CheckOptions::default())
+        let lines: Vec<String> = check::check(src, dest, &CheckOptions::default())
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -187,7 +188,7 @@ fn registry_dump_uses_idstrs() {
         .unwrap();
     reg.register_device(Hpet::default(), Registration::new())
         .unwrap();
-    let dump = schema::dump_registry("pc-i440fx-10.0", &mut reg);
+    let dump = schema::dump_registry("pc-i440fx-10.0", &reg);
     let keys: Vec<&String> = dump.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["vmschkmachine", "i8259", "hpet"]);
     let qemu = read_qemu10_json("vmstate-pc-qemu10.0.2.json");

@@ -9,7 +9,7 @@
 //! kept with each release ([`Release::from_schema_str`]), since their device code is
 //! gone from the current build. A [`ReleaseMap`] lists them in order.
 //!
-//! Three things follow:
+//! Two things follow:
 //!
 //! - **Saving for an older release** ([`save_for_release`], or [`ForRelease`] as the
 //!   [`SavePolicy`](crate::stream::SavePolicy) of a [`SaveSession`]): each section and
@@ -24,11 +24,10 @@
 //! - **Refusing streams of newer releases** ([`ReleaseMap::check_stream_machine`],
 //!   [`load_for_release`]): a stream whose machine name is not a release this one knows
 //!   fails before any section is read, with an error naming both releases.
-//! - **Checking consecutive releases** ([`ReleaseMap::check_steps`]): the schema checker
-//!   between each release and the next.
 //!
 //! `vmstate_tools::compat` (in the `vmstate-tools` crate) is a test harness built on
-//! these: golden streams and schemas per release, and the load matrix between releases.
+//! these: golden streams and schemas per release, the schema checker between
+//! consecutive releases (`check_steps`), and the load matrix between releases.
 //!
 //! ```
 //! use vmstate::release::{Release, ReleaseMap, Version, load_for_release, save_for_release};
@@ -91,7 +90,7 @@ use crate::description::VmStateDescription;
 use crate::error::{Error, Result};
 use crate::handler::IterationStatus;
 use crate::registry::Registry;
-use crate::schema::{self, CheckOptions, Description, Dump, Problem};
+use crate::schema::{Description, Dump};
 use crate::stream::{LoadOptions, LoadReport, SaveSession, SaveStats, StreamConfig, load_stream};
 use crate::wire::Reader;
 
@@ -125,7 +124,7 @@ pub struct SectionVersions<'a> {
 
 impl Release {
     /// The release with these devices: `(section name, description)` pairs, as for
-    /// [`schema::dump_json`]. This is how the current release is declared, next to its
+    /// [`Dump::from_descriptions`]. This is how the current release is declared, next to its
     /// device definitions.
     pub fn new<'a, I>(version: Version, machine: impl Into<String>, sections: I) -> Self
     where
@@ -295,17 +294,6 @@ pub struct ReleaseMap {
     releases: Vec<Release>,
 }
 
-/// The checker's result between two consecutive releases.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    /// The older release.
-    pub from: Version,
-    /// The next release.
-    pub to: Version,
-    /// What [`schema::check`] reports for a migration from `from` to `to`.
-    pub problems: Vec<Problem>,
-}
-
 impl ReleaseMap {
     /// A map of these releases, sorted by version. Versions and machine names must be
     /// unique, and there must be at least one release.
@@ -405,20 +393,6 @@ impl ReleaseMap {
         } else {
             ReleaseError::UnknownRelease(info)
         })
-    }
-
-    /// Runs the schema checker between each release and the next (a migration from the
-    /// older to the newer), in order. An empty `problems` list means every stream of the
-    /// older release loads in the newer one, as far as the schemas can tell.
-    pub fn check_steps(&self, opts: &CheckOptions) -> Vec<Step> {
-        self.releases
-            .windows(2)
-            .map(|w| Step {
-                from: w[0].version.clone(),
-                to: w[1].version.clone(),
-                problems: schema::check(&w[0].schema.to_json(), &w[1].schema.to_json(), opts),
-            })
-            .collect()
     }
 }
 

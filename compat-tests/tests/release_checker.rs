@@ -6,8 +6,8 @@
 
 use compat_tests::evolving::{kept_release, r2_0};
 use vmstate::release::{ForRelease, Release, Version};
-use vmstate::schema::{self, CheckOptions};
 use vmstate::{VmState, VmStateDescription};
+use vmstate_tools::check::{self, CheckOptions};
 
 /// 2.1 = 2.0 with `replace` swapped in for the section of the same name.
 fn release_2_1(replace: (&'static str, &'static VmStateDescription)) -> Release {
@@ -18,7 +18,7 @@ fn release_2_1(replace: (&'static str, &'static VmStateDescription)) -> Release 
 /// The checker's lines for a migration from the kept 2.0 to `to`.
 fn check_from_2_0(to: &Release, opts: &CheckOptions) -> Vec<String> {
     let from = kept_release(&r2_0::VERSION);
-    schema::check(from.schema(), to.schema(), opts)
+    check::check(from.schema(), to.schema(), opts)
         .iter()
         .map(|p| p.to_string())
         .collect()

@@ -21,9 +21,9 @@ use std::fmt::Debug;
 use compat_tests::evolving::values::*;
 use compat_tests::evolving::{self, r1_0, r1_1, r2_0, r3_0};
 use vmstate::release::{Version, save_for_release};
-use vmstate::schema::CheckOptions;
 use vmstate::stream::{LoadOptions, StreamConfig, load_stream, save_snapshot};
 use vmstate::{Reader, Registry};
+use vmstate_tools::check::CheckOptions;
 use vmstate_tools::compat::{Cell, Expect};
 
 // ---------------------------------------------------------------------------------

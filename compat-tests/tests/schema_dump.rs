@@ -5,8 +5,9 @@
 use compat_tests::fixture::{read_qemu10, read_qemu10_json};
 use compat_tests::qemu10::{FwCfg, Hpet, I8254, I8259, IoApic, Mc146818Rtc, Port92};
 use serde_json::Value;
-use vmstate::schema::{self, CheckOptions};
+use vmstate::schema::{self, Dump};
 use vmstate::{Registration, Registry, VmState, VmStateDescription};
+use vmstate_tools::check::{self, CheckOptions};
 
 /// The modelled devices under their QOM type names (QEMU's dump keys).
 fn modelled() -> Vec<(&'static str, &'static VmStateDescription)> {
@@ -125,6 +126,27 @@ fn our_printer_writes_qemus_file_byte_for_byte() {
 }
 
 #[test]
+fn qemu_dumps_round_trip_through_the_typed_schema_byte_for_byte() {
+    for (file, machine) in [
+        ("vmstate-pc-qemu10.0.2.json", "pc-i440fx-10.0"),
+        ("vmstate-pc-qemu7.2.json", "pc-i440fx-7.2"),
+    ] {
+        let text = read_qemu10(file);
+        let dump: Dump = serde_json::from_slice(&text).unwrap();
+        assert_eq!(dump.machine(), machine);
+        assert!(
+            dump.to_text().as_bytes() == text.as_slice(),
+            "{file}: dump -> typed -> JSON differs"
+        );
+    }
+    // Sections keep QEMU's order, and keys QEMU leaves out stay out.
+    let dump: Dump = serde_json::from_slice(&read_qemu10("vmstate-pc-qemu10.0.2.json")).unwrap();
+    let (first, vsock) = &dump.sections()[0];
+    assert_eq!(first, "vhost-user-vsock-device");
+    assert_eq!(vsock.description.fields, None);
+}
+
+#[test]
 fn checker_between_the_models_and_qemu() {
     // Only our models' sections are compared: restrict QEMU's dump to them.
     let qemu_all = read_qemu10_json("vmstate-pc-qemu10.0.2.json");
@@ -133,8 +155,8 @@ fn checker_between_the_models_and_qemu() {
     for (name, _) in modelled() {
         qemu.insert(name.into(), qemu_all[name].clone());
     }
-    let qemu = Value::Object(qemu);
-    let ours = schema::dump_json("pc-i440fx-10.0", modelled());
+    let qemu = Dump::from_json(Value::Object(qemu)).unwrap();
+    let ours = Dump::from_descriptions("pc-i440fx-10.0", modelled());
 
     // The fw_cfg size difference is the only one the checker sees, both ways.
     for (src, dest, expected) in [
@@ -149,7 +171,7 @@ fn checker_between_the_models_and_qemu() {
             r#"Section "fw_cfg_io" Description "fw_cfg" Field "cur_offset" size mismatch: 4 , 2"#,
         ),
     ] {
-        let lines: Vec<String> = schema::check(src, dest, &CheckOptions::default())
+        let lines: Vec<String> = check::check(src, dest, &CheckOptions::default())
             .iter()
             .map(ToString::to_string)
             .collect();

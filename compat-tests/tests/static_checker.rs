@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use compat_tests::fixture::{read_qemu10, read_qemu10_json};
-use serde_json::Value;
-use vmstate::schema::{self, CheckOptions, Problem, ProblemKind, Renames};
+use vmstate::schema::Dump;
+use vmstate_tools::check::{self, CheckOptions, Problem, ProblemKind, Renames};
 
 /// What identifies a problem across QEMU's text and ours: section, description, field,
 /// kind and the kind's details. Field-level version errors carry no field (QEMU's
@@ -174,10 +174,11 @@ fn qemu_runs() -> Vec<Run> {
     runs
 }
 
-fn dumps() -> (Value, Value) {
+fn dumps() -> (Dump, Dump) {
+    let dump = |name| Dump::from_json(read_qemu10_json(name)).unwrap();
     (
-        read_qemu10_json("vmstate-pc-qemu7.2.json"),
-        read_qemu10_json("vmstate-pc-qemu10.0.2.json"),
+        dump("vmstate-pc-qemu7.2.json"),
+        dump("vmstate-pc-qemu10.0.2.json"),
     )
 }
 
@@ -185,9 +186,9 @@ fn dumps() -> (Value, Value) {
 fn run(reverse: bool, opts: &CheckOptions) -> Vec<Problem> {
     let (old, new) = dumps();
     if reverse {
-        schema::check_reverse(&old, &new, opts)
+        check::check_reverse(&old, &new, opts)
     } else {
-        schema::check(&old, &new, opts)
+        check::check(&old, &new, opts)
     }
 }
 
@@ -227,11 +228,11 @@ fn in_qemu_mode_the_output_is_qemus_line_for_line() {
             "reverse={}",
             qemu.reverse
         );
-        assert_eq!(schema::exit_code(&ours), qemu.exit);
+        assert_eq!(check::exit_code(&ours), qemu.exit);
         let warning = if qemu.reverse {
-            schema::machine_warning(&new, &old)
+            check::machine_warning(&new, &old)
         } else {
-            schema::machine_warning(&old, &new)
+            check::machine_warning(&old, &new)
         };
         assert_eq!(warning, qemu.warning);
     }
@@ -276,8 +277,8 @@ fn extra_problems_found_by_our_rules() {
         let qemu_only: Vec<Problem> = all.into_iter().filter(|p| !p.is_extra()).collect();
         assert_eq!(qemu_only, run(reverse, &CheckOptions::qemu()));
     }
-    assert_eq!(schema::exit_code(&run(false, &CheckOptions::default())), 17);
-    assert_eq!(schema::exit_code(&run(true, &CheckOptions::default())), 39);
+    assert_eq!(check::exit_code(&run(false, &CheckOptions::default())), 17);
+    assert_eq!(check::exit_code(&run(true, &CheckOptions::default())), 39);
 }
 
 #[test]
@@ -313,7 +314,7 @@ fn upstream_rename_list_accepts_the_hpet_rename() {
 #[test]
 fn json_report() {
     let problems = run(true, &CheckOptions::default());
-    let json = schema::problems_to_json(&problems);
+    let json = check::problems_to_json(&problems);
     let arr = json.as_array().unwrap();
     assert_eq!(arr.len(), 39);
     let esp = arr

@@ -1,18 +1,20 @@
 //! `vmstate check OLD.json NEW.json`: compare two schema dumps (QEMU's `-dump-vmstate`
-//! shape, or `vmstate::schema::dump_json` output) for migrating from OLD to NEW.
+//! shape, or `vmstate::schema::Dump` output) for migrating from OLD to NEW.
 
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::Value;
-use vmstate::schema::{self, CheckOptions};
+use vmstate::schema::Dump;
+use vmstate_tools::check::{self, CheckOptions};
 
 use crate::CliError;
 
 /// Largest dump accepted (QEMU's full pc dump is under 1 MiB).
 const MAX_DUMP: u64 = 256 << 20;
 
-fn read_dump(path: &Path) -> Result<Value, CliError> {
+/// Reads a dump file; a file that is not JSON, or not a dump (a key missing or
+/// unexpected), is an error naming the file, the key and the place.
+fn read_dump(path: &Path) -> Result<Dump, CliError> {
     let len = std::fs::metadata(path)
         .map_err(|e| CliError(format!("{}: {e}", path.display())))?
         .len();
@@ -23,15 +25,14 @@ fn read_dump(path: &Path) -> Result<Value, CliError> {
         )));
     }
     let text = std::fs::read(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    let v: Value = serde_json::from_slice(&text)
-        .map_err(|e| CliError(format!("{}: not JSON: {e}", path.display())))?;
-    if !v.is_object() {
-        return Err(CliError(format!(
-            "{}: a schema dump is a JSON object keyed by section name",
-            path.display()
-        )));
-    }
-    Ok(v)
+    serde_json::from_slice(&text).map_err(|e| {
+        let what = if e.is_syntax() || e.is_eof() {
+            "not JSON"
+        } else {
+            "not a schema dump"
+        };
+        CliError(format!("{}: {what}: {e}", path.display()))
+    })
 }
 
 /// Runs the checker; returns the exit status: the number of problems, capped at 255.
@@ -53,17 +54,17 @@ pub fn check(
     } else {
         (&src, &dest)
     };
-    let problems = schema::check(src, dest, &opts);
-    if let Some(w) = schema::machine_warning(src, dest) {
+    let problems = check::check(src, dest, &opts);
+    if let Some(w) = check::machine_warning(src, dest) {
         eprintln!("warning: {w}");
     }
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", schema::problems_to_json(&problems))?;
+        writeln!(out, "{}", check::problems_to_json(&problems))?;
     } else {
         for p in &problems {
             writeln!(out, "{p}")?;
         }
     }
-    Ok(schema::exit_code(&problems))
+    Ok(check::exit_code(&problems))
 }

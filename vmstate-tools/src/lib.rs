@@ -4,6 +4,8 @@
 //! `scripts/analyze-migration.py` and `scripts/vmstate-static-checker.py` outside
 //! `migration/`:
 //!
+//! - [`check`]: the schema checker (QEMU's `vmstate-static-checker.py`, plus two rules
+//!   it misses) between two typed schema dumps, behind `vmstate check`;
 //! - [`decode`]: the vmdesc-driven decoder behind `vmstate info`, `dump`, `extract`,
 //!   `verify` and `rewrite`; it decodes any stream that carries a vmdesc trailer, ours
 //!   or QEMU's;
@@ -14,5 +16,11 @@
 //! An emulator links only `vmstate`; its test suite and the `vmstate` command use this
 //! crate.
 
+pub mod check;
 pub mod compat;
 pub mod decode;
+
+/// The examples of `docs/compatibility.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/compatibility.md")]
+pub struct CompatibilityDoc;

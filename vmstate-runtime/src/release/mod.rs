@@ -2,14 +2,14 @@
 //! stream that an older release can load.
 //!
 //! A [`Release`] is a semver version, the machine name its streams carry in the
-//! configuration section (`demo-2.0`), and what it understands: its schema, in the shape
-//! of [`schema::dump_json`] (every section, its version and minimum version, its fields
-//! and its subsections). The current release is declared
+//! configuration section (`demo-2.0`), and what it understands: its schema, a typed
+//! [`Dump`] (every section, its version and minimum version, its fields and its
+//! subsections). The current release is declared
 //! from its own descriptions with [`Release::new`]; older releases from the schema file
 //! kept with each release ([`Release::from_schema_str`]), since their device code is
 //! gone from the current build. A [`ReleaseMap`] lists them in order.
 //!
-//! Three things follow:
+//! Two things follow:
 //!
 //! - **Saving for an older release** ([`save_for_release`], or [`ForRelease`] as the
 //!   [`SavePolicy`](crate::stream::SavePolicy) of a [`SaveSession`]): each section and
@@ -19,16 +19,15 @@
 //!   target (a needed subsection it does not know, a device it does not know, a layout
 //!   that differs from the target's at that version), the save fails naming the device
 //!   and the state instead of writing a stream the old release would misread. The
-//!   layouts are compared with the schema checker: what this build writes at the
-//!   target's version against the target's schema.
+//!   layouts are compared field by field: what this build writes at the target's
+//!   version against what the target's schema reads at that version.
 //! - **Refusing streams of newer releases** ([`ReleaseMap::check_stream_machine`],
 //!   [`load_for_release`]): a stream whose machine name is not a release this one knows
 //!   fails before any section is read, with an error naming both releases.
-//! - **Checking consecutive releases** ([`ReleaseMap::check_steps`]): the schema checker
-//!   between each release and the next.
 //!
 //! `vmstate_tools::compat` (in the `vmstate-tools` crate) is a test harness built on
-//! these: golden streams and schemas per release, and the load matrix between releases.
+//! these: golden streams and schemas per release, the schema checker between
+//! consecutive releases (`check_steps`), and the load matrix between releases.
 //!
 //! ```
 //! use vmstate::release::{Release, ReleaseMap, Version, load_for_release, save_for_release};
@@ -75,6 +74,7 @@
 //! See `docs/compatibility.md`, "Releases and saving for an older release", for which
 //! changes keep saving for an older release possible.
 
+mod layout;
 mod policy;
 
 use std::fmt;
@@ -90,7 +90,7 @@ use crate::description::VmStateDescription;
 use crate::error::{Error, Result};
 use crate::handler::IterationStatus;
 use crate::registry::Registry;
-use crate::schema::{self, CheckOptions, MACHINE_KEY, Problem};
+use crate::schema::{Description, Dump};
 use crate::stream::{
     LoadOptions, LoadReport, SaveSession, SaveStats, StreamConfig, load_stream_with,
 };
@@ -108,8 +108,7 @@ pub const LOAD_ERROR: &str = "stream release";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Release {
     version: Version,
-    machine: String,
-    schema: Value,
+    schema: Dump,
 }
 
 /// A top-level section of a release, with its versions.
@@ -127,70 +126,54 @@ pub struct SectionVersions<'a> {
 
 impl Release {
     /// The release with these devices: `(section name, description)` pairs, as for
-    /// [`schema::dump_json`]. This is how the current release is declared, next to its
+    /// [`Dump::from_descriptions`]. This is how the current release is declared, next to its
     /// device definitions.
     pub fn new<'a, I>(version: Version, machine: impl Into<String>, sections: I) -> Self
     where
         I: IntoIterator<Item = (&'a str, &'static VmStateDescription)>,
     {
-        let machine = machine.into();
-        let schema = schema::dump_json(&machine, sections);
-        Release {
-            version,
-            machine,
-            schema,
-        }
+        let schema = Dump::from_descriptions(&machine.into(), sections);
+        Release { version, schema }
     }
 
     /// A release from its schema dump (the file kept when it was released). The machine
     /// name is the dump's `vmschkmachine` name.
-    pub fn from_schema(version: Version, schema: Value) -> std::result::Result<Self, ReleaseError> {
-        let bad = |detail: String| ReleaseError::InvalidSchema {
-            release: version.clone(),
-            detail,
-        };
-        let Some(top) = schema.as_object() else {
-            return Err(bad("the schema is not a JSON object".into()));
-        };
-        let machine = top
-            .get(MACHINE_KEY)
-            .and_then(|m| m.get("Name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("no \"{MACHINE_KEY}\": {{\"Name\": ...}} entry")))?
-            .to_string();
-        for (name, entry) in top.iter().filter(|(k, _)| *k != MACHINE_KEY) {
-            let desc = entry.get("Description");
-            let ok = desc.is_some_and(|d| {
-                d.get("name").and_then(Value::as_str).is_some()
-                    && d.get("version_id").and_then(Value::as_u64).is_some()
-                    && d.get("minimum_version_id")
-                        .and_then(Value::as_u64)
-                        .is_some()
-            });
-            if !ok {
-                return Err(bad(format!(
-                    "section \"{name}\" has no Description with name, version_id and \
-                     minimum_version_id"
-                )));
-            }
-        }
-        Ok(Release {
-            version,
-            machine,
-            schema,
-        })
+    pub fn from_dump(version: Version, schema: Dump) -> Self {
+        Release { version, schema }
     }
 
-    /// [`from_schema`](Self::from_schema) from the text of a schema file.
+    /// [`from_dump`](Self::from_dump) from the dump as JSON; a value that is not a
+    /// `-dump-vmstate` dump is an error naming what is missing or unexpected.
+    pub fn from_schema(version: Version, schema: Value) -> std::result::Result<Self, ReleaseError> {
+        match Dump::from_json(schema) {
+            Ok(dump) => Ok(Self::from_dump(version, dump)),
+            Err(e) => Err(ReleaseError::InvalidSchema {
+                release: version,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// [`from_dump`](Self::from_dump) from the text of a schema file; an error names what
+    /// is missing or unexpected, with its line and column.
     pub fn from_schema_str(
         version: Version,
         text: &str,
     ) -> std::result::Result<Self, ReleaseError> {
-        let schema = serde_json::from_str(text).map_err(|e| ReleaseError::InvalidSchema {
-            release: version.clone(),
-            detail: format!("not JSON: {e}"),
-        })?;
-        Self::from_schema(version, schema)
+        match text.parse::<Dump>() {
+            Ok(dump) => Ok(Self::from_dump(version, dump)),
+            Err(e) => {
+                let not_json = if e.is_syntax() || e.is_eof() {
+                    "not JSON: "
+                } else {
+                    ""
+                };
+                Err(ReleaseError::InvalidSchema {
+                    release: version,
+                    detail: format!("{not_json}{e}"),
+                })
+            }
+        }
     }
 
     /// The release's version.
@@ -200,40 +183,35 @@ impl Release {
 
     /// The machine name its streams carry in the configuration section.
     pub fn machine(&self) -> &str {
-        &self.machine
+        self.schema.machine()
     }
 
     /// The schema: what the release understands.
-    pub fn schema(&self) -> &Value {
+    pub fn schema(&self) -> &Dump {
         &self.schema
     }
 
     /// The schema as the file to keep with the release (QEMU's `-dump-vmstate` text).
     pub fn schema_text(&self) -> String {
-        schema::to_string(&self.schema)
+        self.schema.to_text()
     }
 
     /// A [`StreamConfig`] naming this release's machine.
     pub fn stream_config(&self) -> StreamConfig {
-        StreamConfig::new(self.machine.clone())
+        StreamConfig::new(self.machine())
     }
 
     /// The top-level sections with their versions, in schema order.
     pub fn sections(&self) -> impl Iterator<Item = SectionVersions<'_>> {
-        self.schema
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.iter())
-            .filter(|(k, _)| *k != MACHINE_KEY)
-            .map(|(name, entry)| {
-                let d = &entry["Description"];
-                SectionVersions {
-                    name,
-                    vmsd: d["name"].as_str().unwrap_or(""),
-                    version: json_u32(d, "version_id"),
-                    min_version: json_u32(d, "minimum_version_id"),
-                }
-            })
+        self.schema.sections().iter().map(|(name, section)| {
+            let d = &section.description;
+            SectionVersions {
+                name,
+                vmsd: &d.name,
+                version: d.version_id,
+                min_version: d.minimum_version_id,
+            }
+        })
     }
 
     /// The section named `name` (a schema key), if the release has it.
@@ -242,39 +220,33 @@ impl Release {
     }
 
     /// The first description named `vmsd` anywhere in the schema: a section's, a nested
-    /// struct's or a subsection's.
-    pub fn description(&self, vmsd: &str) -> Option<&Value> {
-        let mut stack: Vec<&Value> = self
+    /// struct's or a subsection's (depth first, in schema order).
+    pub fn description(&self, vmsd: &str) -> Option<&Description> {
+        let mut stack: Vec<&Description> = self
             .schema
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.iter())
-            .filter(|(k, _)| *k != MACHINE_KEY)
-            .filter_map(|(_, e)| e.get("Description"))
+            .sections()
+            .iter()
+            .rev()
+            .map(|(_, s)| &s.description)
             .collect();
-        stack.reverse();
         while let Some(d) = stack.pop() {
-            if d.get("name").and_then(Value::as_str) == Some(vmsd) {
+            if d.name == vmsd {
                 return Some(d);
             }
-            let subs = json_list(d, "Subsections");
-            let nested = json_list(d, "Fields")
-                .iter()
-                .filter_map(|f| f.get("Description"));
-            let children: Vec<&Value> = nested.chain(subs.iter()).collect();
+            let nested = d.fields().iter().filter_map(|f| f.description.as_ref());
+            let children: Vec<&Description> = nested.chain(d.subsections()).collect();
             stack.extend(children.into_iter().rev());
         }
         None
     }
 
     /// The description of the top-level section whose description is named `vmsd`.
-    pub(crate) fn top_description(&self, vmsd: &str) -> Option<&Value> {
+    pub(crate) fn top_description(&self, vmsd: &str) -> Option<&Description> {
         self.schema
-            .as_object()?
+            .sections()
             .iter()
-            .filter(|(k, _)| *k != MACHINE_KEY)
-            .filter_map(|(_, e)| e.get("Description"))
-            .find(|d| d.get("name").and_then(Value::as_str) == Some(vmsd))
+            .map(|(_, s)| &s.description)
+            .find(|d| d.name == vmsd)
     }
 
     /// The subsections the release knows under the description named `parent`, with
@@ -282,9 +254,9 @@ impl Release {
     pub fn subsections(&self, parent: &str) -> Vec<(&str, u32)> {
         self.description(parent)
             .map(|d| {
-                json_list(d, "Subsections")
+                d.subsections()
                     .iter()
-                    .map(|s| (s["name"].as_str().unwrap_or(""), json_u32(s, "version_id")))
+                    .map(|s| (s.name.as_str(), s.version_id))
                     .collect()
             })
             .unwrap_or_default()
@@ -299,12 +271,9 @@ impl Release {
     /// description (a device registered but missing from the release's list, or changed
     /// without updating it, is an error). Run it where the machine is built.
     pub fn check_registry(&self, registry: &Registry) -> std::result::Result<(), ReleaseError> {
-        let dump = schema::dump_registry(&self.machine, registry);
-        let Some(sections) = dump.as_object() else {
-            return Ok(());
-        };
-        for (name, entry) in sections.iter().filter(|(k, _)| *k != MACHINE_KEY) {
-            let detail = match self.schema.get(name) {
+        let dump = Dump::from_registry(self.machine(), registry);
+        for (name, entry) in dump.sections() {
+            let detail = match self.schema.section(name) {
                 None => "it is registered but not declared in the release",
                 Some(declared) if declared != entry => {
                     "its description differs from the one declared in the release"
@@ -325,17 +294,6 @@ impl Release {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReleaseMap {
     releases: Vec<Release>,
-}
-
-/// The checker's result between two consecutive releases.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    /// The older release.
-    pub from: Version,
-    /// The next release.
-    pub to: Version,
-    /// What [`schema::check`] reports for a migration from `from` to `to`.
-    pub problems: Vec<Problem>,
 }
 
 impl ReleaseMap {
@@ -359,11 +317,13 @@ impl ReleaseMap {
             }
         }
         for (i, r) in releases.iter().enumerate() {
-            if let Some(other) = releases[..i].iter().find(|o| o.machine == r.machine) {
+            if let Some(other) = releases[..i].iter().find(|o| o.machine() == r.machine()) {
                 return Err(ReleaseError::InvalidMap {
                     detail: format!(
                         "releases {} and {} have the same machine name '{}'",
-                        other.version, r.version, r.machine
+                        other.version,
+                        r.version,
+                        r.machine()
                     ),
                 });
             }
@@ -388,7 +348,7 @@ impl ReleaseMap {
 
     /// The release whose streams carry this machine name.
     pub fn by_machine(&self, machine: &str) -> Option<&Release> {
-        self.releases.iter().find(|r| r.machine == machine)
+        self.releases.iter().find(|r| r.machine() == machine)
     }
 
     /// A release by machine name or by version (`"2.0"`, `"2.0.0"`, `"2"`).
@@ -416,18 +376,18 @@ impl ReleaseMap {
             return Ok(r);
         }
         let local = self.current();
-        let ours = machine_version(&local.machine).map(|(family, _)| family);
+        let ours = machine_version(local.machine()).map(|(family, _)| family);
         let theirs = machine_version(machine).filter(|(family, _)| Some(*family) == ours);
         let newer = matches!(&theirs, Some((_, v)) if *v > local.version);
         let info = Box::new(StreamRelease {
             stream_machine: machine.to_string(),
             stream_version: theirs.map(|(_, v)| v),
-            local_machine: local.machine.clone(),
+            local_machine: local.machine().to_string(),
             local_version: local.version.clone(),
             known: self
                 .releases
                 .iter()
-                .map(|r| (r.version.clone(), r.machine.clone()))
+                .map(|r| (r.version.clone(), r.machine().to_string()))
                 .collect(),
         });
         Err(if newer {
@@ -435,20 +395,6 @@ impl ReleaseMap {
         } else {
             ReleaseError::UnknownRelease(info)
         })
-    }
-
-    /// Runs the schema checker between each release and the next (a migration from the
-    /// older to the newer), in order. An empty `problems` list means every stream of the
-    /// older release loads in the newer one, as far as the schemas can tell.
-    pub fn check_steps(&self, opts: &CheckOptions) -> Vec<Step> {
-        self.releases
-            .windows(2)
-            .map(|w| Step {
-                from: w[0].version.clone(),
-                to: w[1].version.clone(),
-                problems: schema::check(&w[0].schema, &w[1].schema, opts),
-            })
-            .collect()
     }
 }
 
@@ -616,7 +562,7 @@ pub fn save_for_release(
     target: &Release,
 ) -> Result<SaveStats> {
     let policy = ForRelease::new(target, registry)?;
-    config.configuration.machine = target.machine.clone();
+    config.configuration.machine = target.machine().to_string();
     let mut s = SaveSession::new(registry, sink, config).with_policy(&policy);
     s.setup()?;
     for _ in 0..1_000_000 {
@@ -669,19 +615,6 @@ pub fn load_for_release<'m>(
     })?;
     let written_by = written_by.ok_or_else(no_config)?;
     Ok(ReleaseLoad { report, written_by })
-}
-
-fn json_u32(v: &Value, key: &str) -> u32 {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0)
-}
-
-fn json_list<'v>(v: &'v Value, key: &str) -> &'v [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@
 //!   writes a version it could not load itself: raising `min_version` is a statement
 //!   that the older versions are no longer understood), and when the fields this build
 //!   writes at `V` are exactly those the target reads at `V`. The second condition is
-//!   checked with the schema checker ([`schema::check`], with its extra rules): the
-//!   description restricted to the fields that exist at `V` (the fields of nested
-//!   structs restricted the same way, subsections left aside) against the target's;
-//!   any problem refuses the description, and the problems are the reason given.
+//!   checked by comparing the layouts (the `layout` module): the description
+//!   restricted to the fields that exist at `V` (the fields of nested structs
+//!   restricted the same way, subsections left aside) against the target's, as typed
+//!   schema [`Description`]s; any difference refuses the description, and the
+//!   differences, in the schema checker's words, are the reason given.
 //! - a **nested struct** is loaded by the destination at *its own* version of that
 //!   struct (QEMU's `VMS_STRUCT` semantics), so it is written at the target's version
 //!   of the struct when the target has a description of that name (with the same two
@@ -27,13 +28,11 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
-
-use super::{Release, SAVE_ERROR, json_list, json_u32};
+use super::{Release, SAVE_ERROR, layout};
 use crate::description::{FieldType, VmStateDescription};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
-use crate::schema::{self, CheckOptions, MACHINE_KEY};
+use crate::schema::{self, Description};
 use crate::stream::SavePolicy;
 
 type Planned = std::result::Result<u32, String>;
@@ -138,7 +137,10 @@ impl SavePolicy for ForRelease<'_> {
             format!(
                 "cannot save for release {} (machine {}): this state needs subsection '{}' of \
                  '{}' (its `needed` is true), and {reason}",
-                self.target.version, self.target.machine, sub.name, parent.name
+                self.target.version,
+                self.target.machine(),
+                sub.name,
+                parent.name
             ),
         ))
     }
@@ -178,7 +180,8 @@ impl<'a> Planner<'a> {
     fn release(&self) -> String {
         format!(
             "release {} (machine {})",
-            self.target.version, self.target.machine
+            self.target.version,
+            self.target.machine()
         )
     }
 
@@ -220,8 +223,8 @@ impl<'a> Planner<'a> {
 
     /// A description the target has (`t`): the version to write it at, after planning
     /// its nested structs and its subsections.
-    fn description(&mut self, d: &'static VmStateDescription, t: &'a Value) -> Planned {
-        let v = json_u32(t, "version_id");
+    fn description(&mut self, d: &'static VmStateDescription, t: &'a Description) -> Planned {
+        let v = t.version_id;
         if v > d.version {
             return Err(format!(
                 "the release has version {v} of '{}', newer than this build's version {}",
@@ -248,13 +251,11 @@ impl<'a> Planner<'a> {
         for s in d.subsections {
             self.subsection(d, s, Some(t));
         }
-        let ours = wrap(d.name, self.restricted(d, v));
-        let theirs = wrap(d.name, t.clone());
-        let problems = schema::check(&ours, &theirs, &CheckOptions::default());
-        if problems.is_empty() {
+        let differences = layout::compare(&self.restricted(d, v), t);
+        if differences.is_empty() {
             Ok(v)
         } else {
-            let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            let lines: Vec<String> = differences.iter().map(|p| p.to_string()).collect();
             Err(format!(
                 "the release's '{}' (version {v}) differs from what this build writes at version \
                  {v}: {}",
@@ -300,16 +301,12 @@ impl<'a> Planner<'a> {
         &mut self,
         parent: &'static VmStateDescription,
         s: &'static VmStateDescription,
-        parent_target: Option<&'a Value>,
+        parent_target: Option<&'a Description>,
     ) {
         if self.lookup(s).is_some() {
             return;
         }
-        let known = parent_target.and_then(|t| {
-            json_list(t, "Subsections")
-                .iter()
-                .find(|ts| ts.get("name").and_then(Value::as_str) == Some(s.name))
-        });
+        let known = parent_target.and_then(|t| t.subsections().iter().find(|ts| ts.name == s.name));
         let planned = match known {
             Some(ts) => self.description(s, ts),
             None => Err(format!(
@@ -322,44 +319,27 @@ impl<'a> Planner<'a> {
 
     /// `d` as this build writes it at version `v`: the fields that exist at `v`, nested
     /// structs at their planned versions, no subsections (they are planned apart).
-    fn restricted(&self, d: &'static VmStateDescription, v: u32) -> Value {
-        let mut m = Map::new();
-        m.insert("name".into(), d.name.into());
-        m.insert("version_id".into(), v.into());
-        m.insert("minimum_version_id".into(), d.min_version.min(v).into());
+    fn restricted(&self, d: &'static VmStateDescription, v: u32) -> Description {
         let fields = schema::dumped_fields(d)
             .filter(|f| f.has_exists_test || f.since <= v)
             .map(|f| {
-                let mut json = schema::field_json(f);
-                if let (FieldType::Struct(n), Value::Object(obj)) = (f.ty, &mut json) {
+                let mut field = schema::Field::from(f);
+                if let FieldType::Struct(n) = f.ty {
                     let nv = match self.plan.get(n.name) {
                         Some((_, Ok(nv))) => *nv,
                         _ => n.version,
                     };
-                    obj.insert("Description".into(), self.restricted(n, nv));
+                    field.description = Some(self.restricted(n, nv));
                 }
-                json
+                field
             })
             .collect();
-        m.insert("Fields".into(), Value::Array(fields));
-        Value::Object(m)
+        Description {
+            name: d.name.to_string(),
+            version_id: v,
+            minimum_version_id: d.min_version.min(v),
+            fields: Some(fields),
+            subsections: None,
+        }
     }
-}
-
-/// A one-section dump around a description, for the checker.
-fn wrap(name: &str, desc: Value) -> Value {
-    let mut section = Map::new();
-    section.insert("Name".into(), name.into());
-    section.insert("version_id".into(), desc["version_id"].clone());
-    section.insert(
-        "minimum_version_id".into(),
-        desc["minimum_version_id"].clone(),
-    );
-    section.insert("Description".into(), desc);
-    let mut machine = Map::new();
-    machine.insert("Name".into(), "".into());
-    let mut top = Map::new();
-    top.insert(MACHINE_KEY.into(), Value::Object(machine));
-    top.insert(name.into(), Value::Object(section));
-    Value::Object(top)
 }

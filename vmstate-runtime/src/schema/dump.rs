@@ -3,111 +3,128 @@
 //! See the [module documentation](super) for the shape and for how our description
 //! model maps onto QEMU's keys.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::description::{Count, Field, FieldType, VmStateDescription};
+use super::types::{self, Dump, Section};
+use crate::description::{Count, FieldType, VmStateDescription};
 use crate::registry::Registry;
 
-/// The top-level key that carries the machine type (`{"Name": machine}`).
-pub const MACHINE_KEY: &str = "vmschkmachine";
+impl Dump {
+    /// Dumps `sections`, each a `(section name, description)` pair, as QEMU's
+    /// `-dump-vmstate` would: the machine entry, then one section per pair in iteration
+    /// order.
+    ///
+    /// QEMU keys sections by QOM type name, which is unique; here a name that was
+    /// already dumped (or that equals `"vmschkmachine"`) is skipped, so the first
+    /// description given for a name wins.
+    pub fn from_descriptions<'a, I>(machine: &str, sections: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'static VmStateDescription)>,
+    {
+        let mut dump = Dump::new(machine);
+        for (name, desc) in sections {
+            if dump.section(name).is_none() {
+                dump.insert(name, Section::from_description(name, desc));
+            }
+        }
+        dump
+    }
 
-/// Dumps `sections`, each a `(section name, description)` pair, as QEMU's
-/// `-dump-vmstate` would: `"vmschkmachine": {"Name": machine}` first, then one entry per
-/// section in iteration order.
+    /// Dumps the devices of a registry: each device entry under its idstr, in save
+    /// order. Iterative handlers (RAM and the like) have no description and are left
+    /// out, as QEMU's dump leaves out everything that is not a qdev device. Several
+    /// instances of one idstr (two `i8259`s) give one entry, as QEMU's dump has one
+    /// entry per device type.
+    pub fn from_registry(machine: &str, registry: &Registry) -> Self {
+        let sections = registry
+            .entries()
+            .iter()
+            .filter_map(|e| Some((e.idstr(), e.device()?.description())));
+        Dump::from_descriptions(machine, sections)
+    }
+}
+
+impl Section {
+    /// The section `name` of a description: its versions and the description.
+    pub fn from_description(name: &str, desc: &VmStateDescription) -> Self {
+        Section {
+            name: name.to_string(),
+            version_id: desc.version,
+            minimum_version_id: desc.min_version,
+            description: desc.into(),
+        }
+    }
+}
+
+/// A description with all its fields (but the `validate` checks: [`dumped_fields`])
+/// and its subsections.
 ///
-/// QEMU keys sections by QOM type name, which is unique; here a name that was already
-/// dumped (or that equals `"vmschkmachine"`) is skipped, so the first description given
-/// for a name wins.
+/// `Fields` is always there, empty or not: QEMU omits it only for a description without
+/// a field list (`fields == NULL`, devices that save themselves by hand), and prints an
+/// empty list for one whose list holds only `VMSTATE_END_OF_LIST()` (the
+/// `rtl8139/hotplug_ready` subsection), which is what a derived struct without fields
+/// is. `Subsections` is left out when there are none, as QEMU does.
+impl From<&VmStateDescription> for types::Description {
+    fn from(desc: &VmStateDescription) -> Self {
+        let subsections = desc.subsections.iter().map(|s| (*s).into());
+        types::Description {
+            name: desc.name.to_string(),
+            version_id: desc.version,
+            minimum_version_id: desc.min_version,
+            fields: Some(dumped_fields(desc).map(types::Field::from).collect()),
+            subsections: (!desc.subsections.is_empty()).then(|| subsections.collect()),
+        }
+    }
+}
+
+/// A field. `num` is given for [`Count::Array`] only; a counted `buffer`
+/// ([`Count::Vbuffer`]) has no `num` and size 0, as QEMU prints a `VMSTATE_VBUFFER*`
+/// field; `size` is [`element_size`].
+impl From<&crate::Field> for types::Field {
+    fn from(field: &crate::Field) -> Self {
+        types::Field {
+            name: field.name.to_string(),
+            version_id: field.since,
+            field_exists: field.has_exists_test,
+            num: match field.count {
+                Count::Array(n) => Some(n as u64),
+                _ => None,
+            },
+            size: element_size(&field.ty) as u64,
+            description: match field.ty {
+                FieldType::Struct(d) => Some(d.into()),
+                FieldType::Info(_) => None,
+            },
+        }
+    }
+}
+
+/// [`Dump::from_descriptions`] as JSON.
 pub fn dump_json<'a, I>(machine: &str, sections: I) -> Value
 where
     I: IntoIterator<Item = (&'a str, &'static VmStateDescription)>,
 {
-    let mut top = Map::new();
-    let mut m = Map::new();
-    m.insert("Name".into(), Value::from(machine));
-    top.insert(MACHINE_KEY.into(), Value::Object(m));
-    for (name, desc) in sections {
-        if top.contains_key(name) {
-            continue;
-        }
-        top.insert(name.to_string(), section_json(name, desc));
-    }
-    Value::Object(top)
+    Dump::from_descriptions(machine, sections).to_json()
 }
 
-/// Dumps the devices of a registry: each device entry under its idstr, in save order.
-/// Iterative handlers (RAM and the like) have no description and are left out, as QEMU's
-/// dump leaves out everything that is not a qdev device. Several instances of one idstr
-/// (two `i8259`s) give one entry, as QEMU's dump has one entry per device type.
+/// [`Dump::from_registry`] as JSON.
 pub fn dump_registry(machine: &str, registry: &Registry) -> Value {
-    let sections = registry
-        .entries()
-        .iter()
-        .filter_map(|e| Some((e.idstr(), e.device()?.description())));
-    dump_json(machine, sections)
+    Dump::from_registry(machine, registry).to_json()
 }
 
-/// One top-level section entry: `{"Name", "version_id", "minimum_version_id",
-/// "Description"}`.
-pub fn section_json(name: &str, desc: &VmStateDescription) -> Value {
-    let mut m = Map::new();
-    m.insert("Name".into(), Value::from(name));
-    m.insert("version_id".into(), Value::from(desc.version));
-    m.insert("minimum_version_id".into(), Value::from(desc.min_version));
-    m.insert("Description".into(), description_json(desc));
-    Value::Object(m)
-}
-
-/// A description: `{"name", "version_id", "minimum_version_id", "Fields"}`, then
-/// `"Subsections"` when there are any. Subsections use the same shape.
+/// A description as JSON: `{"name", "version_id", "minimum_version_id", "Fields"}`,
+/// then `"Subsections"` when there are any (see [`types::Description`]'s `From`).
 ///
 /// `validate` fields ([`Count::Validate`]) are left out, as QEMU's dump leaves out its
 /// `VMS_MUST_EXIST` fields (`VMSTATE_VALIDATE`): they are not migrated.
-///
-/// `"Fields"` is always there, empty or not: QEMU omits it only for a description
-/// without a field list (`fields == NULL`, devices that save themselves by hand), and
-/// prints an empty list for one whose list holds only `VMSTATE_END_OF_LIST()` (the
-/// `rtl8139/hotplug_ready` subsection), which is what a derived struct without fields
-/// is.
 pub fn description_json(desc: &VmStateDescription) -> Value {
-    let mut m = Map::new();
-    m.insert("name".into(), Value::from(desc.name));
-    m.insert("version_id".into(), Value::from(desc.version));
-    m.insert("minimum_version_id".into(), Value::from(desc.min_version));
-    let fields = dumped_fields(desc).map(field_json).collect();
-    m.insert("Fields".into(), Value::Array(fields));
-    if !desc.subsections.is_empty() {
-        let subs = desc
-            .subsections
-            .iter()
-            .map(|s| description_json(s))
-            .collect();
-        m.insert("Subsections".into(), Value::Array(subs));
-    }
-    Value::Object(m)
+    serde_json::to_value(types::Description::from(desc))
+        .expect("a description always converts to JSON")
 }
 
 /// The fields a dump lists: all but the `validate` checks, which QEMU's dump leaves out.
-pub fn dumped_fields(desc: &VmStateDescription) -> impl Iterator<Item = &'static Field> {
+pub fn dumped_fields(desc: &VmStateDescription) -> impl Iterator<Item = &'static crate::Field> {
     desc.fields.iter().filter(|f| !f.is_validation())
-}
-
-/// A field: `{"field", "version_id", "field_exists", ["num"], "size", ["Description"]}`.
-/// A counted `buffer` ([`Count::Vbuffer`]) has no `num` and size 0, as QEMU prints a
-/// `VMSTATE_VBUFFER*` field.
-pub fn field_json(field: &Field) -> Value {
-    let mut m = Map::new();
-    m.insert("field".into(), Value::from(field.name));
-    m.insert("version_id".into(), Value::from(field.since));
-    m.insert("field_exists".into(), Value::from(field.has_exists_test));
-    if let Count::Array(n) = field.count {
-        m.insert("num".into(), Value::from(n));
-    }
-    m.insert("size".into(), Value::from(element_size(&field.ty)));
-    if let FieldType::Struct(d) = field.ty {
-        m.insert("Description".into(), description_json(d));
-    }
-    Value::Object(m)
 }
 
 /// The `"size"` of a field: the size of one element. For a primitive it is the info's
@@ -135,6 +152,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::schema::MACHINE_KEY;
     use crate::{Registration, Timer, VmState};
 
     #[derive(VmState, Default)]
@@ -251,6 +269,21 @@ mod tests {
         assert_eq!(
             to_string(&json!({"a": [1, {"b": "c"}]})),
             "{\n  \"a\": [\n    1,\n    {\n      \"b\": \"c\"\n    }\n  ]\n}\n"
+        );
+    }
+
+    #[test]
+    fn typed_dump_is_the_json_dump() {
+        let dump = Dump::from_descriptions("pc", [("dev", Dev::DESCRIPTION)]);
+        assert_eq!(dump.to_json(), dump_json("pc", [("dev", Dev::DESCRIPTION)]));
+        let dev = &dump.section("dev").unwrap().description;
+        assert_eq!(dev.fields()[0].num, Some(4));
+        assert_eq!(dev.fields()[4].description.as_ref().unwrap().name, "tmr");
+        assert_eq!(dev.subsections()[0].name, "dev/extra");
+        assert_eq!(Dump::from_json(dump.to_json()).unwrap(), dump);
+        assert_eq!(
+            description_json(Dev::DESCRIPTION),
+            dump.to_json()["dev"]["Description"]
         );
     }
 

@@ -588,7 +588,7 @@ pub struct ReleaseLoad<'m> {
 /// Loads a stream written by any release `releases` knows: the configuration section's
 /// machine name is checked with [`ReleaseMap::check_stream_machine`] before any section
 /// is read (instead of `opts.machine`'s prefix check, which is ignored), then the stream
-/// is loaded with [`load_stream`], whose per-section version checks still apply.
+/// is loaded with [`load_stream`](crate::stream::load_stream), whose per-section version checks still apply.
 pub fn load_for_release<'m>(
     releases: &'m ReleaseMap,
     registry: &mut Registry,

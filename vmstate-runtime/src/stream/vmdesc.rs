@@ -49,20 +49,16 @@ impl VmDesc {
     }
 }
 
-/// The vmdesc trailer's place and text, before its JSON is interpreted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrailerText {
-    /// Stream offset of the `0x06` byte.
-    pub offset: u64,
-    /// The JSON text.
-    pub json: Vec<u8>,
-}
-
 /// The trailer within `tail`, the last bytes of a stream starting at offset `base`:
-/// the last `0x06, be32 len, JSON object` whose JSON runs exactly to the end and is
-/// well-formed. Returns its offset and its JSON text. Every reader of trailers
-/// (the loader's [`find_trailer`], the decoder of `vmstate-tools`) finds it here.
-pub fn locate_trailer(tail: &[u8], base: u64) -> Option<(u64, &[u8])> {
+/// the last `0x06, be32 len, JSON object` whose JSON runs exactly to the end and that
+/// `parse` accepts (it gets the stream offset of the `0x06` byte and the JSON text).
+/// Every reader of trailers (the loader's [`find_trailer`], the decoder of
+/// `vmstate-tools` with its own JSON tree) finds it here, parsing the JSON once.
+pub fn locate_trailer<T>(
+    tail: &[u8],
+    base: u64,
+    mut parse: impl FnMut(u64, &[u8]) -> Option<T>,
+) -> Option<T> {
     // The JSON is an object, so it starts with '{' right after the 5-byte header.
     for at in (0..tail.len().saturating_sub(6)).rev() {
         if tail[at] != format::VMDESCRIPTION || tail[at + 5] != b'{' {
@@ -70,16 +66,22 @@ pub fn locate_trailer(tail: &[u8], base: u64) -> Option<(u64, &[u8])> {
         }
         let len = u32::from_be_bytes([tail[at + 1], tail[at + 2], tail[at + 3], tail[at + 4]]);
         let text = &tail[at + 5..];
-        if text.len() == len as usize && serde_json::from_slice::<Value>(text).is_ok() {
-            return Some((base + at as u64, text));
+        if text.len() == len as usize
+            && let Some(found) = parse(base + at as u64, text)
+        {
+            return Some(found);
         }
     }
     None
 }
 
-/// Finds the trailer of a seekable stream by reading only its last bytes: the last
-/// MiB first, then up to [`TRAILER_SEARCH`] bytes. The position is restored.
-pub fn read_trailer<R: Read + Seek>(src: &mut R) -> std::io::Result<Option<TrailerText>> {
+/// Finds the trailer of a seekable stream ([`locate_trailer`]) by reading only its
+/// last bytes: the last MiB first, then up to [`TRAILER_SEARCH`] bytes. The position
+/// is restored.
+pub fn read_trailer<T, R: Read + Seek>(
+    src: &mut R,
+    mut parse: impl FnMut(u64, &[u8]) -> Option<T>,
+) -> std::io::Result<Option<T>> {
     let here = src.stream_position()?;
     let len = src.seek(SeekFrom::End(0))?;
     let mut found = None;
@@ -88,10 +90,7 @@ pub fn read_trailer<R: Read + Seek>(src: &mut R) -> std::io::Result<Option<Trail
         src.seek(SeekFrom::Start(start))?;
         let mut tail = Vec::new();
         src.by_ref().take(len - start).read_to_end(&mut tail)?;
-        found = locate_trailer(&tail, start).map(|(offset, json)| TrailerText {
-            offset,
-            json: json.to_vec(),
-        });
+        found = locate_trailer(&tail, start, &mut parse);
         if found.is_some() || start == 0 {
             break;
         }
@@ -103,16 +102,14 @@ pub fn read_trailer<R: Read + Seek>(src: &mut R) -> std::io::Result<Option<Trail
 /// Finds and parses the vmdesc trailer of a seekable stream ([`read_trailer`]).
 /// Returns `None` if there is none. The position is restored.
 pub fn find_trailer<R: Read + Seek>(file: &mut R) -> Result<Option<VmDesc>> {
-    match read_trailer(file)? {
-        Some(t) => VmDesc::parse(&t.json, t.offset).map(Some),
-        None => Ok(None),
-    }
+    Ok(read_trailer(file, |offset, text| {
+        VmDesc::parse(text, offset).ok()
+    })?)
 }
 
 /// The trailer within `tail`, the last bytes of a stream starting at offset `base`.
 pub fn find_trailer_in(tail: &[u8], base: u64) -> Option<VmDesc> {
-    let (offset, text) = locate_trailer(tail, base)?;
-    VmDesc::parse(text, offset).ok()
+    locate_trailer(tail, base, |offset, text| VmDesc::parse(text, offset).ok())
 }
 
 /// The payload length of a section from its vmdesc entry: the sizes of its fields

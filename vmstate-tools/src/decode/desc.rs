@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::json::Json;
 use vmstate::Error;
-use vmstate::stream::vmdesc::{self, TrailerText};
+use vmstate::stream::vmdesc;
 
 /// How a field's bytes are read and shown (the reader classes of
 /// `analyze-migration.py`, picked by the field's `type`).
@@ -302,12 +302,12 @@ pub struct FoundTrailer {
 }
 
 impl FoundTrailer {
-    /// Parses the JSON of a trailer the core located.
-    pub fn parse(t: TrailerText) -> Option<Self> {
-        let json = Json::parse(&t.json).ok()?;
+    /// The trailer at `offset` with JSON `text`, if the text parses.
+    pub fn parse(offset: u64, text: &[u8]) -> Option<Self> {
+        let json = Json::parse(text).ok()?;
         Some(FoundTrailer {
-            offset: t.offset,
-            text: t.json,
+            offset,
+            text: text.to_vec(),
             json,
         })
     }
@@ -316,11 +316,7 @@ impl FoundTrailer {
 /// Finds the trailer in `tail` (the last bytes of a stream, starting at stream offset
 /// `base`) with [`vmdesc::locate_trailer`], keeping the JSON's duplicate keys.
 pub fn find_trailer(tail: &[u8], base: u64) -> Option<FoundTrailer> {
-    let (offset, text) = vmdesc::locate_trailer(tail, base)?;
-    FoundTrailer::parse(TrailerText {
-        offset,
-        json: text.to_vec(),
-    })
+    vmdesc::locate_trailer(tail, base, FoundTrailer::parse)
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ pub fn decode_seekable<R: Read + Seek>(
 /// Finds the vmdesc trailer of a seekable stream, reading only its last bytes (at most
 /// [`desc::TRAILER_SEARCH`]), with [`vmstate::stream::vmdesc::read_trailer`].
 pub fn read_trailer<R: Read + Seek>(mut src: R) -> std::io::Result<Option<desc::FoundTrailer>> {
-    Ok(vmdesc::read_trailer(&mut src)?.and_then(desc::FoundTrailer::parse))
+    vmdesc::read_trailer(&mut src, desc::FoundTrailer::parse)
 }
 
 fn run(

@@ -114,6 +114,7 @@ impl RamRecordReader {
     }
 
     /// The target page size.
+    #[inline]
     pub fn page_size(&self) -> u64 {
         self.page_size
     }
@@ -121,16 +122,19 @@ impl RamRecordReader {
     /// The be64 word of the last record read, as on the wire (QEMU ignores the offset
     /// bits of `EOS`, `MEM_SIZE`'s are the total, and so on; a tool that re-encodes a
     /// stream exactly keeps it).
+    #[inline]
     pub fn last_word(&self) -> u64 {
         self.word
     }
 
     /// The next record. Errors carry the record's offset.
+    #[inline]
     pub fn next(&mut self, r: &mut Reader<'_>) -> Result<RamRecord> {
         let at = r.position();
         self.record(r, at).map_err(|e| e.at_offset(at))
     }
 
+    #[inline]
     fn record(&mut self, r: &mut Reader<'_>, at: u64) -> Result<RamRecord> {
         let word = r.get_be64()?;
         self.word = word;
@@ -198,6 +202,7 @@ impl RamRecordReader {
         }
     }
 
+    #[inline]
     fn block(&mut self, r: &mut Reader<'_>, flags: u64) -> Result<BlockRef> {
         if flags & CONTINUE != 0 {
             if !self.block_named {

@@ -37,8 +37,8 @@ struct RamState {
     records: RamRecordReader,
     /// Block name -> used length.
     blocks: HashMap<Arc<str>, u64>,
-    /// The block of the last page record.
-    last: Option<Arc<str>>,
+    /// The block of the last page record, and its used length.
+    last: Option<(Arc<str>, u64)>,
     mapped_ram: bool,
 }
 
@@ -264,25 +264,27 @@ impl<'r, 'a, 'o> Walker<'r, 'a, 'o> {
         if self.ram.mapped_ram {
             return Err(Error::malformed("page records in a mapped-ram stream"));
         }
-        let name = match block {
+        let (name, used) = match block {
             BlockRef::Named(name) => match self.ram.blocks.get_key_value(name.as_str()) {
-                Some((k, _)) => k.clone(),
+                Some((k, &used)) => {
+                    self.ram.last = Some((k.clone(), used));
+                    (k.clone(), used)
+                }
                 None => {
                     return Err(Error::malformed(format!(
                         "page for RAM block '{name}', which is not in the block list"
                     )));
                 }
             },
-            // The record reader refuses CONTINUE before any named record.
-            BlockRef::Same => self.ram.last.clone().unwrap_or_else(|| Arc::from("")),
+            // The record reader refuses CONTINUE before any named record, and the
+            // last block's length is kept with it: no lookup per page.
+            BlockRef::Same => self.ram.last.clone().unwrap_or_else(|| (Arc::from(""), 0)),
         };
-        let used = self.ram.blocks.get(&name).copied().unwrap_or(0);
         if offset >= used || used - offset < ps {
             return Err(Error::malformed(format!(
                 "page at offset 0x{offset:x} is outside RAM block '{name}' (0x{used:x} bytes)"
             )));
         }
-        self.ram.last = Some(name.clone());
         Ok(name)
     }
 
@@ -317,7 +319,7 @@ impl<'r, 'a, 'o> Walker<'r, 'a, 'o> {
         if !named
             && let Some(RamRecord::Pages(run)) = out.records.last_mut()
             && run.zero == zero
-            && run.block == name
+            && Arc::ptr_eq(&run.block, &name)
             && run.addr.checked_add(run.count * ps) == Some(addr)
         {
             run.count += 1;
@@ -347,13 +349,19 @@ impl<'r, 'a, 'o> Walker<'r, 'a, 'o> {
             ));
         }
         let mut blocks = Vec::new();
-        let (budget, known) = (&mut self.budget, &mut self.ram.blocks);
+        let (budget, known, last) = (&mut self.budget, &mut self.ram.blocks, &mut self.ram.last);
         self.ram.records.block_list(self.r, total, |entry, at| {
             if *budget == 0 {
                 return Err(Error::malformed("too many RAM blocks").at_offset(at));
             }
             *budget -= 1;
             known.insert(entry.name.as_str().into(), entry.used_length);
+            // A block list sent again may resize the block CONTINUE records refer to.
+            if let Some((name, used)) = last
+                && **name == *entry.name
+            {
+                *used = entry.used_length;
+            }
             blocks.push(RamBlockInfo {
                 name: entry.name,
                 used_length: entry.used_length,

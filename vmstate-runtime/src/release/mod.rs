@@ -88,7 +88,6 @@ pub use semver::Version;
 
 use crate::description::VmStateDescription;
 use crate::error::{Error, Result};
-use crate::handler::IterationStatus;
 use crate::registry::Registry;
 use crate::schema::{Description, Dump};
 use crate::stream::{
@@ -563,17 +562,9 @@ pub fn save_for_release(
 ) -> Result<SaveStats> {
     let policy = ForRelease::new(target, registry)?;
     config.configuration.machine = target.machine().to_string();
-    let mut s = SaveSession::new(registry, sink, config).with_policy(&policy);
-    s.setup()?;
-    for _ in 0..1_000_000 {
-        if s.iterate(u64::MAX)? == IterationStatus::Done {
-            return s.complete();
-        }
-    }
-    Err(Error::invalid(
-        SAVE_ERROR,
-        "iterative handlers did not finish after 1,000,000 rounds",
-    ))
+    SaveSession::new(registry, sink, config)
+        .with_policy(&policy)
+        .save_all()
 }
 
 /// A load by [`load_for_release`].

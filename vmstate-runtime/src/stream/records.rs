@@ -308,9 +308,11 @@ impl RecordReader {
         }
         let at = r.position();
         if self.end.is_some_and(|end| at >= end) {
-            return Err(Error::new(ErrorKind::UnexpectedEof { needed: 1 })
-                .at_offset(at)
-                .in_record("EOF"));
+            return Err(Error::malformed(
+                "the records end here (at the trailer or the end of the input) without an EOF record",
+            )
+            .at_offset(at)
+            .in_record("EOF"));
         }
         let ty = r.get_u8()?;
         let first = self.state == State::AfterHeader;

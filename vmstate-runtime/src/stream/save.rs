@@ -10,7 +10,7 @@ use super::format;
 use super::records::{
     SectionKind, write_command, write_footer, write_full_header, write_part_header,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::handler::{IterationStatus, Pending};
 use crate::registry::{Entry, Registry};
 use crate::save_policy::{SavePolicy, StreamSaveCtx};
@@ -282,6 +282,23 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         Ok(crate::qjson::to_string(&Value::Object(top)))
     }
 
+    /// Every phase at once, as QEMU's `savevm`: setup, rounds without a rate limit
+    /// until every handler is done, completion. A handler that never finishes would
+    /// loop forever (QEMU's savevm has the same contract), so after 1,000,000 rounds
+    /// the save fails.
+    pub fn save_all(mut self) -> Result<SaveStats> {
+        self.setup()?;
+        for _ in 0..1_000_000 {
+            if self.iterate(u64::MAX)? == IterationStatus::Done {
+                return self.complete();
+            }
+        }
+        Err(Error::invalid(
+            "save",
+            "iterative handlers did not finish after 1,000,000 rounds",
+        ))
+    }
+
     /// The writer, after [`complete`](Self::complete) (to reuse an in-memory buffer).
     pub fn into_writer(mut self) -> Writer<'w> {
         std::mem::take(&mut self.w)
@@ -392,17 +409,5 @@ pub fn save_snapshot(
     sink: impl Write,
     config: StreamConfig,
 ) -> Result<SaveStats> {
-    let mut s = SaveSession::new(registry, sink, config);
-    s.setup()?;
-    // A handler that never finishes would loop forever; QEMU's savevm has the same
-    // contract, so bound it generously and fail clearly.
-    for _ in 0..1_000_000 {
-        if s.iterate(u64::MAX)? == IterationStatus::Done {
-            return s.complete();
-        }
-    }
-    Err(Error::new(ErrorKind::Invalid {
-        what: "snapshot",
-        detail: "iterative handlers did not finish after 1,000,000 rounds".into(),
-    }))
+    SaveSession::new(registry, sink, config).save_all()
 }

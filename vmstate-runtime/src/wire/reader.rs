@@ -282,8 +282,19 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Reads `n` bytes into a new vector, after checking `n` against the allocation limit.
+    /// Reads `n` bytes into a new vector, after checking `n` against the allocation limit
+    /// and, for a reader over a slice, against the bytes left: a hostile length is
+    /// refused before anything is allocated.
     pub fn get_vec(&mut self, n: u64) -> Result<Vec<u8>> {
+        if let Buf::Borrowed(bytes) = &self.buf {
+            let left = (bytes.len() - self.pos) as u64;
+            if n > left {
+                return Err(Error::new(ErrorKind::UnexpectedEof {
+                    needed: usize::try_from(n - left).unwrap_or(usize::MAX),
+                })
+                .at_offset(self.position()));
+            }
+        }
         let n = self.check_alloc(n, 1)?;
         let mut v = vec![0u8; n];
         self.get_bytes_into(&mut v)?;

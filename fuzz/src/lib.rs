@@ -1,0 +1,108 @@
+//! What the fuzz targets share: a device with every field kind the derive supports, and
+//! the registry the stream loader is fuzzed with.
+
+use std::sync::Arc;
+
+use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
+use vmstate::{Registration, Registry, Timer, VmState};
+
+/// Every field kind: integers, bool, f64, timer, `since`, `exists`, unused bytes,
+/// arrays, counted arrays, `equal`, buffers, counted buffers, a validation, nested
+/// structs, arrays of them, and a subsection.
+#[derive(VmState, Default)]
+#[vmstate(name = "dev", version = 3, min_version = 1, post_load = Self::post_load)]
+pub struct Dev {
+    a8: u8,
+    a16: u16,
+    a32: u32,
+    a64: u64,
+    s64: i64,
+    flag: bool,
+    ratio: f64,
+    timer: Timer,
+    #[vmstate(since = 2)]
+    added: u32,
+    #[vmstate(exists = Self::has_extra)]
+    extra: u16,
+    #[vmstate(unused = 4)]
+    _gap: (),
+    regs: [u32; 4],
+    count: u8,
+    #[vmstate(len = count)]
+    fifo: Vec<u8>,
+    nqueues: u32,
+    #[vmstate(len = nqueues)]
+    queues: Vec<Queue>,
+    #[vmstate(equal)]
+    nports: u32,
+    #[vmstate(buffer)]
+    mac: [u8; 6],
+    blob_len: u32,
+    #[vmstate(buffer, len = blob_len)]
+    blob: Vec<u8>,
+    #[vmstate(validate = Self::queues_fit, rename = "queues fit")]
+    _queues_fit: (),
+    inner: Queue,
+    inners: [Queue; 2],
+    #[vmstate(subsection, needed = Self::has_poll)]
+    poll: DevPoll,
+}
+
+/// A nested struct.
+#[derive(VmState, Default)]
+#[vmstate(name = "dev/queue")]
+pub struct Queue {
+    head: u16,
+    tail: u16,
+}
+
+/// A subsection.
+#[derive(VmState, Default)]
+#[vmstate(name = "dev/poll", version = 2, min_version = 1)]
+pub struct DevPoll {
+    interval: u64,
+    #[vmstate(since = 2)]
+    jitter: u32,
+}
+
+impl Dev {
+    fn has_extra(&self, version: u32) -> bool {
+        version >= 3 && self.flag
+    }
+    fn queues_fit(&self, _version: u32) -> bool {
+        self.queues.len() <= 64
+    }
+    fn has_poll(&self) -> bool {
+        self.poll.interval != 0
+    }
+    fn post_load(&mut self, _version: u32) -> Result<(), String> {
+        if self.fifo.len() > 16 {
+            return Err("fifo longer than 16".into());
+        }
+        Ok(())
+    }
+}
+
+/// A machine to load streams into: two RAM blocks of 16 pages and 3 pages, the
+/// all-kinds device, and two instances of a small one.
+pub fn machine() -> Registry {
+    let blocks = vec![
+        Arc::new(RamBlock::new("pc.ram", 16 * 4096).unwrap()),
+        Arc::new(RamBlock::new("vga.vram", 3 * 4096).unwrap()),
+    ];
+    let mut reg = Registry::new();
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(blocks).unwrap(),
+        Registration::new(),
+    )
+    .unwrap();
+    reg.register_device(Dev::default(), Registration::new())
+        .unwrap();
+    reg.register_device(Queue::default(), Registration::new())
+        .unwrap();
+    reg.register_device(Queue::default(), Registration::new())
+        .unwrap();
+    reg
+}

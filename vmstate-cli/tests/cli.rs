@@ -187,6 +187,27 @@ fn verify_names_record_field_and_offset() {
 }
 
 #[test]
+fn verify_reports_a_section_without_the_footer_the_others_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(fixture("pc-minimal.mig")).unwrap();
+    // The FULL 'timer' section at 0x3c5a1: drop its footer (0x7e + be32 id).
+    let footer = 0x3c5cc;
+    assert_eq!(bytes[footer], 0x7e);
+    bytes.drain(footer..footer + 5);
+    let f = dir.path().join("no-footer.mig");
+    std::fs::write(&f, &bytes).unwrap();
+    let out = vmstate(&["verify", p(&f)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("missing section footer"), "{err}");
+    assert!(err.contains("'timer' instance 0"), "{err}");
+    assert!(
+        err.contains(&format!("at byte offset {footer} (0x{footer:x})")),
+        "{err}"
+    );
+}
+
+#[test]
 fn corrupted_inputs_never_crash_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("x.mig");

@@ -188,19 +188,42 @@ fn a_wrong_or_missing_footer_names_the_section_and_offset() {
 }
 
 #[test]
-fn detected_footers_are_read_where_they_stand_and_only_there() {
-    let bytes = stream(&[
+fn detected_footers_follow_the_first_section_for_the_whole_stream() {
+    let with = stream(&[
+        &full(0x04, 1, "a", 0, 1),
+        &footer(1),
+        &full(0x04, 2, "b", 0, 1),
+        &footer(2),
+        &[0],
+    ]);
+    let mut r = Reader::from_slice(&with);
+    let mut rr = RecordReader::new(Footers::Detect).without_configuration();
+    assert!(matches!(rr.next(&mut r).unwrap(), Record::Section(_)));
+    assert_eq!(rr.next(&mut r).unwrap(), Record::Footer { section_id: 1 });
+    assert!(matches!(rr.next(&mut r).unwrap(), Record::Section(_)));
+    assert_eq!(rr.next(&mut r).unwrap(), Record::Footer { section_id: 2 });
+    assert_eq!(rr.next(&mut r).unwrap(), Record::Eof);
+    // Without footers throughout: fine too.
+    let without = stream(&[&full(0x04, 1, "a", 0, 1), &full(0x04, 2, "b", 0, 1), &[0]]);
+    let mut r = Reader::from_slice(&without);
+    let mut rr = RecordReader::new(Footers::Detect).without_configuration();
+    assert!(matches!(rr.next(&mut r).unwrap(), Record::Section(_)));
+    assert!(matches!(rr.next(&mut r).unwrap(), Record::Section(_)));
+    assert_eq!(rr.next(&mut r).unwrap(), Record::Eof);
+    // A section without a footer in a stream whose first section had one is an error
+    // naming that section.
+    let mixed = stream(&[
         &full(0x04, 1, "a", 0, 1),
         &footer(1),
         &full(0x04, 2, "b", 0, 1),
         &[0],
     ]);
-    let mut r = Reader::from_slice(&bytes);
-    let mut rr = RecordReader::new(Footers::Detect).without_configuration();
-    assert!(matches!(rr.next(&mut r).unwrap(), Record::Section(_)));
-    assert_eq!(rr.next(&mut r).unwrap(), Record::Footer { section_id: 1 });
-    assert!(matches!(rr.next(&mut r).unwrap(), Record::Section(_)));
-    assert_eq!(rr.next(&mut r).unwrap(), Record::Eof);
+    let e = first_error(&mixed, Footers::Detect);
+    assert!(
+        matches!(e.kind(), ErrorKind::MissingFooter { found: 0 }),
+        "{e}"
+    );
+    assert_eq!(e.section().unwrap().idstr, "b");
     // A footer that follows no section payload is an error.
     let stray = stream(&[&footer(1), &[0]]);
     let e = first_error(&stray, Footers::Detect);

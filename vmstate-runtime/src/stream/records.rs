@@ -181,7 +181,8 @@ pub enum Footers {
     Expected,
     /// No section has a footer.
     Absent,
-    /// A footer is read where one stands (for tools reading streams of unknown origin).
+    /// The first section decides (for tools reading streams of unknown origin): if a
+    /// footer follows it, every section must have one, else none may.
     Detect,
 }
 
@@ -363,7 +364,15 @@ impl RecordReader {
         let present = match self.footers {
             Footers::Expected => true,
             Footers::Absent => false,
-            Footers::Detect => r.peek(1)?.first() == Some(&format::SECTION_FOOTER),
+            Footers::Detect => {
+                let present = r.peek(1)?.first() == Some(&format::SECTION_FOOTER);
+                self.footers = if present {
+                    Footers::Expected
+                } else {
+                    Footers::Absent
+                };
+                present
+            }
         };
         if !present {
             return Ok(None);

@@ -70,6 +70,7 @@ extern crate self as vmstate;
 pub mod description;
 mod error;
 pub mod handler;
+pub mod json;
 pub mod migrate;
 pub mod qjson;
 pub mod ram;

@@ -29,6 +29,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::json::Json;
+
 /// How a JSON text is laid out and how its strings are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
@@ -89,6 +91,13 @@ impl Style {
         empty_array: EmptyArray::Brackets,
         escape: Escape::AsciiLower,
     };
+
+    /// A [`Json`] tree written in this style, duplicate keys included.
+    pub fn to_string_json(self, value: &Json) -> String {
+        let mut e = Emitter::new(self);
+        e.json(value);
+        e.finish()
+    }
 
     /// Writes `value` in this style.
     pub fn to_string(self, value: &Value) -> String {
@@ -230,6 +239,34 @@ impl Emitter {
     pub fn literal(&mut self, text: &str) {
         self.item();
         self.out.push_str(text);
+    }
+
+    /// Writes a whole [`Json`] tree, duplicate keys included.
+    pub fn json(&mut self, value: &Json) {
+        match value {
+            Json::Null => self.literal("null"),
+            Json::Bool(b) => self.literal(if *b { "true" } else { "false" }),
+            Json::Number(n) => {
+                self.item();
+                let _ = write!(self.out, "{n}");
+            }
+            Json::String(s) => self.string(s),
+            Json::Array(items) => {
+                self.begin_array();
+                for item in items {
+                    self.json(item);
+                }
+                self.end_array();
+            }
+            Json::Object(members) => {
+                self.begin_object();
+                for (k, v) in members {
+                    self.key(k);
+                    self.json(v);
+                }
+                self.end_object();
+            }
+        }
     }
 
     /// Writes a whole value.

@@ -7,7 +7,7 @@
 //! the way QEMU's `vmstate_save_state_v` does, measuring each element's size from the
 //! writer's position.
 
-use serde_json::{Map, Value};
+use crate::json::Json;
 
 use crate::description::{Field, VmStateDescription};
 use crate::error::Result;
@@ -68,18 +68,21 @@ pub struct PlainSave;
 
 impl SaveContext for PlainSave {}
 
+/// A JSON object's members, in order (repeated keys allowed, as QEMU writes them).
+type Members = Vec<(String, Json)>;
+
 enum Frame {
     Vmsd {
-        obj: Map<String, Value>,
-        fields: Vec<Value>,
-        subsections: Vec<Value>,
+        obj: Members,
+        fields: Vec<Json>,
+        subsections: Vec<Json>,
     },
     Field {
         field: &'static Field,
         n_elems: usize,
         compress: bool,
-        entries: Vec<Value>,
-        current: Option<(Map<String, Value>, u64)>,
+        entries: Vec<Json>,
+        current: Option<(Members, u64)>,
     },
     Subsection,
 }
@@ -95,7 +98,7 @@ pub struct Describer {
     /// While > 0, calls are inside an element that is not described (the 2nd and later
     /// elements of a compressed array) and only nesting is counted.
     skip_depth: usize,
-    result: Option<Value>,
+    result: Option<Json>,
 }
 
 impl Describer {
@@ -105,17 +108,17 @@ impl Describer {
     }
 
     /// The vmdesc object of the outermost description saved (`Null` if none).
-    pub fn finish(self) -> Value {
-        self.result.unwrap_or(Value::Null)
+    pub fn finish(self) -> Json {
+        self.result.unwrap_or(Json::Null)
     }
 
-    fn attach_vmsd(&mut self, value: Value) {
+    fn attach_vmsd(&mut self, value: Json) {
         match self.stack.last_mut() {
             Some(Frame::Field {
                 current: Some((entry, _)),
                 ..
             }) => {
-                entry.insert("struct".into(), value);
+                entry.push(("struct".into(), value));
             }
             Some(Frame::Subsection) => {
                 let parent = self.stack.len().checked_sub(2).map(|i| &mut self.stack[i]);
@@ -136,9 +139,10 @@ impl SaveContext for Describer {
             self.skip_depth += 1;
             return;
         }
-        let mut obj = Map::new();
-        obj.insert("vmsd_name".into(), desc.name.into());
-        obj.insert("version".into(), version.into());
+        let obj = vec![
+            ("vmsd_name".into(), desc.name.into()),
+            ("version".into(), u64::from(version).into()),
+        ];
         self.stack.push(Frame::Vmsd {
             obj,
             fields: Vec::new(),
@@ -157,11 +161,11 @@ impl SaveContext for Describer {
             subsections,
         }) = self.stack.pop()
         {
-            obj.insert("fields".into(), Value::Array(fields));
+            obj.push(("fields".into(), Json::Array(fields)));
             if !subsections.is_empty() {
-                obj.insert("subsections".into(), Value::Array(subsections));
+                obj.push(("subsections".into(), Json::Array(subsections)));
             }
-            self.attach_vmsd(Value::Object(obj));
+            self.attach_vmsd(Json::Object(obj));
         }
     }
 
@@ -198,16 +202,15 @@ impl SaveContext for Describer {
             self.skip_depth = 1;
             return;
         }
-        let mut entry = Map::new();
-        entry.insert("name".into(), field.vmdesc_name.into());
+        let mut entry: Members = vec![("name".into(), field.vmdesc_name.into())];
         if *n_elems > 1 {
             if *compress {
-                entry.insert("array_len".into(), (*n_elems).into());
+                entry.push(("array_len".into(), (*n_elems as u64).into()));
             } else if *n_elems - index > 1 {
-                entry.insert("index".into(), index.into());
+                entry.push(("index".into(), (index as u64).into()));
             }
         }
-        entry.insert("type".into(), field.ty.type_name().into());
+        entry.push(("type".into(), field.ty.type_name().into()));
         *current = Some((entry, pos));
     }
 
@@ -221,8 +224,8 @@ impl SaveContext for Describer {
         }) = self.stack.last_mut()
             && let Some((mut entry, start)) = current.take()
         {
-            entry.insert("size".into(), (pos - start).into());
-            entries.push(Value::Object(entry));
+            entry.push(("size".into(), (pos - start).into()));
+            entries.push(Json::Object(entry));
         }
     }
 

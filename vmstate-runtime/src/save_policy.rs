@@ -39,7 +39,7 @@ impl<'p> StreamSaveCtx<'p> {
     }
 
     /// The vmdesc object of what was saved.
-    pub fn finish(self) -> serde_json::Value {
+    pub fn finish(self) -> crate::json::Json {
         self.describer.finish()
     }
 }

@@ -116,7 +116,7 @@ pub trait VmState {
         let mut d = Describer::new();
         self.save_state(&mut w, &mut d)
             .map_err(|e| e.in_vmsd(Self::DESCRIPTION.name))?;
-        Ok((w.into_vec(), d.finish()))
+        Ok((w.into_vec(), d.finish().to_value()))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use serde_json::{Map, Value};
+use crate::json::Json;
 
 use super::config::Configuration;
 use super::format;
@@ -78,7 +78,7 @@ pub struct SaveSession<'r, 'w> {
     w: Writer<'w>,
     config: StreamConfig,
     policy: Option<&'r dyn SavePolicy>,
-    devices_json: Vec<Value>,
+    devices_json: Vec<Json>,
     state: State,
     stats: SaveStats,
 }
@@ -269,17 +269,17 @@ impl<'r, 'w> SaveSession<'r, 'w> {
 
     /// The vmdesc JSON: configuration, page size, and every FULL section written.
     fn vmdesc_json(&mut self) -> Result<String> {
-        let mut top = Map::new();
+        let mut top = Vec::new();
         if self.config.send_configuration {
             let (_, cfg) = self.config.configuration.save_described()?;
-            top.insert("configuration".into(), cfg);
+            top.push(("configuration".into(), Json::from(&cfg)));
         }
-        top.insert("page_size".into(), self.config.page_size.into());
-        top.insert(
+        top.push(("page_size".into(), self.config.page_size.into()));
+        top.push((
             "devices".into(),
-            Value::Array(std::mem::take(&mut self.devices_json)),
-        );
-        Ok(crate::qjson::to_string(&Value::Object(top)))
+            Json::Array(std::mem::take(&mut self.devices_json)),
+        ));
+        Ok(crate::qjson::Style::QEMU.to_string_json(&Json::Object(top)))
     }
 
     /// Every phase at once, as QEMU's `savevm`: setup, rounds without a rate limit
@@ -364,7 +364,7 @@ fn save_device(
     e: &mut Entry,
     footer: bool,
     policy: Option<&dyn SavePolicy>,
-) -> Result<Option<Value>> {
+) -> Result<Option<Json>> {
     let (id, idstr, instance_id) = (e.section_id(), e.idstr().to_string(), e.instance_id());
     let Some(dev) = e.device_mut() else {
         return Ok(None);
@@ -378,13 +378,14 @@ fn save_device(
     let mut ctx = StreamSaveCtx::new(policy);
     dev.save(w, &mut ctx)?;
     put_footer(w, footer, id);
-    let mut entry = Map::new();
-    entry.insert("name".into(), idstr.into());
-    entry.insert("instance_id".into(), instance_id.into());
-    if let Value::Object(vmsd) = ctx.finish() {
+    let mut entry = vec![
+        ("name".into(), idstr.as_str().into()),
+        ("instance_id".into(), u64::from(instance_id).into()),
+    ];
+    if let Json::Object(vmsd) = ctx.finish() {
         entry.extend(vmsd);
     }
-    Ok(Some(Value::Object(entry)))
+    Ok(Some(Json::Object(entry)))
 }
 
 /// Saves everything at once, as QEMU's `savevm`: setup, rounds until every handler is

@@ -199,32 +199,7 @@ pub fn state_json_string(stream: &Stream, opts: &DumpOptions) -> Result<String, 
 /// with `-x` ([`Style::PYTHON`], without a final newline): members in their order with
 /// duplicate keys kept.
 pub fn desc_json_string(json: &Json) -> String {
-    fn walk(e: &mut Emitter, j: &Json) {
-        match j {
-            Json::Null => e.literal("null"),
-            Json::Bool(b) => e.literal(if *b { "true" } else { "false" }),
-            Json::Number(n) => e.literal(&n.to_string()),
-            Json::String(s) => e.string(s),
-            Json::Array(a) => {
-                e.begin_array();
-                for v in a {
-                    walk(e, v);
-                }
-                e.end_array();
-            }
-            Json::Object(m) => {
-                e.begin_object();
-                for (k, v) in m {
-                    e.key(k);
-                    walk(e, v);
-                }
-                e.end_object();
-            }
-        }
-    }
-    let mut e = Emitter::new(Style::PYTHON);
-    walk(&mut e, json);
-    e.finish()
+    Style::PYTHON.to_string_json(json)
 }
 
 fn apply_struct<'s>(d: &mut Dict<'s>, s: &'s StructValue) {

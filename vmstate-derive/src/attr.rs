@@ -104,6 +104,10 @@ attributes! {
         validate: Path,
         /// `rename = "..."`: the field's name in QEMU.
         rename: String,
+        /// `qtailq`: a list of described elements (QEMU's `VMSTATE_QTAILQ_V`).
+        qtailq: (),
+        /// `qlist`: the same wire format under QEMU's `VMSTATE_QLIST_V`.
+        qlist: (),
     }
 }
 
@@ -385,7 +389,9 @@ mod tests {
                 "subsection",
                 "needed",
                 "validate",
-                "rename"
+                "rename",
+                "qtailq",
+                "qlist"
             ]
         );
     }
@@ -421,12 +427,12 @@ mod tests {
             [
                 "unknown vmstate field attribute `sinse` (did you mean `since`? expected one of: \
                  since, exists, skip, unused, len, equal, buffer, subsection, needed, validate, \
-                 rename)",
+                 rename, qtailq, qlist)",
                 "unknown vmstate field attribute `pre_save` (`pre_save` goes on the struct; \
                  expected one of: since, exists, skip, unused, len, equal, buffer, subsection, \
-                 needed, validate, rename)",
+                 needed, validate, rename, qtailq, qlist)",
                 "unknown vmstate field attribute `zzz` (expected one of: since, exists, skip, \
-                 unused, len, equal, buffer, subsection, needed, validate, rename)",
+                 unused, len, equal, buffer, subsection, needed, validate, rename, qtailq, qlist)",
             ]
         );
     }

@@ -31,6 +31,7 @@ pub fn check(cx: &Ctxt, c: &Container<'_>) {
         buffer_is_a_byte_array(cx, f);
         equal_is_a_single_value(cx, f);
         equal_has_a_qemu_info(cx, f);
+        list_takes_only_version_keys(cx, f);
     }
 }
 
@@ -131,6 +132,28 @@ fn unused_takes_only_version_keys(cx: &Ctxt, f: &FieldAst<'_>) {
     }
 }
 
+/// `qtailq` / `qlist`: the element type and its description say everything; only
+/// `since` (QEMU's field version, which is also the version its elements load at) and
+/// `rename` go with it.
+fn list_takes_only_version_keys(cx: &Ctxt, f: &FieldAst<'_>) {
+    let kind = match (f.attrs.qtailq.get(), f.attrs.qlist.get()) {
+        (Some(_), _) => "qtailq",
+        (None, Some(_)) => "qlist",
+        (None, None) => return,
+    };
+    for (key, range) in f.attrs.given() {
+        if !matches!(key, "since" | "rename") && key != kind {
+            cx.error_range(
+                range,
+                format!(
+                    "`{key}` cannot be combined with `{kind}`: a list field takes only `since` \
+                     (its elements load at that version) and `rename`"
+                ),
+            );
+        }
+    }
+}
+
 fn validate_takes_only_rename(cx: &Ctxt, f: &FieldAst<'_>) {
     if !f.attrs.validate.is_set() {
         return;
@@ -195,8 +218,9 @@ fn len_matches_shape(cx: &Ctxt, f: &FieldAst<'_>) {
     if f.role() != Role::Data {
         return;
     }
+    let list = f.attrs.qtailq.is_set() || f.attrs.qlist.is_set();
     match (&f.shape, f.attrs.len.get()) {
-        (Shape::Vec { .. }, None) => cx.error_spanned(
+        (Shape::Vec { .. }, None) if !list => cx.error_spanned(
             f.ty,
             "a Vec field needs `#[vmstate(len = field)]`: the earlier integer field holding its \
              element count",

@@ -136,6 +136,23 @@ pub enum Layout<'a> {
         /// The count field.
         count: Count<'a>,
     },
+    /// `qtailq` or `qlist` on a `VmList` (`Vec<T>`, `VecDeque<T>`): marked elements
+    /// ended by `0x00`, each loaded at the field's version.
+    List {
+        /// The field's type.
+        ty: &'a Type,
+        /// Which QEMU kind (the vmdesc `type`).
+        kind: ListKind,
+    },
+}
+
+/// QEMU's two list kinds, which share one wire format.
+#[derive(Clone, Copy)]
+pub enum ListKind {
+    /// `qtailq`.
+    Qtailq,
+    /// `qlist`.
+    Qlist,
 }
 
 /// The field that counts a `Varray` or `Vbuffer`.

@@ -10,7 +10,9 @@ use syn::spanned::Spanned;
 
 use crate::ast::{Container, FieldAst, Role, Shape, is_ident};
 use crate::ctxt::Ctxt;
-use crate::model::{Count, Encoding, Field, Hooks, Layout, Presence, Struct, Subsection, Wire};
+use crate::model::{
+    Count, Encoding, Field, Hooks, Layout, ListKind, Presence, Struct, Subsection, Wire,
+};
 
 /// The model of `c`, or `None` after recording an error for a field the checks should
 /// have rejected.
@@ -93,6 +95,24 @@ fn presence<'a>(cx: &Ctxt, f: &'a FieldAst<'_>) -> Option<Presence<'a>> {
 /// and `equal` keys.
 fn layout<'a>(cx: &Ctxt, c: &'a Container<'_>, f: &'a FieldAst<'_>) -> Option<Layout<'a>> {
     let a = &f.attrs;
+    // The checks allow no other data key beside a list kind; the type is checked by the
+    // `VmList` bound of the generated code.
+    match (a.qtailq.is_set(), a.qlist.is_set()) {
+        (true, false) => {
+            return Some(Layout::List {
+                ty: f.ty,
+                kind: ListKind::Qtailq,
+            });
+        }
+        (false, true) => {
+            return Some(Layout::List {
+                ty: f.ty,
+                kind: ListKind::Qlist,
+            });
+        }
+        (true, true) => return bug(cx, f.ty.span(), "a field that is a qtailq and a qlist"),
+        (false, false) => {}
+    }
     let len = a.len.get().map(|l| &l.value);
     match (&f.shape, len, a.buffer.is_set(), a.equal.is_set()) {
         (Shape::Single, None, false, false) => Some(Layout::Single { ty: f.ty }),
@@ -145,7 +165,7 @@ mod tests {
     use super::resolve;
     use crate::ast::Container;
     use crate::ctxt::Ctxt;
-    use crate::model::{Encoding, Layout, Presence, Wire};
+    use crate::model::{Encoding, Layout, ListKind, Presence, Wire};
     use syn::{DeriveInput, parse_quote};
 
     /// A short word for each decision, to compare with.
@@ -173,6 +193,14 @@ mod tests {
                     Layout::Buffer { .. } => "buffer".to_owned(),
                     Layout::Varray { count, .. } => format!("varray by {}", count.name),
                     Layout::Vbuffer { count } => format!("vbuffer by {}", count.name),
+                    Layout::List {
+                        kind: ListKind::Qtailq,
+                        ..
+                    } => "qtailq".to_owned(),
+                    Layout::List {
+                        kind: ListKind::Qlist,
+                        ..
+                    } => "qlist".to_owned(),
                 };
                 format!("{layout}{}", presence(p))
             }

@@ -80,12 +80,36 @@ pub enum Count {
         /// The byte-count field's integer type ([`LenType::U32`] or [`LenType::I32`]).
         len_type: LenType,
     },
+    /// A list of elements of the field's struct type, each preceded by a `0x01` marker
+    /// and the list ended by `0x00` (QEMU's `VMSTATE_QTAILQ_V` and `VMSTATE_QLIST_V`,
+    /// which share the format). Elements are saved at their own version and loaded at
+    /// the field's `since` version, as QEMU does.
+    List(ListKind),
     /// No element at all: a check run on load between the fields around it (QEMU's
     /// `VMSTATE_VALIDATE`, a `VMS_ARRAY | VMS_MUST_EXIST` field with `num = 0` whose
     /// `field_exists` test is the check). The field's name names the check. It has no
     /// bytes and no vmdesc entry, is not run on save, and is left out of schema dumps,
     /// as QEMU's `-dump-vmstate` leaves out `VMS_MUST_EXIST` fields.
     Validate,
+}
+
+/// Which of QEMU's list kinds a [`Count::List`] field is: the vmdesc `type`.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ListKind {
+    /// `VMSTATE_QTAILQ_V`: vmdesc type `"qtailq"`.
+    Qtailq,
+    /// `VMSTATE_QLIST_V`: vmdesc type `"qlist"`.
+    Qlist,
+}
+
+impl ListKind {
+    /// The vmdesc `type`.
+    pub const fn type_name(self) -> &'static str {
+        match self {
+            ListKind::Qtailq => "qtailq",
+            ListKind::Qlist => "qlist",
+        }
+    }
 }
 
 /// The integer type of a count field.
@@ -138,11 +162,13 @@ impl Field {
     /// element only unless the field has an `exists` test or is a struct whose
     /// description has subsections or a non-compressible field.
     pub fn is_compressible(&self) -> bool {
+        // A list is not a VMS_STRUCT field in QEMU, so its element type does not count.
         !self.has_exists_test
-            && match self.ty {
-                FieldType::Info(_) => true,
-                FieldType::Struct(d) => d.is_compressible(),
-            }
+            && (self.is_list()
+                || match self.ty {
+                    FieldType::Info(_) => true,
+                    FieldType::Struct(d) => d.is_compressible(),
+                })
     }
 
     /// The static element count, if it does not depend on the value. A
@@ -153,8 +179,23 @@ impl Field {
             Count::Single => Some(1),
             Count::Array(n) => Some(n),
             Count::Validate => Some(0),
-            Count::Varray { .. } | Count::Vbuffer { .. } => None,
+            Count::Varray { .. } | Count::Vbuffer { .. } | Count::List(_) => None,
         }
+    }
+
+    /// The vmdesc `type` of the field: the list kind for a [`Count::List`], else the
+    /// element type's.
+    pub const fn vmdesc_type(&self) -> &'static str {
+        match self.count {
+            Count::List(kind) => kind.type_name(),
+            _ => self.ty.type_name(),
+        }
+    }
+
+    /// True for a list (QEMU's qtailq or qlist): in the vmdesc, each element's
+    /// description is written straight into the field's object.
+    pub const fn is_list(&self) -> bool {
+        matches!(self.count, Count::List(_))
     }
 
     /// True for a load-time check between fields ([`Count::Validate`], QEMU's

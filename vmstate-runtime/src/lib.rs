@@ -71,6 +71,7 @@ pub mod description;
 mod error;
 pub mod handler;
 pub mod json;
+pub mod list;
 pub mod migrate;
 pub mod qjson;
 pub mod ram;
@@ -88,9 +89,10 @@ pub mod wire;
 #[doc(hidden)]
 pub mod derive_support;
 
-pub use description::{Count, Field, FieldType, Info, LenType, VmStateDescription};
+pub use description::{Count, Field, FieldType, Info, LenType, ListKind, VmStateDescription};
 pub use error::{Error, ErrorKind, HookError, PathSegment, Result, SectionRef};
 pub use handler::{IterationStatus, IterativeHandler, Pending, Phase};
+pub use list::VmList;
 pub use registry::{Device, Priority, Registration, Registry, SectionHandle, SectionInfo};
 pub use save_context::{Describer, PlainSave, SaveContext};
 pub use save_policy::{SavePolicy, StreamSaveCtx};
@@ -105,8 +107,9 @@ pub use vmstate_derive::VmState;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::derive_support::*;
-    pub use crate::description::{Count, Field, FieldType, LenType, VmStateDescription};
+    pub use crate::description::{Count, Field, FieldType, LenType, ListKind, VmStateDescription};
     pub use crate::error::{Error, Result};
+    pub use crate::list::{VmList, load_list, save_list};
     pub use crate::save_context::SaveContext;
     pub use crate::state::{VmElem, VmState};
     pub use crate::wire::{Reader, Writer};

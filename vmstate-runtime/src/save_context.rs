@@ -114,6 +114,17 @@ impl Describer {
 
     fn attach_vmsd(&mut self, value: Json) {
         match self.stack.last_mut() {
+            // A list element's description goes straight into the field's object, once
+            // per element, repeating its keys (QEMU's qtailq/qlist vmdesc).
+            Some(Frame::Field {
+                field,
+                current: Some((entry, _)),
+                ..
+            }) if field.is_list() => {
+                if let Json::Object(members) = value {
+                    entry.extend(members);
+                }
+            }
             Some(Frame::Field {
                 current: Some((entry, _)),
                 ..
@@ -210,7 +221,7 @@ impl SaveContext for Describer {
                 entry.push(("index".into(), (index as u64).into()));
             }
         }
-        entry.push(("type".into(), field.ty.type_name().into()));
+        entry.push(("type".into(), field.vmdesc_type().into()));
         *current = Some((entry, pos));
     }
 

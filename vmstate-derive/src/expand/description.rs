@@ -10,7 +10,7 @@ use syn::{LitStr, Type};
 
 use crate::ast::type_str;
 use crate::attr::span_range;
-use crate::model::{Count, Layout, Wire};
+use crate::model::{Count, Layout, ListKind, Wire};
 
 use super::{SubsectionField, WireField};
 
@@ -55,6 +55,9 @@ fn elem_type(w: &Wire<'_>) -> TokenStream {
             Layout::Buffer { len } => quote!(__vm::buffer_type(#len)),
             // A counted buffer's element has size 0 in the description (QEMU's dump says 0).
             Layout::Vbuffer { .. } => quote!(__vm::buffer_type(0)),
+            Layout::List { ty, .. } => quote_spanned!(ty.span()=> __vm::FieldType::Struct(
+                <<#ty as __vm::VmList>::Elem as __vm::VmState>::DESCRIPTION
+            )),
         },
     }
 }
@@ -71,6 +74,14 @@ fn count(w: &Wire<'_>) -> TokenStream {
             Layout::Array { len, .. } => quote!(__vm::Count::Array(#len)),
             Layout::Varray { count, .. } => counted(quote!(Varray), count),
             Layout::Vbuffer { count } => counted(quote!(Vbuffer), count),
+            Layout::List {
+                kind: ListKind::Qtailq,
+                ..
+            } => quote!(__vm::Count::List(__vm::ListKind::Qtailq)),
+            Layout::List {
+                kind: ListKind::Qlist,
+                ..
+            } => quote!(__vm::Count::List(__vm::ListKind::Qlist)),
         },
     }
 }
@@ -102,7 +113,8 @@ pub(super) fn field_desc(f: WireField<'_, '_>, vmdesc_name: &str) -> TokenStream
                 | Layout::Array { .. }
                 | Layout::Buffer { .. }
                 | Layout::Varray { .. }
-                | Layout::Vbuffer { .. } => false,
+                | Layout::Vbuffer { .. }
+                | Layout::List { .. } => false,
             };
             (presence.since(), presence.is_exists(), equal)
         }

@@ -78,6 +78,11 @@ pub(super) fn save_field(index: usize, f: WireField<'_, '_>) -> TokenStream {
                         __vm::save_buffer(&this.#m[..], #field, w, ctx) #path
                     }
                 }
+                Layout::List { ty, .. } => {
+                    let call =
+                        quote_spanned!(ty.span()=> __vm::save_list(&mut this.#m, #field, w, ctx));
+                    quote!(#call #path)
+                }
             };
             guarded(presence, body)
         }
@@ -128,6 +133,19 @@ pub(super) fn load_field(f: WireField<'_, '_>) -> TokenStream {
                         #load_count
                         r.get_bytes_into(&mut this.#m[..]) #path
                     }
+                }
+                // Elements load at the field's version (`since`), as QEMU's get_qtailq
+                // does; without one, at their own.
+                Layout::List { ty, .. } => {
+                    let version = match presence {
+                        Presence::Since(n) => quote!(::core::option::Option::Some(#n)),
+                        Presence::Always | Presence::Exists(_) => {
+                            quote!(::core::option::Option::None)
+                        }
+                    };
+                    let call =
+                        quote_spanned!(ty.span()=> __vm::load_list(&mut this.#m, #version, r));
+                    quote!(#call #path)
                 }
             };
             guarded(presence, body)

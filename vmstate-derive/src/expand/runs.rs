@@ -65,7 +65,10 @@ fn raw_field<'a>(f: WireField<'_, 'a>) -> Option<RawField<'a>> {
                 Layout::Single { ty } => Raw::Value { ty },
                 Layout::Array { elem, len } => Raw::Array { elem, len },
                 Layout::Buffer { len } => Raw::Bytes { len },
-                Layout::Equal { .. } | Layout::Varray { .. } | Layout::Vbuffer { .. } => {
+                Layout::Equal { .. }
+                | Layout::Varray { .. }
+                | Layout::Vbuffer { .. }
+                | Layout::List { .. } => {
                     return None;
                 }
             };

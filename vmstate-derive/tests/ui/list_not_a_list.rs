@@ -1,0 +1,10 @@
+use vmstate::VmState;
+
+#[derive(VmState, Default)]
+#[vmstate(name = "dev")]
+struct Dev {
+    #[vmstate(qtailq)]
+    items: [u8; 4],
+}
+
+fn main() {}

@@ -15,6 +15,7 @@ pub mod ioapic;
 pub mod mc146818rtc;
 pub mod port92;
 pub mod timer;
+pub mod uefi_vars;
 
 pub use fw_cfg::{FwCfg, FwCfgAcpiMr, FwCfgDma};
 pub use globalstate::GlobalState;
@@ -27,3 +28,4 @@ pub use port92::Port92;
 pub use timer::{
     CpuTimers, TimersIcount, TimersIcountShift, TimersIcountTimers, TimersIcountWarpTimer,
 };
+pub use uefi_vars::{UefiTime, UefiVarPolicy, UefiVariable, UefiVars, UefiVarsSysbus};

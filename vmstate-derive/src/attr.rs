@@ -108,6 +108,9 @@ attributes! {
         qtailq: (),
         /// `qlist`: the same wire format under QEMU's `VMSTATE_QLIST_V`.
         qlist: (),
+        /// `gtree`: a `BTreeMap` of described values (QEMU's `VMSTATE_GTREE_V`, or
+        /// `VMSTATE_GTREE_DIRECT_KEY_V` with `u64` keys).
+        gtree: (),
     }
 }
 
@@ -391,7 +394,8 @@ mod tests {
                 "validate",
                 "rename",
                 "qtailq",
-                "qlist"
+                "qlist",
+                "gtree"
             ]
         );
     }
@@ -427,12 +431,12 @@ mod tests {
             [
                 "unknown vmstate field attribute `sinse` (did you mean `since`? expected one of: \
                  since, exists, skip, unused, len, equal, buffer, subsection, needed, validate, \
-                 rename, qtailq, qlist)",
+                 rename, qtailq, qlist, gtree)",
                 "unknown vmstate field attribute `pre_save` (`pre_save` goes on the struct; \
                  expected one of: since, exists, skip, unused, len, equal, buffer, subsection, \
-                 needed, validate, rename, qtailq, qlist)",
+                 needed, validate, rename, qtailq, qlist, gtree)",
                 "unknown vmstate field attribute `zzz` (expected one of: since, exists, skip, \
-                 unused, len, equal, buffer, subsection, needed, validate, rename, qtailq, qlist)",
+                 unused, len, equal, buffer, subsection, needed, validate, rename, qtailq, qlist, gtree)",
             ]
         );
     }

@@ -136,18 +136,23 @@ fn unused_takes_only_version_keys(cx: &Ctxt, f: &FieldAst<'_>) {
 /// `since` (QEMU's field version, which is also the version its elements load at) and
 /// `rename` go with it.
 fn list_takes_only_version_keys(cx: &Ctxt, f: &FieldAst<'_>) {
-    let kind = match (f.attrs.qtailq.get(), f.attrs.qlist.get()) {
-        (Some(_), _) => "qtailq",
-        (None, Some(_)) => "qlist",
-        (None, None) => return,
+    let kind = match (
+        f.attrs.qtailq.get(),
+        f.attrs.qlist.get(),
+        f.attrs.gtree.get(),
+    ) {
+        (Some(_), _, _) => "qtailq",
+        (None, Some(_), _) => "qlist",
+        (None, None, Some(_)) => "gtree",
+        (None, None, None) => return,
     };
     for (key, range) in f.attrs.given() {
         if !matches!(key, "since" | "rename") && key != kind {
             cx.error_range(
                 range,
                 format!(
-                    "`{key}` cannot be combined with `{kind}`: a list field takes only `since` \
-                     (its elements load at that version) and `rename`"
+                    "`{key}` cannot be combined with `{kind}`: a list or tree field takes only \
+                     `since` (its elements load at that version) and `rename`"
                 ),
             );
         }
@@ -218,7 +223,7 @@ fn len_matches_shape(cx: &Ctxt, f: &FieldAst<'_>) {
     if f.role() != Role::Data {
         return;
     }
-    let list = f.attrs.qtailq.is_set() || f.attrs.qlist.is_set();
+    let list = f.attrs.qtailq.is_set() || f.attrs.qlist.is_set() || f.attrs.gtree.is_set();
     match (&f.shape, f.attrs.len.get()) {
         (Shape::Vec { .. }, None) if !list => cx.error_spanned(
             f.ty,

@@ -144,6 +144,12 @@ pub enum Layout<'a> {
         /// Which QEMU kind (the vmdesc `type`).
         kind: ListKind,
     },
+    /// `gtree` on a `VmTree` (`BTreeMap<K, V>`): a node count, marked key/value pairs
+    /// ended by `0x00`, loaded at the field's version.
+    Tree {
+        /// The field's type.
+        ty: &'a Type,
+    },
 }
 
 /// QEMU's two list kinds, which share one wire format.

@@ -97,6 +97,9 @@ fn layout<'a>(cx: &Ctxt, c: &'a Container<'_>, f: &'a FieldAst<'_>) -> Option<La
     let a = &f.attrs;
     // The checks allow no other data key beside a list kind; the type is checked by the
     // `VmList` bound of the generated code.
+    if a.gtree.is_set() {
+        return Some(Layout::Tree { ty: f.ty });
+    }
     match (a.qtailq.is_set(), a.qlist.is_set()) {
         (true, false) => {
             return Some(Layout::List {
@@ -201,6 +204,7 @@ mod tests {
                         kind: ListKind::Qlist,
                         ..
                     } => "qlist".to_owned(),
+                    Layout::Tree { .. } => "gtree".to_owned(),
                 };
                 format!("{layout}{}", presence(p))
             }

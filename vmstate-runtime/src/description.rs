@@ -85,6 +85,14 @@ pub enum Count {
     /// which share the format). Elements are saved at their own version and loaded at
     /// the field's `since` version, as QEMU does.
     List(ListKind),
+    /// A tree of key/value pairs whose value type is the field's struct type (QEMU's
+    /// `VMSTATE_GTREE_V`, or `VMSTATE_GTREE_DIRECT_KEY_V` when `key` is `None`): a be32
+    /// node count, `0x01` + key + value per node, `0x00`. Loaded at the field's `since`
+    /// version like a list.
+    Gtree {
+        /// The key's description; `None` for a direct be64 key.
+        key: Option<&'static VmStateDescription>,
+    },
     /// No element at all: a check run on load between the fields around it (QEMU's
     /// `VMSTATE_VALIDATE`, a `VMS_ARRAY | VMS_MUST_EXIST` field with `num = 0` whose
     /// `field_exists` test is the check). The field's name names the check. It has no
@@ -179,7 +187,9 @@ impl Field {
             Count::Single => Some(1),
             Count::Array(n) => Some(n),
             Count::Validate => Some(0),
-            Count::Varray { .. } | Count::Vbuffer { .. } | Count::List(_) => None,
+            Count::Varray { .. } | Count::Vbuffer { .. } | Count::List(_) | Count::Gtree { .. } => {
+                None
+            }
         }
     }
 
@@ -188,14 +198,15 @@ impl Field {
     pub const fn vmdesc_type(&self) -> &'static str {
         match self.count {
             Count::List(kind) => kind.type_name(),
+            Count::Gtree { .. } => "gtree",
             _ => self.ty.type_name(),
         }
     }
 
-    /// True for a list (QEMU's qtailq or qlist): in the vmdesc, each element's
-    /// description is written straight into the field's object.
+    /// True for a list or a tree (QEMU's qtailq, qlist, gtree): in the vmdesc, each
+    /// element's description is written straight into the field's object.
     pub const fn is_list(&self) -> bool {
-        matches!(self.count, Count::List(_))
+        matches!(self.count, Count::List(_) | Count::Gtree { .. })
     }
 
     /// True for a load-time check between fields ([`Count::Validate`], QEMU's

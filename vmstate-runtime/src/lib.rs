@@ -84,6 +84,7 @@ mod state;
 pub mod stream;
 mod timer;
 pub mod transport;
+pub mod tree;
 pub mod wire;
 
 #[doc(hidden)]
@@ -98,6 +99,7 @@ pub use save_context::{Describer, PlainSave, SaveContext};
 pub use save_policy::{SavePolicy, StreamSaveCtx};
 pub use state::{VmElem, VmState};
 pub use timer::Timer;
+pub use tree::{GtreeKey, VmTree};
 pub use wire::{Limits, Reader, Writer};
 
 /// `#[derive(VmState)]`: see `docs/attributes.md` for every attribute.
@@ -112,5 +114,6 @@ pub mod __private {
     pub use crate::list::{VmList, load_list, save_list};
     pub use crate::save_context::SaveContext;
     pub use crate::state::{VmElem, VmState};
+    pub use crate::tree::{GtreeKey, VmTree, load_tree, save_tree};
     pub use crate::wire::{Reader, Writer};
 }

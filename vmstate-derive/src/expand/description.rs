@@ -58,6 +58,9 @@ fn elem_type(w: &Wire<'_>) -> TokenStream {
             Layout::List { ty, .. } => quote_spanned!(ty.span()=> __vm::FieldType::Struct(
                 <<#ty as __vm::VmList>::Elem as __vm::VmState>::DESCRIPTION
             )),
+            Layout::Tree { ty } => quote_spanned!(ty.span()=> __vm::FieldType::Struct(
+                <<#ty as __vm::VmTree>::Value as __vm::VmState>::DESCRIPTION
+            )),
         },
     }
 }
@@ -82,6 +85,9 @@ fn count(w: &Wire<'_>) -> TokenStream {
                 kind: ListKind::Qlist,
                 ..
             } => quote!(__vm::Count::List(__vm::ListKind::Qlist)),
+            Layout::Tree { ty } => quote_spanned!(ty.span()=> __vm::Count::Gtree {
+                key: <<#ty as __vm::VmTree>::Key as __vm::GtreeKey>::DESCRIPTION,
+            }),
         },
     }
 }
@@ -114,7 +120,8 @@ pub(super) fn field_desc(f: WireField<'_, '_>, vmdesc_name: &str) -> TokenStream
                 | Layout::Buffer { .. }
                 | Layout::Varray { .. }
                 | Layout::Vbuffer { .. }
-                | Layout::List { .. } => false,
+                | Layout::List { .. }
+                | Layout::Tree { .. } => false,
             };
             (presence.since(), presence.is_exists(), equal)
         }

@@ -83,6 +83,11 @@ pub(super) fn save_field(index: usize, f: WireField<'_, '_>) -> TokenStream {
                         quote_spanned!(ty.span()=> __vm::save_list(&mut this.#m, #field, w, ctx));
                     quote!(#call #path)
                 }
+                Layout::Tree { ty } => {
+                    let call =
+                        quote_spanned!(ty.span()=> __vm::save_tree(&mut this.#m, #field, w, ctx));
+                    quote!(#call #path)
+                }
             };
             guarded(presence, body)
         }
@@ -135,16 +140,19 @@ pub(super) fn load_field(f: WireField<'_, '_>) -> TokenStream {
                     }
                 }
                 // Elements load at the field's version (`since`), as QEMU's get_qtailq
-                // does; without one, at their own.
-                Layout::List { ty, .. } => {
+                // and get_gtree do; without one, at their own.
+                Layout::List { ty, .. } | Layout::Tree { ty } => {
                     let version = match presence {
                         Presence::Since(n) => quote!(::core::option::Option::Some(#n)),
                         Presence::Always | Presence::Exists(_) => {
                             quote!(::core::option::Option::None)
                         }
                     };
-                    let call =
-                        quote_spanned!(ty.span()=> __vm::load_list(&mut this.#m, #version, r));
+                    let load = match layout {
+                        Layout::Tree { .. } => quote!(load_tree),
+                        _ => quote!(load_list),
+                    };
+                    let call = quote_spanned!(ty.span()=> __vm::#load(&mut this.#m, #version, r));
                     quote!(#call #path)
                 }
             };

@@ -68,7 +68,8 @@ fn raw_field<'a>(f: WireField<'_, 'a>) -> Option<RawField<'a>> {
                 Layout::Equal { .. }
                 | Layout::Varray { .. }
                 | Layout::Vbuffer { .. }
-                | Layout::List { .. } => {
+                | Layout::List { .. }
+                | Layout::Tree { .. } => {
                     return None;
                 }
             };

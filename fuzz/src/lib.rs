@@ -8,7 +8,7 @@ use vmstate::{Registration, Registry, Timer, VmState};
 
 /// Every field kind: integers, bool, f64, timer, `since`, `exists`, unused bytes,
 /// arrays, counted arrays, `equal`, buffers, counted buffers, a validation, nested
-/// structs, arrays of them, and a subsection.
+/// structs, arrays of them, a qtailq, a gtree, and a subsection.
 #[derive(VmState, Default)]
 #[vmstate(name = "dev", version = 3, min_version = 1, post_load = Self::post_load)]
 pub struct Dev {
@@ -44,6 +44,10 @@ pub struct Dev {
     _queues_fit: (),
     inner: Queue,
     inners: [Queue; 2],
+    #[vmstate(qtailq)]
+    pending: std::collections::VecDeque<Queue>,
+    #[vmstate(gtree)]
+    by_id: std::collections::BTreeMap<u64, Queue>,
     #[vmstate(subsection, needed = Self::has_poll)]
     poll: DevPoll,
 }

@@ -121,7 +121,7 @@ pub fn validate<T>(
 /// Writes a single-element field with `write`, describing it as one element when the
 /// context describes.
 #[inline]
-fn save_single<C: SaveContext>(
+pub(crate) fn save_single<C: SaveContext>(
     field: &'static Field,
     w: &mut Writer<'_>,
     ctx: &mut C,

@@ -37,9 +37,9 @@
 
 use std::collections::VecDeque;
 
-use crate::derive_support::check_version;
+use crate::derive_support::{check_version, save_single};
 use crate::description::Field;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::save_context::SaveContext;
 use crate::state::VmState;
 use crate::wire::{Reader, Writer};
@@ -100,20 +100,14 @@ pub fn save_list<L: VmList, C: SaveContext>(
     w: &mut Writer<'_>,
     ctx: &mut C,
 ) -> Result<()> {
-    if C::DESCRIBES {
-        ctx.begin_field(field, 1);
-        ctx.begin_elem(0, w.position());
-    }
-    for (i, elem) in list.elems_mut().enumerate() {
-        w.put_u8(MORE);
-        elem.save_state(w, ctx).map_err(|e| e.at_index(i))?;
-    }
-    w.put_u8(END);
-    if C::DESCRIBES {
-        ctx.end_elem(w.position());
-        ctx.end_field();
-    }
-    Ok(())
+    save_single(field, w, ctx, |w, ctx| {
+        for (i, elem) in list.elems_mut().enumerate() {
+            w.put_u8(MORE);
+            elem.save_state(w, ctx).map_err(|e| e.at_index(i))?;
+        }
+        w.put_u8(END);
+        Ok(())
+    })
 }
 
 /// Loads a list field written by [`save_list`]: its elements replace the list's, each
@@ -132,14 +126,8 @@ pub fn load_list<L: VmList>(list: &mut L, version: Option<u32>, r: &mut Reader<'
             return Ok(());
         }
         count += 1;
-        if count.saturating_mul(elem_size) > r.limits().max_alloc {
-            return Err(Error::new(ErrorKind::AllocationTooLarge {
-                requested: count.saturating_mul(elem_size),
-                limit: r.limits().max_alloc,
-            })
-            .at_offset(at)
-            .at_index(count - 1));
-        }
+        r.check_alloc(count, elem_size)
+            .map_err(|e| e.at_offset(at).at_index(count - 1))?;
         let mut elem = L::Elem::default();
         elem.load_state(r, version)
             .map_err(|e| e.at_index(count - 1))?;

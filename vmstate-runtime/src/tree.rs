@@ -35,9 +35,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::derive_support::check_version;
+use crate::derive_support::{check_version, save_single};
 use crate::description::{Field, VmStateDescription};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::save_context::SaveContext;
 use crate::state::VmState;
 use crate::wire::{Reader, Writer};
@@ -139,22 +139,16 @@ pub fn save_tree<T: VmTree, C: SaveContext>(
 ) -> Result<()> {
     let count = u32::try_from(tree.node_count())
         .map_err(|_| Error::invalid("gtree", "more than 4294967295 nodes"))?;
-    if C::DESCRIBES {
-        ctx.begin_field(field, 1);
-        ctx.begin_elem(0, w.position());
-    }
-    w.put_be32(count);
-    for (i, (key, value)) in tree.nodes_mut().enumerate() {
-        w.put_u8(MORE);
-        key.save_key(w, ctx).map_err(|e| e.at_index(i))?;
-        value.save_state(w, ctx).map_err(|e| e.at_index(i))?;
-    }
-    w.put_u8(END);
-    if C::DESCRIBES {
-        ctx.end_elem(w.position());
-        ctx.end_field();
-    }
-    Ok(())
+    save_single(field, w, ctx, |w, ctx| {
+        w.put_be32(count);
+        for (i, (key, value)) in tree.nodes_mut().enumerate() {
+            w.put_u8(MORE);
+            key.save_key(w, ctx).map_err(|e| e.at_index(i))?;
+            value.save_state(w, ctx).map_err(|e| e.at_index(i))?;
+        }
+        w.put_u8(END);
+        Ok(())
+    })
 }
 
 /// Loads a `gtree` field written by [`save_tree`]: its nodes replace the tree's, keys
@@ -195,13 +189,8 @@ pub fn load_tree<T: VmTree>(tree: &mut T, version: Option<u32>, r: &mut Reader<'
             )
             .at_offset(at));
         }
-        if u64::from(count + 1).saturating_mul(node_size) > r.limits().max_alloc {
-            return Err(Error::new(ErrorKind::AllocationTooLarge {
-                requested: u64::from(count + 1).saturating_mul(node_size),
-                limit: r.limits().max_alloc,
-            })
-            .at_offset(at));
-        }
+        r.check_alloc(u64::from(count) + 1, node_size)
+            .map_err(|e| e.at_offset(at))?;
         let index = count as usize;
         let key = T::Key::load_key(r, key_version).map_err(|e| e.at_index(index))?;
         let mut value = T::Value::default();

@@ -186,6 +186,10 @@ impl FieldAst<'_> {
         if self.role() == Role::Unused {
             return "unused".into();
         }
+        // QEMU's VMSTATE_WITH_TMP always names its field `tmp`.
+        if self.attrs.to_tmp.is_set() || self.attrs.from_tmp.is_set() {
+            return "tmp".into();
+        }
         self.rust_name.clone()
     }
 

@@ -111,6 +111,15 @@ attributes! {
         /// `gtree`: a `BTreeMap` of described values (QEMU's `VMSTATE_GTREE_V`, or
         /// `VMSTATE_GTREE_DIRECT_KEY_V` with `u64` keys).
         gtree: (),
+        /// `array_of_pointer`: an array of `Option`s, absent elements sent as QEMU's
+        /// `0x30` placeholder (`VMSTATE_ARRAY_OF_POINTER[_TO_STRUCT]`).
+        array_of_pointer: (),
+        /// `to_tmp = path`: `fn(&Self) -> T`, the temporary of a `Tmp<T>` field
+        /// (QEMU's `VMSTATE_WITH_TMP`).
+        to_tmp: Path,
+        /// `from_tmp = path`: `fn(&mut Self, T) -> Result<(), E>`, applies a loaded
+        /// temporary.
+        from_tmp: Path,
     }
 }
 
@@ -395,7 +404,10 @@ mod tests {
                 "rename",
                 "qtailq",
                 "qlist",
-                "gtree"
+                "gtree",
+                "array_of_pointer",
+                "to_tmp",
+                "from_tmp"
             ]
         );
     }
@@ -431,12 +443,14 @@ mod tests {
             [
                 "unknown vmstate field attribute `sinse` (did you mean `since`? expected one of: \
                  since, exists, skip, unused, len, equal, buffer, subsection, needed, validate, \
-                 rename, qtailq, qlist, gtree)",
+                 rename, qtailq, qlist, gtree, array_of_pointer, to_tmp, from_tmp)",
                 "unknown vmstate field attribute `pre_save` (`pre_save` goes on the struct; \
                  expected one of: since, exists, skip, unused, len, equal, buffer, subsection, \
-                 needed, validate, rename, qtailq, qlist, gtree)",
+                 needed, validate, rename, qtailq, qlist, gtree, array_of_pointer, to_tmp, \
+                 from_tmp)",
                 "unknown vmstate field attribute `zzz` (expected one of: since, exists, skip, \
-                 unused, len, equal, buffer, subsection, needed, validate, rename, qtailq, qlist, gtree)",
+                 unused, len, equal, buffer, subsection, needed, validate, rename, qtailq, qlist, \
+                 gtree, array_of_pointer, to_tmp, from_tmp)",
             ]
         );
     }

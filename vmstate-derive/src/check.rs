@@ -32,6 +32,9 @@ pub fn check(cx: &Ctxt, c: &Container<'_>) {
         equal_is_a_single_value(cx, f);
         equal_has_a_qemu_info(cx, f);
         list_takes_only_version_keys(cx, f);
+        array_of_pointer_is_a_plain_array(cx, f);
+        tmp_names_both_functions(cx, f);
+        tmp_takes_only_exists(cx, f);
     }
 }
 
@@ -153,6 +156,71 @@ fn list_takes_only_version_keys(cx: &Ctxt, f: &FieldAst<'_>) {
                 format!(
                     "`{key}` cannot be combined with `{kind}`: a list or tree field takes only \
                      `since` (its elements load at that version) and `rename`"
+                ),
+            );
+        }
+    }
+}
+
+/// `array_of_pointer`: a fixed array of `Option`s; its presence (`since`, `exists`) and
+/// name (`rename`) work as for any array, nothing else goes with it.
+fn array_of_pointer_is_a_plain_array(cx: &Ctxt, f: &FieldAst<'_>) {
+    let Some(flag) = f.attrs.array_of_pointer.get() else {
+        return;
+    };
+    if !matches!(f.shape, Shape::Array { .. }) {
+        cx.error(
+            flag.span,
+            format!(
+                "`array_of_pointer` applies to a fixed array `[Option<T>; N]` or \
+                 `[Option<Box<T>>; N]`, and this field is a `{}`",
+                type_str(f.ty)
+            ),
+        );
+    }
+    for (key, range) in f.attrs.given() {
+        if !matches!(key, "array_of_pointer" | "since" | "exists" | "rename") {
+            cx.error_range(
+                range,
+                format!(
+                    "`{key}` cannot be combined with `array_of_pointer`: an array of \
+                     pointers takes only `since`, `exists` and `rename`"
+                ),
+            );
+        }
+    }
+}
+
+/// `to_tmp` and `from_tmp` come together: one computes the temporary, the other applies it.
+fn tmp_names_both_functions(cx: &Ctxt, f: &FieldAst<'_>) {
+    match (f.attrs.to_tmp.get(), f.attrs.from_tmp.get()) {
+        (Some(to), None) => cx.error_range(
+            to.whole(),
+            "`to_tmp` needs `from_tmp = path` too: `fn(&mut Self, T) -> Result<(), E>`, which \
+             applies the loaded temporary to the device",
+        ),
+        (None, Some(from)) => cx.error_range(
+            from.whole(),
+            "`from_tmp` needs `to_tmp = path` too: `fn(&Self) -> T`, which computes the \
+             temporary from the device",
+        ),
+        _ => {}
+    }
+}
+
+/// A temporary (QEMU's `VMSTATE_WITH_TMP`) is always named `tmp` and has field version 0:
+/// only `exists` (QEMU's `VMSTATE_WITH_TMP_TEST`) goes with it.
+fn tmp_takes_only_exists(cx: &Ctxt, f: &FieldAst<'_>) {
+    if !f.attrs.to_tmp.is_set() && !f.attrs.from_tmp.is_set() {
+        return;
+    }
+    for (key, range) in f.attrs.given() {
+        if !matches!(key, "to_tmp" | "from_tmp" | "exists") {
+            cx.error_range(
+                range,
+                format!(
+                    "`{key}` cannot be combined with `to_tmp`/`from_tmp`: QEMU names a \
+                     temporary `tmp` and loads it at version 0, so it takes only `exists`"
                 ),
             );
         }

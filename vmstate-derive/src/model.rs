@@ -150,6 +150,24 @@ pub enum Layout<'a> {
         /// The field's type.
         ty: &'a Type,
     },
+    /// `array_of_pointer` on `[P; N]` with `P: VmNullable` (`Option<T>`,
+    /// `Option<Box<T>>`): present elements as `T`, absent ones as `0x30`.
+    PointerArray {
+        /// `P`.
+        elem: &'a Type,
+        /// `N`.
+        len: &'a Expr,
+    },
+    /// `to_tmp`/`from_tmp` on a `Tmp<T>`: a temporary computed on save and applied on
+    /// load (QEMU's `VMSTATE_WITH_TMP`).
+    Tmp {
+        /// The field's type, `Tmp<T>`.
+        ty: &'a Type,
+        /// `fn(&Self) -> T`.
+        to_tmp: &'a Path,
+        /// `fn(&mut Self, T) -> Result<(), E>`.
+        from_tmp: &'a Path,
+    },
 }
 
 /// QEMU's two list kinds, which share one wire format.

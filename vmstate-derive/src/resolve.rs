@@ -100,6 +100,27 @@ fn layout<'a>(cx: &Ctxt, c: &'a Container<'_>, f: &'a FieldAst<'_>) -> Option<La
     if a.gtree.is_set() {
         return Some(Layout::Tree { ty: f.ty });
     }
+    match (a.to_tmp.get(), a.from_tmp.get()) {
+        (Some(to), Some(from)) => {
+            return Some(Layout::Tmp {
+                ty: f.ty,
+                to_tmp: &to.value,
+                from_tmp: &from.value,
+            });
+        }
+        (None, None) => {}
+        _ => return bug(cx, f.ty.span(), "`to_tmp` without `from_tmp`"),
+    }
+    if a.array_of_pointer.is_set() {
+        return match &f.shape {
+            Shape::Array { elem, len } => Some(Layout::PointerArray { elem, len }),
+            _ => bug(
+                cx,
+                f.ty.span(),
+                "`array_of_pointer` on a field that is no array",
+            ),
+        };
+    }
     match (a.qtailq.is_set(), a.qlist.is_set()) {
         (true, false) => {
             return Some(Layout::List {
@@ -205,6 +226,8 @@ mod tests {
                         ..
                     } => "qlist".to_owned(),
                     Layout::Tree { .. } => "gtree".to_owned(),
+                    Layout::PointerArray { .. } => "array_of_pointer".to_owned(),
+                    Layout::Tmp { .. } => "tmp".to_owned(),
                 };
                 format!("{layout}{}", presence(p))
             }

@@ -93,6 +93,17 @@ pub enum Count {
         /// The key's description; `None` for a direct be64 key.
         key: Option<&'static VmStateDescription>,
     },
+    /// A fixed number of nullable elements (QEMU's `VMSTATE_ARRAY_OF_POINTER` and
+    /// `VMSTATE_ARRAY_OF_POINTER_TO_STRUCT`): a present element is written as the
+    /// field's type, an absent one as the single byte `0x30` (QEMU's `nullptr`
+    /// placeholder). What is read for an element depends on whether the *local* element
+    /// is present, as in QEMU. In a schema dump the element size is a pointer's, 8.
+    ArrayOfPointer(usize),
+    /// A temporary struct of the field's struct type, computed from the device on save
+    /// and applied to it on load (QEMU's `VMSTATE_WITH_TMP`, field name `tmp`). Saved at
+    /// its own version and loaded at version 0, as QEMU does; its description goes
+    /// straight into the field's vmdesc object.
+    Tmp,
     /// No element at all: a check run on load between the fields around it (QEMU's
     /// `VMSTATE_VALIDATE`, a `VMS_ARRAY | VMS_MUST_EXIST` field with `num = 0` whose
     /// `field_exists` test is the check). The field's name names the check. It has no
@@ -170,26 +181,31 @@ impl Field {
     /// element only unless the field has an `exists` test or is a struct whose
     /// description has subsections or a non-compressible field.
     pub fn is_compressible(&self) -> bool {
-        // A list is not a VMS_STRUCT field in QEMU, so its element type does not count.
+        // Lists, trees and temporaries are not VMS_STRUCT fields in QEMU, so their
+        // element type does not count.
         !self.has_exists_test
-            && (self.is_list()
+            && (self.describes_inline()
                 || match self.ty {
                     FieldType::Info(_) => true,
                     FieldType::Struct(d) => d.is_compressible(),
                 })
     }
 
-    /// The static element count, if it does not depend on the value. A
-    /// [`Count::Vbuffer`] is one element of a size that depends on the value, so it has
-    /// none either; a [`Count::Validate`] has no element.
+    /// The number of elements of the field's type written, if it does not depend on the
+    /// value. A [`Count::Vbuffer`] is one element of a size that depends on the value,
+    /// and a [`Count::ArrayOfPointer`] writes a 1-byte placeholder for each absent
+    /// element, so neither has one; a [`Count::Validate`] has no element.
     pub const fn static_count(&self) -> Option<usize> {
         match self.count {
             Count::Single => Some(1),
             Count::Array(n) => Some(n),
             Count::Validate => Some(0),
-            Count::Varray { .. } | Count::Vbuffer { .. } | Count::List(_) | Count::Gtree { .. } => {
-                None
-            }
+            Count::Tmp => Some(1),
+            Count::Varray { .. }
+            | Count::Vbuffer { .. }
+            | Count::List(_)
+            | Count::Gtree { .. }
+            | Count::ArrayOfPointer(_) => None,
         }
     }
 
@@ -199,14 +215,24 @@ impl Field {
         match self.count {
             Count::List(kind) => kind.type_name(),
             Count::Gtree { .. } => "gtree",
+            Count::Tmp => "tmp",
             _ => self.ty.type_name(),
         }
     }
 
-    /// True for a list or a tree (QEMU's qtailq, qlist, gtree): in the vmdesc, each
-    /// element's description is written straight into the field's object.
-    pub const fn is_list(&self) -> bool {
-        matches!(self.count, Count::List(_) | Count::Gtree { .. })
+    /// True for a list, a tree or a temporary (QEMU's qtailq, qlist, gtree, tmp): in the
+    /// vmdesc, each element's description is written straight into the field's object
+    /// rather than under `"struct"`.
+    pub const fn describes_inline(&self) -> bool {
+        matches!(
+            self.count,
+            Count::List(_) | Count::Gtree { .. } | Count::Tmp
+        )
+    }
+
+    /// True for an array of nullable pointers ([`Count::ArrayOfPointer`]).
+    pub const fn is_array_of_pointer(&self) -> bool {
+        matches!(self.count, Count::ArrayOfPointer(_))
     }
 
     /// True for a load-time check between fields ([`Count::Validate`], QEMU's

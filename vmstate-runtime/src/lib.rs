@@ -73,6 +73,7 @@ pub mod handler;
 pub mod json;
 pub mod list;
 pub mod migrate;
+pub mod pointers;
 pub mod qjson;
 pub mod ram;
 pub mod registry;
@@ -83,6 +84,7 @@ pub mod schema;
 mod state;
 pub mod stream;
 mod timer;
+pub mod tmp;
 pub mod transport;
 pub mod tree;
 pub mod wire;
@@ -94,11 +96,13 @@ pub use description::{Count, Field, FieldType, Info, LenType, ListKind, VmStateD
 pub use error::{Error, ErrorKind, HookError, PathSegment, Result, SectionRef};
 pub use handler::{IterationStatus, IterativeHandler, Pending, Phase};
 pub use list::VmList;
+pub use pointers::VmNullable;
 pub use registry::{Device, Priority, Registration, Registry, SectionHandle, SectionInfo};
 pub use save_context::{Describer, PlainSave, SaveContext};
 pub use save_policy::{SavePolicy, StreamSaveCtx};
 pub use state::{VmElem, VmState};
 pub use timer::Timer;
+pub use tmp::{Tmp, VmTmp};
 pub use tree::{GtreeKey, VmTree};
 pub use wire::{Limits, Reader, Writer};
 
@@ -112,8 +116,10 @@ pub mod __private {
     pub use crate::description::{Count, Field, FieldType, LenType, ListKind, VmStateDescription};
     pub use crate::error::{Error, Result};
     pub use crate::list::{VmList, load_list, save_list};
+    pub use crate::pointers::{VmNullable, load_pointer_array, save_pointer_array};
     pub use crate::save_context::SaveContext;
     pub use crate::state::{VmElem, VmState};
+    pub use crate::tmp::{Tmp, VmTmp, apply_tmp, load_tmp, make_tmp, save_tmp, tmp_loadable};
     pub use crate::tree::{GtreeKey, VmTree, load_tree, save_tree};
     pub use crate::wire::{Reader, Writer};
 }

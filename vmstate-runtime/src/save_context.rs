@@ -11,6 +11,7 @@ use crate::json::Json;
 
 use crate::description::{Field, VmStateDescription};
 use crate::error::Result;
+pub use crate::pointers::PointerEntry;
 
 /// The policy and observer of a save. Every method has a do-nothing default.
 pub trait SaveContext {
@@ -48,6 +49,11 @@ pub trait SaveContext {
     /// Element `index` starts at stream position `pos`.
     #[inline]
     fn begin_elem(&mut self, _index: usize, _pos: u64) {}
+    /// Element `index` of an array of nullable pointers starts at stream position `pos`
+    /// (instead of [`SaveContext::begin_elem`]): `entry` is the vmdesc entry QEMU writes
+    /// for it, `None` when it writes none (see [`crate::pointers`]).
+    #[inline]
+    fn begin_pointer_elem(&mut self, _index: usize, _entry: Option<PointerEntry>, _pos: u64) {}
     /// The current element ends at stream position `pos`.
     #[inline]
     fn end_elem(&mut self, _pos: u64) {}
@@ -115,12 +121,12 @@ impl Describer {
     fn attach_vmsd(&mut self, value: Json) {
         match self.stack.last_mut() {
             // A list element's description goes straight into the field's object, once
-            // per element, repeating its keys (QEMU's qtailq/qlist vmdesc).
+            // per element, repeating its keys (QEMU's qtailq/qlist/gtree/tmp vmdesc).
             Some(Frame::Field {
                 field,
                 current: Some((entry, _)),
                 ..
-            }) if field.is_list() => {
+            }) if field.describes_inline() => {
                 if let Json::Object(members) = value {
                     entry.extend(members);
                 }
@@ -223,6 +229,33 @@ impl SaveContext for Describer {
         }
         entry.push(("type".into(), field.vmdesc_type().into()));
         *current = Some((entry, pos));
+    }
+
+    fn begin_pointer_elem(&mut self, index: usize, entry: Option<PointerEntry>, pos: u64) {
+        if self.skip_depth > 0 {
+            self.skip_depth += 1;
+            return;
+        }
+        let Some(Frame::Field { field, current, .. }) = self.stack.last_mut() else {
+            return;
+        };
+        let Some(PointerEntry { run, null }) = entry else {
+            self.skip_depth = 1;
+            return;
+        };
+        let mut members: Members = vec![("name".into(), field.vmdesc_name.into())];
+        if run > 1 {
+            // QEMU's placeholder field is always compressible; a present element
+            // follows the field's own rule.
+            if null || field.is_compressible() {
+                members.push(("array_len".into(), (run as u64).into()));
+            } else {
+                members.push(("index".into(), (index as u64).into()));
+            }
+        }
+        let ty = if null { "nullptr" } else { field.vmdesc_type() };
+        members.push(("type".into(), ty.into()));
+        *current = Some((members, pos));
     }
 
     fn end_elem(&mut self, pos: u64) {

@@ -70,6 +70,14 @@ impl SaveContext for StreamSaveCtx<'_> {
     fn begin_elem(&mut self, index: usize, pos: u64) {
         self.describer.begin_elem(index, pos)
     }
+    fn begin_pointer_elem(
+        &mut self,
+        index: usize,
+        entry: Option<crate::save_context::PointerEntry>,
+        pos: u64,
+    ) {
+        self.describer.begin_pointer_elem(index, entry, pos)
+    }
     fn end_elem(&mut self, pos: u64) {
         self.describer.end_elem(pos)
     }

@@ -480,3 +480,19 @@ impl VmElem for f64 {
 
     raw_prim!(u64, |v| v.to_bits(), |v| f64::from_bits(v));
 }
+
+/// A boxed element is its contents (for `[Option<Box<T>>; N]` pointer arrays and boxed
+/// large structs).
+impl<T: VmElem> VmElem for Box<T> {
+    const TYPE: FieldType = T::TYPE;
+
+    #[inline]
+    fn save_elem<C: SaveContext>(&mut self, w: &mut Writer<'_>, ctx: &mut C) -> Result<()> {
+        (**self).save_elem(w, ctx)
+    }
+
+    #[inline]
+    fn load_elem(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        (**self).load_elem(r)
+    }
+}

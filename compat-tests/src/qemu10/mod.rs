@@ -16,6 +16,7 @@ pub mod mc146818rtc;
 pub mod port92;
 pub mod timer;
 pub mod uefi_vars;
+pub mod virtio_mem;
 
 pub use fw_cfg::{FwCfg, FwCfgAcpiMr, FwCfgDma};
 pub use globalstate::GlobalState;
@@ -29,3 +30,4 @@ pub use timer::{
     CpuTimers, TimersIcount, TimersIcountShift, TimersIcountTimers, TimersIcountWarpTimer,
 };
 pub use uefi_vars::{UefiTime, UefiVarPolicy, UefiVariable, UefiVars, UefiVarsSysbus};
+pub use virtio_mem::{VirtioMemBitmap, VirtioMemEarly, VirtioMemSanityChecks};

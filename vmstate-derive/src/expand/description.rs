@@ -61,6 +61,12 @@ fn elem_type(w: &Wire<'_>) -> TokenStream {
             Layout::Tree { ty } => quote_spanned!(ty.span()=> __vm::FieldType::Struct(
                 <<#ty as __vm::VmTree>::Value as __vm::VmState>::DESCRIPTION
             )),
+            Layout::PointerArray { elem, .. } => quote_spanned!(elem.span()=>
+                <<#elem as __vm::VmNullable>::Target as __vm::VmElem>::TYPE
+            ),
+            Layout::Tmp { ty, .. } => quote_spanned!(ty.span()=> __vm::FieldType::Struct(
+                <<#ty as __vm::VmTmp>::State as __vm::VmState>::DESCRIPTION
+            )),
         },
     }
 }
@@ -88,6 +94,8 @@ fn count(w: &Wire<'_>) -> TokenStream {
             Layout::Tree { ty } => quote_spanned!(ty.span()=> __vm::Count::Gtree {
                 key: <<#ty as __vm::VmTree>::Key as __vm::GtreeKey>::DESCRIPTION,
             }),
+            Layout::PointerArray { len, .. } => quote!(__vm::Count::ArrayOfPointer(#len)),
+            Layout::Tmp { .. } => quote!(__vm::Count::Tmp),
         },
     }
 }
@@ -121,7 +129,9 @@ pub(super) fn field_desc(f: WireField<'_, '_>, vmdesc_name: &str) -> TokenStream
                 | Layout::Varray { .. }
                 | Layout::Vbuffer { .. }
                 | Layout::List { .. }
-                | Layout::Tree { .. } => false,
+                | Layout::Tree { .. }
+                | Layout::PointerArray { .. }
+                | Layout::Tmp { .. } => false,
             };
             (presence.since(), presence.is_exists(), equal)
         }
@@ -138,6 +148,34 @@ pub(super) fn field_desc(f: WireField<'_, '_>, vmdesc_name: &str) -> TokenStream
             count: #count,
             equal: #equal,
         }
+    }
+}
+
+/// A compile-time check that a temporary's type loads at version 0 as QEMU loads it.
+pub(super) fn tmp_check(ty: &Type) -> TokenStream {
+    let (first, last) = span_range(ty);
+    let msg = LitStr::new(
+        &format!(
+            "the temporary of `{}`: QEMU loads a temporary (VMSTATE_WITH_TMP) at version 0, so \
+             its type needs \
+             `min_version = 0` and no field with `since`; e.g. #[vmstate(name = \"...\", \
+             version = 0)]",
+            type_str(ty)
+        )
+        .replace('{', "{{")
+        .replace('}', "}}"),
+        Span::call_site(),
+    );
+    let mut args = Group::new(
+        Delimiter::Parenthesis,
+        quote_spanned! {first=>
+            __vm::tmp_loadable(<<#ty as __vm::VmTmp>::State as __vm::VmState>::DESCRIPTION),
+            #msg
+        },
+    );
+    args.set_span(last);
+    quote_spanned! {first=>
+        const _: () = ::core::assert! #args;
     }
 }
 

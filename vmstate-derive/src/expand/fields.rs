@@ -88,6 +88,24 @@ pub(super) fn save_field(index: usize, f: WireField<'_, '_>) -> TokenStream {
                         quote_spanned!(ty.span()=> __vm::save_tree(&mut this.#m, #field, w, ctx));
                     quote!(#call #path)
                 }
+                Layout::PointerArray { elem, .. } => {
+                    let call = typed_call(
+                        elem,
+                        "save_pointer_array",
+                        quote!(&mut this.#m[..], #field, w, ctx),
+                    );
+                    quote!(#call #path)
+                }
+                Layout::Tmp { ty, to_tmp, .. } => {
+                    let make = make_tmp(ty, to_tmp);
+                    // The marker field is read here, so that it is not reported as dead code.
+                    let m = f.field.member;
+                    quote! {{
+                        let _ = &this.#m;
+                        let mut tmp = #make;
+                        __vm::save_tmp(&mut tmp, #field, w, ctx) #path
+                    }}
+                }
             };
             guarded(presence, body)
         }
@@ -155,10 +173,41 @@ pub(super) fn load_field(f: WireField<'_, '_>) -> TokenStream {
                     let call = quote_spanned!(ty.span()=> __vm::#load(&mut this.#m, #version, r));
                     quote!(#call #path)
                 }
+                Layout::PointerArray { elem, .. } => {
+                    let call = quote_spanned!(elem.span()=>
+                        __vm::load_pointer_array::<#elem>(&mut this.#m[..], r)
+                    );
+                    quote!(#call #path)
+                }
+                // The temporary starts from what `to_tmp` computes, is loaded, and is
+                // handed to `from_tmp`.
+                Layout::Tmp {
+                    ty,
+                    to_tmp,
+                    from_tmp,
+                } => {
+                    let make = make_tmp(ty, to_tmp);
+                    let apply = hook_helper(from_tmp, "apply_tmp", quote!(this, tmp, r), false);
+                    quote! {{
+                        let mut tmp = #make;
+                        __vm::load_tmp(&mut tmp, r) #path
+                        #apply #path
+                    }}
+                }
             };
             guarded(presence, body)
         }
     }
+}
+
+/// `to_tmp(&*this)`, typed by the field's `Tmp<T>` so that a field of another type, or a
+/// function returning another type, is reported at the field's type or the path.
+fn make_tmp(ty: &syn::Type, to_tmp: &syn::Path) -> TokenStream {
+    let (first, last) = crate::attr::span_range(to_tmp);
+    let mut args = Group::new(Delimiter::Parenthesis, quote!(&*this, #to_tmp));
+    args.set_span(last);
+    let helper = syn::Ident::new("make_tmp", first);
+    quote_spanned!(first=> __vm::#helper::<#ty, _> #args)
 }
 
 /// Sizes a counted field from its count before it is read.

@@ -15,9 +15,9 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::model::{Encoding, Field, Struct, Subsection, Wire};
+use crate::model::{Encoding, Field, Layout, Struct, Subsection, Wire};
 
-use description::{field_desc, prefix_check, vmdesc_names};
+use description::{field_desc, prefix_check, tmp_check, vmdesc_names};
 use fields::{load_subsections, save_subsection};
 use hooks::{hook_call, hook_helper};
 use runs::{load_segment, raw_struct, run_const, save_segment, segments};
@@ -63,6 +63,13 @@ pub fn expand(s: &Struct<'_>) -> TokenStream {
         quote_spanned!(ty.span()=> <#ty as __vm::VmState>::DESCRIPTION)
     });
     let prefix_checks = subs.iter().map(|f| prefix_check(name, *f));
+    let tmp_checks = wire.iter().filter_map(|f| match f.wire {
+        Wire::Data {
+            layout: Layout::Tmp { ty, .. },
+            ..
+        } => Some(tmp_check(ty)),
+        _ => None,
+    });
 
     let segments = segments(&wire);
     let run_consts = segments.iter().map(run_const);
@@ -116,6 +123,8 @@ pub fn expand(s: &Struct<'_>) -> TokenStream {
             };
 
             #(#prefix_checks)*
+
+            #(#tmp_checks)*
 
             #(#run_consts)*
 

@@ -69,7 +69,9 @@ fn raw_field<'a>(f: WireField<'_, 'a>) -> Option<RawField<'a>> {
                 | Layout::Varray { .. }
                 | Layout::Vbuffer { .. }
                 | Layout::List { .. }
-                | Layout::Tree { .. } => {
+                | Layout::Tree { .. }
+                | Layout::PointerArray { .. }
+                | Layout::Tmp { .. } => {
                     return None;
                 }
             };

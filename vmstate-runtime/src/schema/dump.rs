@@ -77,9 +77,11 @@ impl From<&VmStateDescription> for types::Description {
     }
 }
 
-/// A field. `num` is given for [`Count::Array`] only; a counted `buffer`
-/// ([`Count::Vbuffer`]) has no `num` and size 0, as QEMU prints a `VMSTATE_VBUFFER*`
-/// field; `size` is [`element_size`].
+/// A field. `num` is given for [`Count::Array`] and [`Count::ArrayOfPointer`] only; a
+/// counted `buffer` ([`Count::Vbuffer`]) has no `num` and size 0, as QEMU prints a
+/// `VMSTATE_VBUFFER*` field; `size` is [`element_size`], except for an array of
+/// pointers, whose elements QEMU sizes as pointers (8 bytes on the 64-bit hosts QEMU
+/// dumps are taken on).
 impl From<&crate::Field> for types::Field {
     fn from(field: &crate::Field) -> Self {
         types::Field {
@@ -87,10 +89,13 @@ impl From<&crate::Field> for types::Field {
             version_id: field.since,
             field_exists: field.has_exists_test,
             num: match field.count {
-                Count::Array(n) => Some(n as u64),
+                Count::Array(n) | Count::ArrayOfPointer(n) => Some(n as u64),
                 _ => None,
             },
-            size: element_size(&field.ty) as u64,
+            size: match field.count {
+                Count::ArrayOfPointer(_) => POINTER_SIZE,
+                _ => element_size(&field.ty) as u64,
+            },
             description: match field.ty {
                 FieldType::Struct(d) => Some(d.into()),
                 FieldType::Info(_) => None,
@@ -98,6 +103,9 @@ impl From<&crate::Field> for types::Field {
         }
     }
 }
+
+/// The size of a pointer in a dump: QEMU prints `sizeof(T *)` for an array of pointers.
+const POINTER_SIZE: u64 = 8;
 
 /// [`Dump::from_descriptions`] as JSON.
 pub fn dump_json<'a, I>(machine: &str, sections: I) -> Value

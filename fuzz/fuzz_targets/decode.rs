@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     let (stream, err) = decode::decode_slice_partial(data, opts);
-    let _ = decode::state_json_string(&stream, &DumpOptions { memory: true });
+    let _ = decode::state_json_string(&stream, &DumpOptions { memory: true, expand: true });
     if err.is_none() {
         let again = decode::encode_to_vec(&stream).expect("a decoded stream encodes");
         assert_eq!(again, data, "decode + encode is not the identity");

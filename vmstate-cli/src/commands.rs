@@ -260,7 +260,7 @@ fn write_info(
 
 pub fn dump(
     path: &Path,
-    memory: bool,
+    opts: &DumpOptions,
     desc: bool,
     out_path: Option<&Path>,
     quiet: bool,
@@ -285,13 +285,13 @@ pub fn dump(
     // along it is.
     let (full, _) = s.page_counts();
     let page_size = s.desc.as_ref().map_or(4096, |d| d.page_size);
-    let expected = if memory { full * page_size * 3 } else { 0 };
+    let expected = if opts.memory { full * page_size * 3 } else { 0 };
     let bar = progress::bar(expected, "dumping", quiet);
     let mut out = ProgressWriter {
         inner: output(out_path)?,
         bar: bar.clone(),
     };
-    decode::write_state_json(&s, &mut out, Some(&mut src), &DumpOptions { memory })?;
+    decode::write_state_json(&s, &mut out, Some(&mut src), opts)?;
     out.flush()?;
     bar.finish_and_clear();
     Ok(())

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vmstate_tools::decode::DumpOptions;
 
 /// Inspect, verify and rewrite QEMU migration streams (savevm / migrate-to-file).
 #[derive(Parser, Debug)]
@@ -80,7 +81,8 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         vmstate dump vm.mig                      # like analyze-migration.py -f vm.mig\n  \
         vmstate dump --memory vm.mig -o full.json  # with RAM page contents\n  \
-        vmstate dump --desc vm.mig               # the vmdesc JSON (-d desc)\n\n\
+        vmstate dump --desc vm.mig               # the vmdesc JSON (-d desc)\n  \
+        vmstate dump --expand vm.mig             # queues, trees and temporaries decoded\n\n\
         Keys are \"<idstr> (<section_id>)\"; integers are zero-padded hex strings, raw bytes \
         space-separated hex, subsections nested objects, so the output can be diffed with \
         the script's.")]
@@ -93,6 +95,10 @@ enum Command {
         /// Print the vmdesc JSON trailer instead of the state (as the script's -d desc).
         #[arg(long, conflicts_with = "memory")]
         desc: bool,
+        /// Decode qtailq, qlist, gtree, tmp and vstruct fields into their elements
+        /// instead of the script's hex string of their bytes.
+        #[arg(long, conflicts_with = "desc")]
+        expand: bool,
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -162,8 +168,12 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             file,
             memory,
             desc,
+            expand,
             output,
-        } => commands::dump(&file, memory, desc, output.as_deref(), quiet),
+        } => {
+            let opts = DumpOptions { memory, expand };
+            commands::dump(&file, &opts, desc, output.as_deref(), quiet)
+        }
         Command::Extract { file, dir } => commands::extract(&file, &dir, quiet),
         Command::Verify { file } => commands::verify(&file, quiet),
         Command::Rewrite {

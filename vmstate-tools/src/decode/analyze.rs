@@ -33,6 +33,11 @@ use vmstate::Error;
 pub struct DumpOptions {
     /// Add each RAM section's `"memory"` object (page contents as hex).
     pub memory: bool,
+    /// Show `qtailq`, `qlist`, `gtree`, `tmp` and `vstruct` entries decoded with their
+    /// inline descriptions (a list of element objects; a gtree's as `{"key", "value"}`
+    /// objects; a `tmp`/`vstruct` as one object) instead of the hex string the script
+    /// prints. Entries whose bytes the descriptions do not account for stay hex.
+    pub expand: bool,
 }
 
 /// Space-separated lowercase hex bytes, as the script prints raw fields.
@@ -139,7 +144,7 @@ pub fn write_state_json(
             continue;
         };
         match (&mut order[i].2, &s.payload) {
-            (SectionObj::Vmsd(d), Payload::Vmsd(v)) => apply_struct(d, v),
+            (SectionObj::Vmsd(d), Payload::Vmsd(v)) => apply_struct(d, v, opts.expand),
             (SectionObj::Ram { sizes, runs }, Payload::Ram(p)) => {
                 for r in &p.records {
                     match r {
@@ -202,19 +207,57 @@ pub fn desc_json_string(json: &Json) -> String {
     Style::PYTHON.to_string_json(json)
 }
 
-fn apply_struct<'s>(d: &mut Dict<'s>, s: &'s StructValue) {
+fn apply_struct<'s>(d: &mut Dict<'s>, s: &'s StructValue, expand: bool) {
     for f in &s.fields {
         let desc = s.field_desc(f);
-        d.add_field(&desc.name, value_node(desc.kind, desc.size, &f.value));
+        let node = match (&f.value, expand) {
+            (Value::Inline(i), true) => inline_node(desc.ty.as_deref(), i),
+            _ => None,
+        };
+        let node = node.unwrap_or_else(|| value_node(desc.kind, desc.size, &f.value, expand));
+        d.add_field(&desc.name, node);
     }
     for sub in &s.subsections {
         let mut sd = Dict::default();
-        apply_struct(&mut sd, &sub.body);
+        apply_struct(&mut sd, &sub.body, expand);
         d.set(sub.name.clone(), Node::Dict(sd));
     }
 }
 
-fn value_node<'s>(kind: FieldKind, size: Option<u64>, v: &'s Value) -> Node<'s> {
+/// An inline entry decoded into its elements (see [`DumpOptions::expand`]); `None` when
+/// its bytes did not decode.
+fn inline_node<'s>(ty: Option<&str>, i: &'s InlineValue) -> Option<Node<'s>> {
+    let elements = i.elements.as_ref()?;
+    let dict = |s: &'s StructValue| {
+        let mut d = Dict::default();
+        apply_struct(&mut d, s, true);
+        Node::Dict(d)
+    };
+    Some(match ty {
+        Some("gtree") => {
+            let node = |key: Node<'s>, value: &'s StructValue| {
+                let mut d = Dict::default();
+                d.set("key".into(), key);
+                d.set("value".into(), dict(value));
+                Node::Dict(d)
+            };
+            if i.direct_keys.is_empty() {
+                let pairs = elements.chunks_exact(2);
+                Node::List(pairs.map(|kv| node(dict(&kv[0]), &kv[1])).collect())
+            } else {
+                let keys = i.direct_keys.iter();
+                let nodes = keys
+                    .zip(elements)
+                    .map(|(k, v)| node(Node::Str(format!("0x{k:016x}")), v));
+                Node::List(nodes.collect())
+            }
+        }
+        Some("qtailq" | "qlist") => Node::List(elements.iter().map(dict).collect()),
+        _ => dict(elements.first()?),
+    })
+}
+
+fn value_node<'s>(kind: FieldKind, size: Option<u64>, v: &'s Value, expand: bool) -> Node<'s> {
     match v {
         Value::Int(x) => Node::Str(int_str(kind, size.unwrap_or(8).clamp(1, 8), *x)),
         Value::Bool(b) => Node::Bool(*b != 0),
@@ -227,7 +270,7 @@ fn value_node<'s>(kind: FieldKind, size: Option<u64>, v: &'s Value) -> Node<'s> 
         },
         Value::Struct(s) => {
             let mut d = Dict::default();
-            apply_struct(&mut d, s);
+            apply_struct(&mut d, s, expand);
             Node::Dict(d)
         }
         Value::Inline(i) => Node::Str(hex_bytes(&i.bytes)),

@@ -180,17 +180,49 @@ impl VmDescription {
     }
 }
 
+/// Corrects QEMU 10.0's over-count in arrays of pointers: when such an array starts with
+/// a present element and has NULL ones further on, its first entry claims the whole
+/// array (`array_len` = N) although the entries after it describe the rest. The array
+/// is the run of consecutive entries with one name (other fields' names differ, QEMU
+/// adds `[k]` to repeated names) that contains a `nullptr` entry; its first run is N
+/// minus what the later entries claim. (`analyze-migration.py` reads N elements there
+/// and misparses the rest of the section.)
+fn undo_pointer_overcount(fields: &mut [FieldDesc]) {
+    let mut start = 0;
+    while start < fields.len() {
+        let end = start
+            + fields[start..]
+                .iter()
+                .take_while(|f| f.name == fields[start].name)
+                .count();
+        let group = &mut fields[start..end];
+        let has_null = group.iter().any(|f| f.ty.as_deref() == Some("nullptr"));
+        if let [first, rest @ ..] = group
+            && has_null
+            && first.ty.as_deref() != Some("nullptr")
+            && let Some(claimed) = first.array_len
+        {
+            let later: u64 = rest.iter().map(FieldDesc::count).sum();
+            if claimed > later {
+                first.array_len = Some(claimed - later);
+            }
+        }
+        start = end;
+    }
+}
+
 /// A description object: `vmsd_name`, `version`, `fields`, `subsections`.
 fn vmsd(obj: &Json, what: &str) -> Result<VmsdDesc, Error> {
-    let fields = match obj.get("fields") {
+    let mut fields = match obj.get("fields") {
         None => Vec::new(),
         Some(f) => f
             .as_array()
             .ok_or_else(|| bad(format!("fields of '{what}' is not an array")))?
             .iter()
             .map(|f| field(f, what))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?,
     };
+    undo_pointer_overcount(&mut fields);
     let subsections = match obj.get("subsections") {
         None => Vec::new(),
         Some(s) => s

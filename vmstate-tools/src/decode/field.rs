@@ -187,21 +187,28 @@ fn decode_value(cx: &mut FieldCtx<'_, '_>, f: &FieldDesc, depth: u32) -> Result<
             if f.inline.is_empty() && !f.is_inline_type() {
                 return Ok(Value::Bytes(bytes));
             }
-            let elements = decode_inline(f, &bytes, at, cx.budget, depth);
-            Ok(Value::Inline(Box::new(InlineValue { bytes, elements })))
+            let (elements, direct_keys) = match decode_inline(f, &bytes, at, cx.budget, depth) {
+                Some((e, k)) => (Some(e), k),
+                None => (None, Vec::new()),
+            };
+            Ok(Value::Inline(Box::new(InlineValue {
+                bytes,
+                elements,
+                direct_keys,
+            })))
         }
     }
 }
 
-/// Decodes the raw bytes of an inline entry with its inline descriptions; `None` if
-/// they do not account for exactly these bytes.
+/// Decodes the raw bytes of an inline entry with its inline descriptions, and a gtree's
+/// direct keys; `None` if they do not account for exactly these bytes.
 fn decode_inline(
     f: &FieldDesc,
     bytes: &[u8],
     at: u64,
     budget: &mut u64,
     depth: u32,
-) -> Option<Vec<StructValue>> {
+) -> Option<(Vec<StructValue>, Vec<u64>)> {
     let mut r = Reader::from_slice(bytes).with_base_offset(at);
     let end = at + bytes.len() as u64;
     let mut cx = FieldCtx {
@@ -210,6 +217,7 @@ fn decode_inline(
         budget,
     };
     let mut out = Vec::new();
+    let mut keys = Vec::new();
     match f.ty.as_deref() {
         Some("vstruct" | "tmp") => {
             let [d] = f.inline.as_slice() else {
@@ -232,7 +240,34 @@ fn decode_inline(
                 return None;
             }
         }
+        // A be32 node count, then marked nodes: a described key and a value (two
+        // description groups per node), or a be64 key and a value (one group).
+        Some("gtree") => {
+            let nodes = cx.r.get_be32().ok()? as usize;
+            let struct_keys = nodes > 0 && f.inline.len() == 2 * nodes;
+            if nodes > 0 && !struct_keys && f.inline.len() != nodes {
+                return None;
+            }
+            loop {
+                match cx.r.get_u8().ok()? {
+                    0 => break,
+                    1 => {
+                        if !struct_keys {
+                            keys.push(cx.r.get_be64().ok()?);
+                        }
+                        for _ in 0..1 + usize::from(struct_keys) {
+                            let d = f.inline.get(out.len())?;
+                            out.push(decode_struct(&mut cx, d, depth + 1).ok()?);
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+            if out.len() != f.inline.len() {
+                return None;
+            }
+        }
         _ => return None,
     }
-    cx.r.at_end().ok()?.then_some(out)
+    cx.r.at_end().ok()?.then_some((out, keys))
 }

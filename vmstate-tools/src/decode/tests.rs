@@ -226,7 +226,14 @@ fn engine_streams_round_trip() {
         ..Default::default()
     };
     let s = decode_slice(&bytes, opts).unwrap();
-    let json = state_json_string(&s, &DumpOptions { memory: true }).unwrap();
+    let json = state_json_string(
+        &s,
+        &DumpOptions {
+            memory: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let ram_key = v
         .as_object()
@@ -309,7 +316,16 @@ fn check_no_panic(b: &[u8]) {
         encode(&s, &mut out, Some(&mut src)).unwrap();
         assert!(out == b, "a decoded mutation does not re-encode exactly");
         let mut sink = Vec::new();
-        write_state_json(&s, &mut sink, Some(&mut src), &DumpOptions { memory: true }).unwrap();
+        write_state_json(
+            &s,
+            &mut sink,
+            Some(&mut src),
+            &DumpOptions {
+                memory: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     }
 }
 

@@ -218,8 +218,12 @@ pub enum Value {
 pub struct InlineValue {
     /// The `size` bytes, which are what is re-encoded.
     pub bytes: Box<[u8]>,
-    /// The elements (one for `vstruct`/`tmp`), if the bytes decode exactly.
+    /// The elements (one for `vstruct`/`tmp`; for a `gtree`, each node's key then value
+    /// when keys are described structs, each node's value when keys are direct), if the
+    /// bytes decode exactly.
     pub elements: Option<Vec<StructValue>>,
+    /// A `gtree` with direct keys: each node's be64 key, in stream order (else empty).
+    pub direct_keys: Vec<u64>,
 }
 
 /// The RAM records of one section payload.

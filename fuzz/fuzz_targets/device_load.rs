@@ -8,6 +8,6 @@ fuzz_target!(|data: &[u8]| {
     let Some((&version, payload)) = data.split_first() else {
         return;
     };
-    let mut dev = vmstate_fuzz::Dev::default();
+    let mut dev = vmstate_fuzz::Dev::new();
     let _ = dev.load_bytes(payload, u32::from(version % 5));
 });

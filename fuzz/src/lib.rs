@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
-use vmstate::{Registration, Registry, Timer, VmState};
+use vmstate::{Registration, Registry, Timer, Tmp, VmState};
 
 /// Every field kind: integers, bool, f64, timer, `since`, `exists`, unused bytes,
 /// arrays, counted arrays, `equal`, buffers, counted buffers, a validation, nested
-/// structs, arrays of them, a qtailq, a gtree, and a subsection.
+/// structs, arrays of them, a qtailq, a gtree, an array of pointers (one absent), a
+/// temporary, and a subsection.
 #[derive(VmState, Default)]
 #[vmstate(name = "dev", version = 3, min_version = 1, post_load = Self::post_load)]
 pub struct Dev {
@@ -48,6 +49,10 @@ pub struct Dev {
     pending: std::collections::VecDeque<Queue>,
     #[vmstate(gtree)]
     by_id: std::collections::BTreeMap<u64, Queue>,
+    #[vmstate(array_of_pointer)]
+    slots: [Option<Box<Queue>>; 3],
+    #[vmstate(to_tmp = Self::to_tmp, from_tmp = Self::apply_tmp)]
+    tmp: Tmp<DevTmp>,
     #[vmstate(subsection, needed = Self::has_poll)]
     poll: DevPoll,
 }
@@ -60,6 +65,13 @@ pub struct Queue {
     tail: u16,
 }
 
+/// A temporary.
+#[derive(VmState, Default)]
+#[vmstate(name = "dev/tmp", version = 0)]
+pub struct DevTmp {
+    sum: u32,
+}
+
 /// A subsection.
 #[derive(VmState, Default)]
 #[vmstate(name = "dev/poll", version = 2, min_version = 1)]
@@ -70,6 +82,25 @@ pub struct DevPoll {
 }
 
 impl Dev {
+    /// The device the targets load into: its pointer array has an absent element
+    /// between two present ones, so both ways of reading an element are fuzzed.
+    pub fn new() -> Self {
+        Dev {
+            slots: [Some(Box::default()), None, Some(Box::default())],
+            ..Default::default()
+        }
+    }
+    fn to_tmp(&self) -> DevTmp {
+        DevTmp {
+            sum: self.a32.wrapping_add(u32::from(self.a16)),
+        }
+    }
+    fn apply_tmp(&mut self, t: DevTmp) -> Result<(), String> {
+        if t.sum == u32::MAX {
+            return Err("sum out of range".into());
+        }
+        Ok(())
+    }
     fn has_extra(&self, version: u32) -> bool {
         version >= 3 && self.flag
     }
@@ -102,7 +133,7 @@ pub fn machine() -> Registry {
         Registration::new(),
     )
     .unwrap();
-    reg.register_device(Dev::default(), Registration::new())
+    reg.register_device(Dev::new(), Registration::new())
         .unwrap();
     reg.register_device(Queue::default(), Registration::new())
         .unwrap();

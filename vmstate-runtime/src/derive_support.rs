@@ -261,14 +261,15 @@ pub fn save_count<N: CountField>(count: N, count_field: &'static str, actual: us
     }
 }
 
-/// Sizes `vec` for loading the count read into `count`, within the allocation limit.
-#[inline]
-pub fn load_count<T: Default, N: CountField>(
-    vec: &mut Vec<T>,
+/// How many bytes of new elements a counted field grows by at a time while loading.
+const LOAD_CHUNK_BYTES: usize = 64 << 10;
+
+/// The element count read into a count field, within the allocation limit.
+fn loaded_count<T, N: CountField>(
     count: N,
     count_field: &'static str,
     r: &Reader<'_>,
-) -> Result<()> {
+) -> Result<usize> {
     let n = count.count().map_err(|raw| {
         Error::new(ErrorKind::InvalidCount {
             count_field,
@@ -276,10 +277,55 @@ pub fn load_count<T: Default, N: CountField>(
         })
         .at_offset(r.position())
     })?;
-    let n = r.check_alloc(n, std::mem::size_of::<T>() as u64)?;
+    r.check_alloc(n, std::mem::size_of::<T>() as u64)
+}
+
+/// Loads a counted field (`len = field`) of `count` elements with `load` (a slice
+/// loader that adds element indexes to its errors). Elements already in `vec` are loaded
+/// in place (QEMU loads into the existing array); new ones are added 64 KiB at a time
+/// and read before the next are added, so a hostile count in a short stream fails at
+/// the stream's end having allocated little more than what was read.
+fn load_counted<T: Default, N: CountField>(
+    vec: &mut Vec<T>,
+    count: N,
+    count_field: &'static str,
+    r: &mut Reader<'_>,
+    mut load: impl FnMut(&mut [T], &mut Reader<'_>) -> Result<()>,
+) -> Result<()> {
+    let n = loaded_count::<T, N>(count, count_field, r)?;
     vec.truncate(n);
-    vec.resize_with(n, T::default);
+    load(&mut vec[..], r)?;
+    let per_chunk = (LOAD_CHUNK_BYTES / std::mem::size_of::<T>().max(1)).max(1);
+    while vec.len() < n {
+        let done = vec.len();
+        vec.resize_with(done + (n - done).min(per_chunk), T::default);
+        load(&mut vec[done..], r).map_err(|e| e.shift_index(done as u64))?;
+    }
     Ok(())
+}
+
+/// Loads a counted array (`len = field` on a `Vec<T>`, QEMU's `VMS_VARRAY_*`).
+#[inline]
+pub fn load_varray<T: VmElem + Default, N: CountField>(
+    vec: &mut Vec<T>,
+    count: N,
+    count_field: &'static str,
+    r: &mut Reader<'_>,
+) -> Result<()> {
+    load_counted(vec, count, count_field, r, T::load_slice)
+}
+
+/// Loads a counted buffer (`buffer, len = field` on a `Vec<u8>`, QEMU's `VMS_VBUFFER`).
+#[inline]
+pub fn load_vbuffer<N: CountField>(
+    bytes: &mut Vec<u8>,
+    count: N,
+    count_field: &'static str,
+    r: &mut Reader<'_>,
+) -> Result<()> {
+    load_counted(bytes, count, count_field, r, |chunk, r| {
+        r.get_bytes_into(chunk)
+    })
 }
 
 /// Writes a subsection: marker, counted name, be32 version, then its state.

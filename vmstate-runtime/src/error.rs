@@ -390,6 +390,16 @@ impl Error {
         self
     }
 
+    /// Adds `by` to the array index the path ends with (an error from a slice loaded
+    /// at offset `by` of its array); no change when it ends otherwise.
+    #[cold]
+    pub(crate) fn shift_index(mut self, by: u64) -> Self {
+        if let Some(PathSegment::Index(i)) = self.0.path.last_mut() {
+            *i = i.saturating_add(by);
+        }
+        self
+    }
+
     /// Adds a description name to the path.
     #[cold]
     pub fn in_vmsd(mut self, name: impl Into<Cow<'static, str>>) -> Self {

@@ -144,18 +144,17 @@ pub(super) fn load_field(f: WireField<'_, '_>) -> TokenStream {
                 }
                 Layout::Buffer { .. } => quote!(r.get_bytes_into(&mut this.#m[..]) #path),
                 Layout::Varray { elem, count } => {
-                    let load_count = load_count(count, f, &path);
-                    quote! {
-                        #load_count
-                        <#elem as __vm::VmElem>::load_slice(&mut this.#m[..], r) #path
-                    }
+                    let (len, len_name) = (count.field, &count.name);
+                    let call = typed_call(
+                        elem,
+                        "load_varray",
+                        quote!(&mut this.#m, this.#len, #len_name, r),
+                    );
+                    quote!(#call #path)
                 }
                 Layout::Vbuffer { count } => {
-                    let load_count = load_count(count, f, &path);
-                    quote! {
-                        #load_count
-                        r.get_bytes_into(&mut this.#m[..]) #path
-                    }
+                    let (len, len_name) = (count.field, &count.name);
+                    quote!(__vm::load_vbuffer(&mut this.#m, this.#len, #len_name, r) #path)
                 }
                 // Elements load at the field's version (`since`), as QEMU's get_qtailq
                 // and get_gtree do; without one, at their own.
@@ -208,12 +207,6 @@ fn make_tmp(ty: &syn::Type, to_tmp: &syn::Path) -> TokenStream {
     args.set_span(last);
     let helper = syn::Ident::new("make_tmp", first);
     quote_spanned!(first=> __vm::#helper::<#ty, _> #args)
-}
-
-/// Sizes a counted field from its count before it is read.
-fn load_count(count: &Count<'_>, f: WireField<'_, '_>, path: &TokenStream) -> TokenStream {
-    let (m, len, len_name) = (f.field.member, count.field, &count.name);
-    quote!(__vm::load_count(&mut this.#m, this.#len, #len_name, r) #path)
 }
 
 /// Writes a subsection when its `needed` predicate says so.

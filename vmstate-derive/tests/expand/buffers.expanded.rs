@@ -178,9 +178,7 @@ const _: () = {
                     <u8 as __vm::VmElem>::load_elem(&mut this.mac_len, r)
                         .map_err(|e| e.in_field("mac_len"))?;
                 }
-                __vm::load_count(&mut this.macs, this.mac_len, "mac_len", r)
-                    .map_err(|e| e.in_field("macs"))?;
-                <u8 as __vm::VmElem>::load_slice(&mut this.macs[..], r)
+                __vm::load_varray::<u8, _>(&mut this.macs, this.mac_len, "mac_len", r)
                     .map_err(|e| e.in_field("macs"))?;
                 if !(__RUN_1.ok
                     && r.read_raw(__RUN_1.total, |__in, __at_end| {
@@ -208,15 +206,16 @@ const _: () = {
                     <u32 as __vm::VmElem>::load_elem(&mut this.config_len, r)
                         .map_err(|e| e.in_field("config_len"))?;
                 }
-                __vm::load_count(&mut this.config, this.config_len, "config_len", r)
-                    .map_err(|e| e.in_field("config"))?;
-                r.get_bytes_into(&mut this.config[..])
+                __vm::load_vbuffer(&mut this.config, this.config_len, "config_len", r)
                     .map_err(|e| e.in_field("config"))?;
                 if version >= 2u32 {
-                    __vm::load_count(&mut this.queues, this.num_queues, "num_queues", r)
-                        .map_err(|e| e.in_field("queues"))?;
-                    <Queue as __vm::VmElem>::load_slice(&mut this.queues[..], r)
-                        .map_err(|e| e.in_field("queues"))?;
+                    __vm::load_varray::<Queue, _>(
+                        &mut this.queues,
+                        this.num_queues,
+                        "num_queues",
+                        r,
+                    )
+                    .map_err(|e| e.in_field("queues"))?;
                 }
                 __vm::load_subsections(r, &__DESCRIPTION, |_, _, _| Ok(false))?;
             }

@@ -534,3 +534,64 @@ fn qemu_checks_a_temporary_we_wrote() {
         "{said}"
     );
 }
+
+/// QEMU 10 loads a stream whose `timer` section is sent twice without a word; our loader
+/// refuses it (see `vmstate-runtime/tests/no_silent_loss.rs`).
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_silently_loads_a_duplicated_section_which_we_refuse() {
+    use compat_tests::fixture::{RecordKind, Stream};
+    use compat_tests::qemu10::globalstate::GlobalState;
+    use compat_tests::qemu10::timer::CpuTimers;
+    use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
+    use vmstate::stream::{LoadOptions, load_stream as load_into};
+    use vmstate::{ErrorKind, Reader, Registration, Registry};
+
+    let args = ["-M", "none"];
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("none.mig");
+    save_stream(dir.path(), &args, &src);
+    let bytes = std::fs::read(&src).unwrap();
+    let walked = Stream::parse(bytes.clone()).unwrap();
+    let at = walked
+        .records
+        .iter()
+        .position(|r| r.kind == RecordKind::Full && r.idstr.as_deref() == Some("timer"))
+        .expect("a timer section");
+    let (section, footer) = (&walked.records[at], &walked.records[at + 1]);
+    assert_eq!(footer.kind, RecordKind::Footer);
+    let range = section.offset..footer.offset + footer.len;
+    let twice = [
+        &bytes[..range.end],
+        &bytes[range.clone()],
+        &bytes[range.end..],
+    ]
+    .concat();
+    let twice_path = dir.path().join("twice.mig");
+    std::fs::write(&twice_path, &twice).unwrap();
+    load_stream(dir.path(), &args, &twice_path);
+
+    let mut reg = Registry::new();
+    let no_blocks: Vec<std::sync::Arc<RamBlock>> = Vec::new();
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(no_blocks).unwrap(),
+        Registration::new(),
+    )
+    .unwrap();
+    reg.register_device(CpuTimers::default(), Registration::new())
+        .unwrap();
+    reg.register_device(GlobalState::default(), Registration::new())
+        .unwrap();
+    let err = load_into(
+        &mut reg,
+        &mut Reader::from_slice(&twice),
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::SectionSentTwice { idstr, .. } if idstr == "timer"),
+        "{err}"
+    );
+}

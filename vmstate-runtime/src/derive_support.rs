@@ -394,7 +394,20 @@ fn load_subsections_peek(
         let at = r.position();
         r.skip(1)?;
         let name = r.get_counted_string()?;
+        let version_at = r.position();
         let version = r.get_be32()?;
+        // QEMU reads the be32 into a byte and loads whatever is left of it.
+        if version > u32::from(u8::MAX) {
+            return Err(Error::invalid(
+                "subsection",
+                format!(
+                    "'{name}' has version {version}, which QEMU would truncate to {} (its \
+                     loader keeps one byte)",
+                    version as u8
+                ),
+            )
+            .at_offset(version_at));
+        }
         if !load(&name, r, version)? {
             return Err(Error::new(ErrorKind::UnknownSubsection {
                 name,

@@ -163,6 +163,30 @@ pub enum ErrorKind {
         /// Local version.
         local: u32,
     },
+    /// A FULL or START section for an entry that already had one.
+    #[error(
+        "section '{idstr}' instance {instance_id} was sent twice (QEMU would load the second \
+         copy over the first without a word)"
+    )]
+    SectionSentTwice {
+        /// The section's idstr.
+        idstr: String,
+        /// Its instance id.
+        instance_id: u32,
+    },
+    /// The stream ended (EOF) before every registered entry's section arrived.
+    #[error(
+        "the stream ended without the sections of {} registered entr{}: {}; their state \
+         was not loaded (QEMU would keep it as it was without a word; \
+         `LoadOptions::accept_partial` accepts this and lists them in the load report)",
+        missing.len(),
+        if missing.len() == 1 { "y" } else { "ies" },
+        missing.join(", ")
+    )]
+    SectionsMissing {
+        /// Each missing entry as `idstr (instance N)`.
+        missing: Vec<String>,
+    },
     /// A record type byte that is not defined.
     #[error("unknown record type 0x{byte:02x}")]
     UnknownRecordType {

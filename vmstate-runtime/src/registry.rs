@@ -65,6 +65,11 @@ pub trait Device: Send {
     fn description(&self) -> &'static VmStateDescription;
     /// Whether its FULL section is sent (the description's top-level `needed`).
     fn needed(&mut self) -> bool;
+    /// Whether a stream may lack its section because `needed` may say no on the source
+    /// (a load then does not report it missing). Default: false.
+    fn sent_conditionally(&self) -> bool {
+        false
+    }
     /// Writes the section payload, describing it.
     fn save(&mut self, w: &mut Writer<'_>, ctx: &mut StreamSaveCtx<'_>) -> Result<()>;
     /// Loads a section payload written at `version`.
@@ -79,6 +84,9 @@ impl<T: VmState + Send + 'static> Device for T {
     }
     fn needed(&mut self) -> bool {
         VmState::needed(self)
+    }
+    fn sent_conditionally(&self) -> bool {
+        T::SENT_CONDITIONALLY
     }
     fn save(&mut self, w: &mut Writer<'_>, ctx: &mut StreamSaveCtx<'_>) -> Result<()> {
         self.save_state(w, ctx)
@@ -98,6 +106,9 @@ impl<T: VmState + Send + 'static> Device for Arc<Mutex<T>> {
     }
     fn needed(&mut self) -> bool {
         lock(self).needed()
+    }
+    fn sent_conditionally(&self) -> bool {
+        T::SENT_CONDITIONALLY
     }
     fn save(&mut self, w: &mut Writer<'_>, ctx: &mut StreamSaveCtx<'_>) -> Result<()> {
         Device::save(&mut *lock(self), w, ctx)

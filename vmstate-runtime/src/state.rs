@@ -57,6 +57,11 @@ pub trait VmState {
         true
     }
 
+    /// True when [`VmState::needed`] may say no (the derive sets it for `needed = path`):
+    /// a stream may then lack this device's section, and a load does not count it as
+    /// missing.
+    const SENT_CONDITIONALLY: bool = false;
+
     /// Saves the state at the current version. Errors carry the field path.
     fn save(&mut self, w: &mut Writer<'_>) -> Result<()>
     where

@@ -102,6 +102,8 @@ pub fn expand(s: &Struct<'_>) -> TokenStream {
     let needed = h.needed.map(|p| {
         let call = hook_helper(p, "needed", quote!(self), false);
         quote! {
+            const SENT_CONDITIONALLY: bool = true;
+
             fn needed(&self) -> bool {
                 #call
             }

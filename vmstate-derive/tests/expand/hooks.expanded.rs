@@ -157,6 +157,7 @@ const _: () = {
             __vm::post_load(self, version, r, Self::restart)?;
             Ok(())
         }
+        const SENT_CONDITIONALLY: bool = true;
         fn needed(&self) -> bool {
             __vm::needed(self, Self::enabled)
         }

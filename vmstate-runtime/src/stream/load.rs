@@ -48,6 +48,11 @@ pub struct LoadOptions {
     /// This side's validated capabilities (`x-ignore-shared`, `mapped-ram`); the
     /// stream's set must be the same (QEMU's rule). Default: none.
     pub capabilities: Vec<String>,
+    /// Accept a stream that ends before every registered entry's section arrived,
+    /// listing those entries in [`LoadReport::missing`] (QEMU accepts it silently).
+    /// Default: such a stream is an error ([`ErrorKind::SectionsMissing`]). Devices whose
+    /// `needed` may say no are never counted as missing.
+    pub accept_partial: bool,
     /// Limits on stream-driven allocations.
     pub limits: Limits,
 }
@@ -80,6 +85,9 @@ pub struct LoadReport {
     pub vmdesc: Option<String>,
     /// Non-fatal oddities (QEMU only warns about them).
     pub warnings: Vec<String>,
+    /// Registered entries whose section the stream did not have, as `idstr (instance
+    /// N)`; only with [`LoadOptions::accept_partial`] (otherwise it is an error).
+    pub missing: Vec<String>,
     /// Bytes read.
     pub bytes: u64,
 }
@@ -103,6 +111,7 @@ pub(crate) fn load_stream_with(
     check: &mut dyn FnMut(&Configuration) -> Result<()>,
 ) -> Result<LoadReport> {
     let mut active: Vec<usize> = Vec::new();
+    let loaded = vec![false; registry.entries().len()];
     let footers = if opts.no_section_footers {
         Footers::Absent
     } else {
@@ -118,6 +127,7 @@ pub(crate) fn load_stream_with(
         records,
         report: LoadReport::default(),
         active: &mut active,
+        loaded,
         check,
     }
     .run(r);
@@ -196,6 +206,8 @@ struct Loader<'a> {
     records: RecordReader,
     report: LoadReport,
     active: &'a mut Vec<usize>,
+    /// Per registry entry: whether its FULL or START section was read.
+    loaded: Vec<bool>,
     check: &'a mut dyn FnMut(&Configuration) -> Result<()>,
 }
 
@@ -223,6 +235,7 @@ impl Loader<'_> {
                 Record::Eof => break,
             }
         }
+        self.check_complete(r.position())?;
         match self.records.trailer(r)? {
             Trailer::None => {}
             Trailer::Vmdesc { offset, json } => {
@@ -264,6 +277,13 @@ impl Loader<'_> {
         };
         let entry = &mut self.registry.entries_mut()[index];
         if kind.has_full_header() {
+            if std::mem::replace(&mut self.loaded[index], true) {
+                return Err(Error::new(ErrorKind::SectionSentTwice {
+                    idstr: header.idstr.clone(),
+                    instance_id: header.instance_id,
+                })
+                .at_offset(at));
+            }
             let local = entry.version();
             if header.version > local {
                 return Err(Error::new(ErrorKind::SectionVersionTooNew {
@@ -305,6 +325,28 @@ impl Loader<'_> {
             self.report.continuation_sections += 1;
         }
         Ok(())
+    }
+
+    /// At EOF: every registered entry's section arrived, or is allowed not to.
+    fn check_complete(&mut self, at: u64) -> Result<()> {
+        let missing: Vec<String> = self
+            .registry
+            .entries()
+            .iter()
+            .zip(&self.loaded)
+            .filter(|(e, loaded)| !**loaded && !e.device().is_some_and(|d| d.sent_conditionally()))
+            .map(|(e, _)| format!("{} (instance {})", e.idstr(), e.instance_id()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.opts.accept_partial {
+            self.report.missing = missing;
+            return Ok(());
+        }
+        Err(Error::new(ErrorKind::SectionsMissing { missing })
+            .at_offset(at)
+            .in_record("EOF"))
     }
 
     fn skip_unknown(&mut self, r: &mut Reader<'_>, header: &SectionHeader, at: u64) -> Result<()> {

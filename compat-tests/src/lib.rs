@@ -7,9 +7,11 @@
 //!   module per release), with golden streams and schemas per release in
 //!   `fixtures/evolving/`; `tests/release_matrix.rs` loads every golden stream into every
 //!   release and saves for older releases.
+//! - [`destination`]: registries that real QEMU streams load into.
 //! - [`fixture`]: test support to find a section's payload and the vmdesc trailer in a
 //!   stream, written independently of the runtime.
 
+pub mod destination;
 pub mod evolving;
 pub mod fixture;
 pub mod qemu10;

@@ -2,74 +2,16 @@
 //! devices modelled in `compat_tests::qemu10`, unknown sections failing as QEMU fails,
 //! and skipping them with the vmdesc.
 
-use std::sync::Arc;
-
+use compat_tests::destination::{self, Pc};
 use compat_tests::fixture::{self, hex, qemu10_dir, read_qemu10_json};
 use compat_tests::qemu10::{
-    fw_cfg::FwCfg, globalstate::GlobalState, hpet::Hpet, i8254::I8254, i8259::I8259,
-    ioapic::IoApic, mc146818rtc::Mc146818Rtc, port92::Port92, timer::CpuTimers,
+    globalstate::GlobalState, hpet::Hpet, i8254::I8254, i8259::I8259, mc146818rtc::Mc146818Rtc,
+    timer::CpuTimers,
 };
-use serde_json::Value;
 use sha3::digest::{ExtendableOutput, Update, XofReader};
-use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
+use vmstate::ram::{RAM_VERSION, RamHandler};
 use vmstate::stream::{LoadOptions, LoadReport, load_file};
-use vmstate::{ErrorKind, Registration, Registry, SectionHandle};
-
-/// RAM blocks named and sized as analyze-migration.py reports them for `name`.
-fn ram_blocks(analyze: &Value) -> Vec<Arc<RamBlock>> {
-    analyze["ram (1)"]["section sizes"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, size)| Arc::new(RamBlock::new(name, hex(size)).unwrap()))
-        .collect()
-}
-
-struct Pc {
-    reg: Registry,
-    ram: Vec<Arc<RamBlock>>,
-    handles: Vec<(&'static str, SectionHandle)>,
-    ram_stats: Arc<vmstate::ram::RamStats>,
-}
-
-impl Pc {
-    fn handle(&self, name: &str) -> SectionHandle {
-        self.handles.iter().find(|(n, _)| *n == name).unwrap().1
-    }
-}
-
-/// Registers a device under its description's name and the next free instance id.
-fn add<D: vmstate::Device + 'static>(reg: &mut Registry, dev: D) -> SectionHandle {
-    reg.register_device(dev, Registration::new()).unwrap()
-}
-
-/// A destination with RAM and the foundation devices, registered under QEMU's idstrs.
-fn pc_destination(analyze: &Value) -> Pc {
-    let mut reg = Registry::new();
-    let ram = ram_blocks(analyze);
-    let handler = RamHandler::new(ram.clone()).unwrap();
-    let ram_stats = handler.stats();
-    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
-        .unwrap();
-    let handles = vec![
-        ("timer", add(&mut reg, CpuTimers::default())),
-        ("fw_cfg", add(&mut reg, FwCfg::default())),
-        ("mc146818rtc", add(&mut reg, Mc146818Rtc::default())),
-        ("i8259.0", add(&mut reg, I8259::default())),
-        ("i8259.1", add(&mut reg, I8259::default())),
-        ("ioapic", add(&mut reg, IoApic::default())),
-        ("hpet", add(&mut reg, Hpet::default())),
-        ("i8254", add(&mut reg, I8254::default())),
-        ("port92", add(&mut reg, Port92::default())),
-        ("globalstate", add(&mut reg, GlobalState::default())),
-    ];
-    Pc {
-        reg,
-        ram,
-        handles,
-        ram_stats,
-    }
-}
+use vmstate::{ErrorKind, Registration, Registry};
 
 fn load(pc: &mut Pc, file: &str, skip_unknown: bool) -> vmstate::Result<LoadReport> {
     let opts = LoadOptions {
@@ -133,7 +75,7 @@ fn none_minimal_loads_completely_with_its_three_sections() {
 #[test]
 fn missing_device_fails_at_its_section_naming_it() {
     let analyze = read_qemu10_json("pc-minimal.analyze.json");
-    let mut pc = pc_destination(&analyze);
+    let mut pc = destination::pc(&analyze);
     let err = load(&mut pc, "pc-minimal.mig", false).unwrap_err();
     match err.kind() {
         ErrorKind::UnknownSection {
@@ -154,7 +96,7 @@ fn missing_device_fails_at_its_section_naming_it() {
 #[test]
 fn skipping_unknown_sections_loads_every_modelled_device_with_qemus_values() {
     let analyze = read_qemu10_json("pc-minimal.analyze.json");
-    let mut pc = pc_destination(&analyze);
+    let mut pc = destination::pc(&analyze);
     let report = load(&mut pc, "pc-minimal.mig", true).unwrap();
     assert_eq!(report.bytes, 358_982);
     let loaded: Vec<_> = report
@@ -229,7 +171,7 @@ fn skipping_unknown_sections_loads_every_modelled_device_with_qemus_values() {
 fn pc_minimal_ram_page_counts_equal_qemus() {
     let analyze = read_qemu10_json("pc-minimal.analyze.json");
     let info = read_qemu10_json("pc-minimal.migrate-info.json");
-    let mut pc = pc_destination(&analyze);
+    let mut pc = destination::pc(&analyze);
     load(&mut pc, "pc-minimal.mig", true).unwrap();
     let c = pc.ram_stats.get();
     assert_eq!(
@@ -264,7 +206,7 @@ fn ramdata_payload() -> Vec<u8> {
 fn pc_ramdata_reproduces_the_known_payload_and_qemus_page_counts() {
     let analyze = read_qemu10_json("pc-ramdata.analyze.json");
     let info = read_qemu10_json("pc-ramdata.migrate-info.json");
-    let mut pc = pc_destination(&analyze);
+    let mut pc = destination::pc(&analyze);
     load(&mut pc, "pc-ramdata.mig", true).unwrap();
     let ram = pc.ram.iter().find(|b| b.name() == "pc.ram").unwrap();
     let mut got = vec![0u8; 8 << 20];
@@ -286,7 +228,7 @@ fn pc_ramdata_reproduces_the_known_payload_and_qemus_page_counts() {
 #[test]
 fn stream_for_another_machine_is_refused_naming_both() {
     let analyze = read_qemu10_json("pc-minimal.analyze.json");
-    let mut pc = pc_destination(&analyze);
+    let mut pc = destination::pc(&analyze);
     let opts = LoadOptions {
         machine: Some("pc-q35-10.0".into()),
         ..Default::default()

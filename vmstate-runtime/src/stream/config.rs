@@ -165,9 +165,13 @@ impl VmState for Configuration {
     fn load_state(&mut self, r: &mut Reader<'_>, version: u32) -> Result<()> {
         support::check_version(&DESCRIPTION, version, r)?;
         let len = r.get_be32().map_err(|e| e.in_field("len"))?;
+        let name_at = r.position();
         let name = r.get_vec(len as u64).map_err(|e| e.in_field("name"))?;
-        let machine = String::from_utf8(name)
-            .map_err(|e| Error::invalid("machine name", e.to_string()).in_field("name"))?;
+        let machine = String::from_utf8(name).map_err(|e| {
+            Error::invalid("machine name", e.to_string())
+                .at_offset(name_at)
+                .in_field("name")
+        })?;
         // Subsections that do not arrive mean their default (QEMU's pre_load).
         *self = Configuration {
             machine,

@@ -315,7 +315,14 @@ impl RecordReader {
             .at_offset(at)
             .in_record("EOF"));
         }
-        let ty = r.get_u8()?;
+        let ty = r.get_u8().map_err(|e| match e.kind() {
+            ErrorKind::UnexpectedEof { .. } => Error::malformed(
+                "the stream ends where a record should start, without an EOF record",
+            )
+            .at_offset(at)
+            .in_record("EOF"),
+            _ => e.in_record("record type"),
+        })?;
         let first = self.state == State::AfterHeader;
         self.state = State::BetweenRecords;
         self.open = None;
@@ -377,12 +384,19 @@ impl RecordReader {
         if !present {
             return Ok(None);
         }
+        let cut_short = |e: Error| match e.kind() {
+            ErrorKind::UnexpectedEof { .. } => {
+                Error::malformed("the stream ends inside the section footer (0x7e, be32 id)")
+                    .at_offset(at)
+            }
+            _ => e,
+        };
         let result = (|| {
-            let marker = r.get_u8()?;
+            let marker = r.get_u8().map_err(cut_short)?;
             if marker != format::SECTION_FOOTER {
                 return Err(Error::new(ErrorKind::MissingFooter { found: marker }).at_offset(at));
             }
-            let found = r.get_be32()?;
+            let found = r.get_be32().map_err(cut_short)?;
             if found != open.section_id {
                 return Err(Error::new(ErrorKind::FooterMismatch {
                     expected: open.section_id,
@@ -416,11 +430,11 @@ impl RecordReader {
         let read = |r: &mut Reader<'_>| -> Result<(String, u32, u32)> {
             Ok((r.get_counted_string()?, r.get_be32()?, r.get_be32()?))
         };
+        // The section is not known until its header is read: the error names the header.
         let (idstr, instance_id, version) = read(r).map_err(|e| {
-            e.in_record(kind.name()).in_section(SectionRef {
-                idstr: String::new(),
-                instance_id: 0,
-                section_id,
+            e.in_record(match kind {
+                SectionKind::Start => "START header",
+                _ => "FULL header",
             })
         })?;
         let header = SectionHeader {

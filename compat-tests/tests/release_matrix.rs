@@ -576,6 +576,7 @@ fn extra_counters_are_kept_for_2_0_and_left_out_for_1_x() {
 fn plain(reg: &mut Registry, machine: &str) -> Vec<u8> {
     let mut config = StreamConfig::new(machine);
     config.send_vmdesc = false;
+    config.integrity_record = false;
     let mut out = Vec::new();
     save_snapshot(reg, &mut out, config).unwrap();
     out
@@ -587,6 +588,7 @@ fn a_stream_saved_for_an_older_release_is_what_that_release_writes() {
     let for_release = |reg: &mut Registry, to: &str| {
         let mut config = map.stream_config();
         config.send_vmdesc = false;
+        config.integrity_record = false;
         let mut out = Vec::new();
         save_for_release(reg, &mut out, config, map.find(to).unwrap()).unwrap();
         out
@@ -612,6 +614,7 @@ fn a_stream_saved_for_an_older_release_is_what_that_release_writes() {
     let mut out = Vec::new();
     let mut config = map.stream_config();
     config.send_vmdesc = false;
+    config.integrity_record = false;
     save_for_release(
         &mut r1_1::Machine::idle().registry(),
         &mut out,

@@ -6,6 +6,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use vmstate::stream::format;
+use vmstate::stream::integrity::{self, Integrity};
 use vmstate::stream::records::SectionKind;
 use vmstate_tools::decode::{
     self, DecodeOptions, DumpOptions, PageRun, Payload, RamRecord, Record, RecordBody, SeekSource,
@@ -86,8 +87,9 @@ fn ram_detail(records: &[RamRecord]) -> String {
 
 pub fn info(path: &Path, quiet: bool) -> Result<(), CliError> {
     let (s, err) = decode_partial(path, quiet)?;
+    let integrity = integrity::check(&mut open(path)?)?;
     let mut out = output(None)?;
-    write_info(&mut out, path, &s, err.as_ref())?;
+    write_info(&mut out, path, &s, &integrity, err.as_ref())?;
     out.flush()?;
     match err {
         Some(e) => Err(e.into()),
@@ -99,6 +101,7 @@ fn write_info(
     out: &mut dyn Write,
     path: &Path,
     s: &Stream,
+    integrity: &Integrity,
     err: Option<&vmstate::Error>,
 ) -> io::Result<()> {
     let (full, zero) = s.page_counts();
@@ -149,6 +152,7 @@ fn write_info(
         )?,
         _ => writeln!(out, "vmdesc     none")?,
     }
+    writeln!(out, "integrity  {}", integrity.describe())?;
     if !blocks.is_empty() || full + zero > 0 {
         let total: u64 = blocks.iter().map(|b| b.used_length).sum();
         writeln!(
@@ -252,6 +256,18 @@ fn write_info(
             format!("{} bytes of JSON", t.json.len()),
         )?;
     }
+    if let Some(r) = &s.integrity {
+        row(
+            out,
+            s.len - integrity::RECORD_LEN,
+            integrity::RECORD_LEN,
+            "INTEGRITY",
+            String::new(),
+            String::new(),
+            String::new(),
+            format!("CRC32C 0x{:08x} over {} bytes", r.crc32c, r.covered),
+        )?;
+    }
     Ok(())
 }
 
@@ -301,7 +317,23 @@ pub fn dump(
 // verify
 
 pub fn verify(path: &Path, quiet: bool) -> Result<(), CliError> {
+    let integrity = integrity::check(&mut open(path)?)?;
+    if let Integrity::Mismatch { .. } = integrity {
+        return Err(CliError(format!(
+            "{}: integrity record: {}",
+            path.display(),
+            integrity.describe()
+        )));
+    }
     let s = decode_all(path, quiet)?;
+    if s.configuration().is_none() {
+        return Err(CliError(format!(
+            "{}: the stream has no configuration section: a QEMU destination refuses it \
+             (\"Configuration section missing\") unless its send-configuration property \
+             is off",
+            path.display()
+        )));
+    }
     let (full, zero) = s.page_counts();
     let sections = s
         .records
@@ -311,7 +343,7 @@ pub fn verify(path: &Path, quiet: bool) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "{}: OK: {} bytes, machine {}, {} records ({sections} sections), {full} full pages, {zero} zero pages, {}",
+        "{}: OK: {} bytes, machine {}, {} records ({sections} sections), {full} full pages, {zero} zero pages, {}, integrity record {}",
         path.display(),
         s.len,
         s.machine().unwrap_or_else(|| "?".into()),
@@ -319,7 +351,8 @@ pub fn verify(path: &Path, quiet: bool) -> Result<(), CliError> {
         match &s.trailer {
             Some(t) => format!("vmdesc {} bytes", t.json.len()),
             None => "no vmdesc".into(),
-        }
+        },
+        integrity.describe()
     )?;
     Ok(())
 }

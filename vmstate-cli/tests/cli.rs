@@ -422,3 +422,55 @@ fn check_of_identical_dumps_exits_zero_and_bad_input_is_an_error() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not JSON"));
 }
+
+/// A snapshot of the demo machine, with or without the integrity record.
+fn demo_snapshot(with_record: bool) -> Vec<u8> {
+    let mut config = vmstate::stream::StreamConfig::new(compat_tests::evolving::r3_0::MACHINE);
+    config.integrity_record = with_record;
+    let mut out = Vec::new();
+    let mut reg = compat_tests::evolving::r3_0::Machine::busy().registry();
+    vmstate::stream::save_snapshot(&mut reg, &mut out, config).unwrap();
+    out
+}
+
+#[test]
+fn info_and_verify_check_the_integrity_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.mig");
+    std::fs::write(&path, demo_snapshot(true)).unwrap();
+    let info = ok(&["info", p(&path)]);
+    assert!(info.contains("integrity  valid (CRC32C 0x"), "{info}");
+    assert!(info.contains("INTEGRITY"), "{info}");
+    assert!(ok(&["verify", p(&path)]).contains("integrity record valid"));
+
+    let mut bytes = demo_snapshot(true);
+    bytes[40] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = vmstate(&["verify", p(&path)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("integrity record: CRC32C mismatch"), "{err}");
+    let info = vmstate(&["info", p(&path)]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("integrity  CRC32C mismatch"));
+
+    std::fs::write(&path, demo_snapshot(false)).unwrap();
+    assert!(ok(&["info", p(&path)]).contains("integrity  absent"));
+    // QEMU's own streams have no record and verify as before.
+    assert!(ok(&["verify", p(&fixture("none-minimal.mig"))]).contains("integrity record absent"));
+}
+
+#[test]
+fn verify_reports_a_missing_configuration_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noconf.mig");
+    let mut config = vmstate::stream::StreamConfig::new("demo-3.0");
+    config.send_configuration = false;
+    let mut out = Vec::new();
+    let mut reg = compat_tests::evolving::r3_0::Machine::busy().registry();
+    vmstate::stream::save_snapshot(&mut reg, &mut out, config).unwrap();
+    std::fs::write(&path, out).unwrap();
+    let res = vmstate(&["verify", p(&path)]);
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("no configuration section"), "{err}");
+}

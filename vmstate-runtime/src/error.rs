@@ -187,6 +187,15 @@ pub enum ErrorKind {
         /// Each missing entry as `idstr (instance N)`.
         missing: Vec<String>,
     },
+    /// A snapshot's integrity record does not match the file (see
+    /// [`crate::stream::integrity`]).
+    #[error("{detail}{}", first_error.as_ref().map(|e| format!(" (the load had stopped at: {e})")).unwrap_or_default())]
+    IntegrityMismatch {
+        /// What does not match.
+        detail: String,
+        /// The error the load stopped at, when the corruption broke the stream first.
+        first_error: Option<String>,
+    },
     /// A record type byte that is not defined.
     #[error("unknown record type 0x{byte:02x}")]
     UnknownRecordType {

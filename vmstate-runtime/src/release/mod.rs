@@ -553,7 +553,9 @@ pub fn machine_version(machine: &str) -> Option<(&str, Version)> {
 /// writing anything if a needed device cannot be expressed for the target, and during
 /// the save if a needed subsection cannot (the sink then holds a partial stream: write
 /// to an [`AtomicFile`](crate::transport::AtomicFile) and commit only on success).
-/// Iterative handlers (RAM) are written at their registered versions.
+/// Iterative handlers (RAM) are written at their registered versions. Like
+/// [`save_snapshot`](crate::stream::save_snapshot), it ends with the integrity record
+/// unless `config.integrity_record` is off.
 pub fn save_for_release(
     registry: &mut Registry,
     sink: impl Write,
@@ -562,9 +564,12 @@ pub fn save_for_release(
 ) -> Result<SaveStats> {
     let policy = ForRelease::new(target, registry)?;
     config.configuration.machine = target.machine().to_string();
-    SaveSession::new(registry, sink, config)
-        .with_policy(&policy)
-        .save_all()
+    let with_record = config.integrity_record;
+    crate::stream::save::saved_with_record(sink, with_record, |sink| {
+        SaveSession::new(registry, sink, config)
+            .with_policy(&policy)
+            .save_all()
+    })
 }
 
 /// A load by [`load_for_release`].

@@ -133,7 +133,14 @@ fn dev_section(stream: &[u8], machine: &str) -> (u32, Vec<u8>) {
 }
 
 fn vmdesc(stream: &[u8]) -> Value {
-    // The trailer is 0x06, be32 length, then the JSON up to the end.
+    // Without the integrity record, the trailer is 0x06, be32 length, then the JSON up
+    // to the end.
+    let record = crate::stream::integrity::IntegrityRecord::from_tail(stream);
+    assert!(
+        record.is_some(),
+        "a snapshot ends with its integrity record"
+    );
+    let stream = &stream[..stream.len() - crate::stream::integrity::RECORD_LEN as usize];
     let at = (0..stream.len() - 5)
         .find(|&at| {
             stream[at] == 0x06

@@ -15,11 +15,12 @@
 //! `load_cleanup` has run.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::config::Configuration;
 use super::format;
+use super::integrity::{self, Integrity};
 use super::records::{Command, Footers, Record, RecordReader, SectionHeader, SectionKind, Trailer};
 use super::vmdesc::{self, VmDesc};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
@@ -90,6 +91,9 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// Bytes read.
     pub bytes: u64,
+    /// The snapshot's integrity record, checked by [`load_file`] (`Absent` for
+    /// [`load_stream`], which does not look for one).
+    pub integrity: Integrity,
 }
 
 /// Loads a whole stream into the registry.
@@ -141,6 +145,11 @@ pub(crate) fn load_stream_with(
 
 /// Loads a stream file. With `skip_unknown`, the vmdesc trailer is read first from the
 /// end of the file, and FULL sections that nobody registered are skipped.
+///
+/// A file that ends with an [integrity record](integrity) is checksummed as it is read:
+/// a mismatch is an [`ErrorKind::IntegrityMismatch`] (also when the corruption made the
+/// load fail first; the error then says where it stopped), and so are bytes after the
+/// stream that are not a valid record. The report says what was found.
 pub fn load_file(
     registry: &mut Registry,
     path: impl AsRef<Path>,
@@ -148,6 +157,7 @@ pub fn load_file(
     skip_unknown: bool,
 ) -> Result<LoadReport> {
     let mut file = File::open(path)?;
+    let (end, record) = integrity::find_record(&mut file)?;
     if skip_unknown {
         let desc = vmdesc::find_trailer(&mut file)?.ok_or_else(|| {
             Error::invalid(
@@ -157,8 +167,66 @@ pub fn load_file(
         })?;
         opts.skip_unknown = Some(desc);
     }
-    let mut r = Reader::from_io(BufReader::with_capacity(1 << 20, file)).with_limits(opts.limits);
-    load_stream(registry, &mut r, &opts)
+    let mut src = crc32c::Crc32cReader::new(BufReader::with_capacity(1 << 20, file).take(end));
+    let mut r = Reader::from_io(&mut src).with_limits(opts.limits);
+    let loaded = load_stream(registry, &mut r, &opts);
+    drop(r);
+    // What the loader did not read (nothing, for an intact file) still counts.
+    std::io::copy(&mut src, &mut std::io::sink())?;
+    let integrity = record.map(|rec| integrity::verdict(rec, end, src.crc32c()));
+    match (loaded, integrity) {
+        (
+            Err(e),
+            Some(Integrity::Mismatch {
+                record,
+                length,
+                computed,
+            }),
+        ) => Err(integrity_error(
+            &record,
+            length,
+            computed,
+            Some(e.to_string()),
+        )),
+        (Err(e), _) => Err(e),
+        (
+            Ok(_),
+            Some(Integrity::Mismatch {
+                record,
+                length,
+                computed,
+            }),
+        ) => Err(integrity_error(&record, length, computed, None)),
+        (Ok(mut report), verdict) => {
+            if report.bytes < end {
+                return Err(Error::new(ErrorKind::IntegrityMismatch {
+                    detail: format!(
+                        "{} bytes follow the stream and are not a valid integrity record",
+                        end - report.bytes
+                    ),
+                    first_error: None,
+                })
+                .at_offset(report.bytes)
+                .in_record("integrity record"));
+            }
+            report.integrity = verdict.unwrap_or(Integrity::Absent);
+            Ok(report)
+        }
+    }
+}
+
+fn integrity_error(
+    record: &integrity::IntegrityRecord,
+    length: u64,
+    computed: u32,
+    first_error: Option<String>,
+) -> Error {
+    Error::new(ErrorKind::IntegrityMismatch {
+        detail: integrity::mismatch_text(record, length, computed),
+        first_error,
+    })
+    .at_offset(length)
+    .in_record("integrity record")
 }
 
 /// QEMU's configuration `post_load` checks besides the machine name: the target page

@@ -29,9 +29,10 @@
 
 mod config;
 pub mod format;
+pub mod integrity;
 mod load;
 pub mod records;
-mod save;
+pub(crate) mod save;
 pub mod vmdesc;
 
 pub use crate::save_policy::{SavePolicy, StreamSaveCtx};

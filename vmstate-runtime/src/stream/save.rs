@@ -34,6 +34,10 @@ pub struct StreamConfig {
     pub send_vmdesc: bool,
     /// The target page size written in the vmdesc (`page_size`).
     pub page_size: u64,
+    /// End a snapshot written by [`save_snapshot`] with the [integrity
+    /// record](super::integrity) (default on; QEMU ignores it). Live migrations never
+    /// send it.
+    pub integrity_record: bool,
 }
 
 impl StreamConfig {
@@ -46,6 +50,7 @@ impl StreamConfig {
             send_switchover_start: true,
             send_vmdesc: true,
             page_size: 4096,
+            integrity_record: true,
         }
     }
 }
@@ -389,7 +394,8 @@ fn save_device(
 }
 
 /// Saves everything at once, as QEMU's `savevm`: setup, rounds until every handler is
-/// done (no rate limit), completion. Returns the counters.
+/// done (no rate limit), completion, then the [integrity record](super::integrity)
+/// unless `config.integrity_record` is off. Returns the counters.
 ///
 /// ```
 /// use vmstate::{Registry, Registration, VmState};
@@ -410,5 +416,24 @@ pub fn save_snapshot(
     sink: impl Write,
     config: StreamConfig,
 ) -> Result<SaveStats> {
-    SaveSession::new(registry, sink, config).save_all()
+    let with_record = config.integrity_record;
+    saved_with_record(sink, with_record, |sink| {
+        SaveSession::new(registry, sink, config).save_all()
+    })
+}
+
+/// Runs `save` into `sink`, then, when `with_record`, appends the integrity record of
+/// what it wrote.
+pub(crate) fn saved_with_record<W: Write>(
+    sink: W,
+    with_record: bool,
+    save: impl FnOnce(&mut dyn Write) -> Result<SaveStats>,
+) -> Result<SaveStats> {
+    let mut sink = super::integrity::ChecksumWriter::new(sink);
+    let mut stats = save(&mut sink)?;
+    if with_record {
+        sink.finish()?;
+        stats.bytes += super::integrity::RECORD_LEN;
+    }
+    Ok(stats)
 }

@@ -83,7 +83,8 @@ pub fn read_trailer<T, R: Read + Seek>(
     mut parse: impl FnMut(u64, &[u8]) -> Option<T>,
 ) -> std::io::Result<Option<T>> {
     let here = src.stream_position()?;
-    let len = src.seek(SeekFrom::End(0))?;
+    // The trailer ends where the integrity record, if any, starts.
+    let (len, _) = super::integrity::find_record(src)?;
     let mut found = None;
     for window in [1 << 20, TRAILER_SEARCH] {
         let start = len.saturating_sub(window);
@@ -107,7 +108,8 @@ pub fn find_trailer<R: Read + Seek>(file: &mut R) -> Result<Option<VmDesc>> {
     })?)
 }
 
-/// The trailer within `tail`, the last bytes of a stream starting at offset `base`.
+/// The trailer within `tail`, the last bytes of a stream starting at offset `base`
+/// (without its integrity record, if it has one).
 pub fn find_trailer_in(tail: &[u8], base: u64) -> Option<VmDesc> {
     locate_trailer(tail, base, |offset, text| VmDesc::parse(text, offset).ok())
 }

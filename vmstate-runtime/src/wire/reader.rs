@@ -20,8 +20,10 @@ impl Default for Limits {
     }
 }
 
-/// How many bytes an I/O reader asks its source for at a time.
+/// How many bytes an I/O reader asks its source for at a time, at most.
 const READ_CHUNK: usize = 1 << 20;
+/// ... and at first.
+const FIRST_CHUNK: usize = 64 << 10;
 
 /// The most bytes [`Reader::peek`] may look ahead.
 pub const MAX_PEEK: usize = 4096;
@@ -140,13 +142,15 @@ impl<'a> Reader<'a> {
             return Ok(false);
         };
         // Move the unread bytes to the front, then read until n are there or the
-        // source ends. The scratch space is zeroed once, when it grows.
+        // source ends. The scratch space is zeroed once, when it grows: from 64 KiB,
+        // doubling up to READ_CHUNK, so that a small input costs little.
         data.copy_within(self.pos..*end, 0);
         *end -= self.pos;
         self.base += self.pos as u64;
         self.pos = 0;
-        if data.len() < n.max(READ_CHUNK) {
-            data.resize(n.max(READ_CHUNK), 0);
+        let chunk = (data.len() * 2).clamp(FIRST_CHUNK, READ_CHUNK);
+        if data.len() < n.max(chunk) {
+            data.resize(n.max(chunk), 0);
         }
         while *end < n {
             let got = match source.read(&mut data[*end..]) {

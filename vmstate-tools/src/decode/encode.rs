@@ -112,6 +112,9 @@ pub fn encode(
         w.put(&len.to_be_bytes())?;
         w.put(&t.json)?;
     }
+    if let Some(record) = &stream.integrity {
+        w.put(&record.to_bytes())?;
+    }
     Ok(w.n)
 }
 

@@ -65,6 +65,7 @@ pub use encode::{PageSource, SeekSource, encode, encode_to_vec};
 pub use value::*;
 
 use vmstate::Error;
+use vmstate::stream::integrity::{self, IntegrityRecord};
 use vmstate::stream::vmdesc;
 use vmstate::wire::{Limits, Reader};
 
@@ -114,11 +115,13 @@ pub fn decode_slice(bytes: &[u8], opts: DecodeOptions<'_>) -> Result<Stream, Err
 /// before it.
 pub fn decode_slice_partial(bytes: &[u8], mut opts: DecodeOptions<'_>) -> (Stream, Option<Error>) {
     let len = bytes.len() as u64;
-    let tail_start = bytes.len().saturating_sub(desc::TRAILER_SEARCH as usize);
-    let found = desc::find_trailer(&bytes[tail_start..], tail_start as u64);
-    let end = found.as_ref().map_or(len, |t| t.offset);
+    let record = IntegrityRecord::from_tail(bytes);
+    let stream_end = bytes.len() - record.map_or(0, |_| integrity::RECORD_LEN as usize);
+    let tail_start = stream_end.saturating_sub(desc::TRAILER_SEARCH as usize);
+    let found = desc::find_trailer(&bytes[tail_start..stream_end], tail_start as u64);
+    let end = found.as_ref().map_or(stream_end as u64, |t| t.offset);
     let mut r = Reader::from_slice(&bytes[..end as usize]).with_limits(opts.limits);
-    run(&mut r, len, found, &mut opts)
+    run(&mut r, len, stream_end as u64, found, record, &mut opts)
 }
 
 /// Decodes a stream file.
@@ -148,11 +151,12 @@ pub fn decode_seekable<R: Read + Seek>(
     mut opts: DecodeOptions<'_>,
 ) -> Result<(Stream, Option<Error>), Error> {
     let len = src.seek(SeekFrom::End(0))?;
+    let (stream_end, record) = integrity::find_record(&mut src)?;
     let found = read_trailer(&mut src)?;
-    let end = found.as_ref().map_or(len, |t| t.offset);
+    let end = found.as_ref().map_or(stream_end, |t| t.offset);
     src.seek(SeekFrom::Start(0))?;
     let mut r = Reader::from_io(src.take(end)).with_limits(opts.limits);
-    Ok(run(&mut r, len, found, &mut opts))
+    Ok(run(&mut r, len, stream_end, found, record, &mut opts))
 }
 
 /// Finds the vmdesc trailer of a seekable stream, reading only its last bytes (at most
@@ -161,10 +165,14 @@ pub fn read_trailer<R: Read + Seek>(mut src: R) -> std::io::Result<Option<desc::
     vmdesc::read_trailer(&mut src, desc::FoundTrailer::parse)
 }
 
+/// Decodes the records of a stream of `len` bytes whose records and trailer end at
+/// `stream_end` (where its integrity `record`, if any, starts).
 fn run(
     r: &mut Reader<'_>,
     len: u64,
+    stream_end: u64,
     found: Option<desc::FoundTrailer>,
+    record: Option<IntegrityRecord>,
     opts: &mut DecodeOptions<'_>,
 ) -> (Stream, Option<Error>) {
     let mut stream = Stream {
@@ -173,9 +181,10 @@ fn run(
         records: Vec::new(),
         trailer: None,
         desc: None,
+        integrity: record,
         len,
     };
-    let end = found.as_ref().map_or(len, |t| t.offset);
+    let end = found.as_ref().map_or(stream_end, |t| t.offset);
     let desc = match found {
         None => None,
         Some(t) => {

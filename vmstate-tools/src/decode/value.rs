@@ -25,6 +25,9 @@ pub struct Stream {
     pub trailer: Option<Trailer>,
     /// The descriptions taken from the trailer.
     pub desc: Option<Arc<VmDescription>>,
+    /// The snapshot's integrity record at the very end, if it has one (kept as read;
+    /// [`vmstate::stream::integrity::check`] says whether it matches).
+    pub integrity: Option<vmstate::stream::integrity::IntegrityRecord>,
     /// Total bytes decoded (the stream length).
     pub len: u64,
 }

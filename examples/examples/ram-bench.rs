@@ -14,6 +14,8 @@
 //!    against a raw loopback TCP copy of the same number of bytes.
 //! 4. Saving the 1 GiB machine to a snapshot file (page cache, no fsync), against one
 //!    large `write` of the same bytes.
+//! 5. The same snapshot with its integrity record (CRC32C of every byte, the default)
+//!    against without it, the two measured alternately.
 //!
 //! Times are medians over several repetitions.
 
@@ -336,6 +338,21 @@ fn main() {
     let t_write = time(REPS, || {
         File::create(&plain).unwrap().write_all(&bytes).unwrap();
     });
+    // ---- 5. the integrity record's cost, with and without alternating ----
+    let save_to_file = |record: bool| {
+        let mut reg = ram_registry(mixed.clone());
+        let mut config = StreamConfig::new("bench");
+        config.integrity_record = record;
+        let t = Instant::now();
+        save_snapshot(&mut reg, File::create(&snap).unwrap(), config).unwrap();
+        t.elapsed()
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        without.push(save_to_file(false));
+        with.push(save_to_file(true));
+    }
+    let (t_with, t_without) = (median(with), median(without));
     std::fs::remove_dir_all(&dir).unwrap();
     rows.push((
         format!("snapshot 1 GiB to a file ({} MiB)", bytes.len() >> 20),
@@ -348,6 +365,17 @@ fn main() {
         json!({
         "file_bytes": bytes.len(), "snapshot_ms": ms(t_snapshot), "write_ms": ms(t_write),
         "ratio": ms(t_snapshot) / ms(t_write) }),
+    );
+    rows.push((
+        "  with the integrity record (CRC32C)".into(),
+        ms(t_with),
+        ms(t_without),
+        "the same snapshot without it".into(),
+    ));
+    results.insert(
+        "integrity_record".into(),
+        json!({ "with_ms": ms(t_with), "without_ms": ms(t_without),
+        "ratio": ms(t_with) / ms(t_without) }),
     );
 
     if json_out {

@@ -316,7 +316,7 @@ pub fn dump(
 // ---------------------------------------------------------------------------------
 // verify
 
-pub fn verify(path: &Path, quiet: bool) -> Result<(), CliError> {
+pub fn verify(path: &Path, against: Option<&Path>, quiet: bool) -> Result<(), CliError> {
     let integrity = integrity::check(&mut open(path)?)?;
     if let Integrity::Mismatch { .. } = integrity {
         return Err(CliError(format!(
@@ -354,6 +354,39 @@ pub fn verify(path: &Path, quiet: bool) -> Result<(), CliError> {
         },
         integrity.describe()
     )?;
+    if let Some(schema_path) = against {
+        let text = fs::read_to_string(schema_path)
+            .map_err(|e| CliError(format!("cannot read {}: {e}", schema_path.display())))?;
+        let schema = serde_json::from_str(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|v| vmstate::schema::Dump::from_json(v).map_err(|e| e.to_string()))
+            .map_err(|e| CliError(format!("{}: not a schema dump: {e}", schema_path.display())))?;
+        let report = vmstate_tools::against::check(&s, &schema);
+        writeln!(
+            out,
+            "against {} (machine {}): {} sections checked, {} not described by the schema{}",
+            schema_path.display(),
+            schema.machine(),
+            report.checked.len(),
+            report.not_described.len(),
+            if report.not_described.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", report.not_described.join(", "))
+            }
+        )?;
+        for p in &report.problems {
+            writeln!(out, "  {p}")?;
+        }
+        if !report.problems.is_empty() {
+            return Err(CliError(format!(
+                "{}: {} differences from what {} accepts",
+                path.display(),
+                report.problems.len(),
+                schema_path.display()
+            )));
+        }
+    }
     Ok(())
 }
 

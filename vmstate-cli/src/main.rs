@@ -115,9 +115,11 @@ enum Command {
         /// The directory to write into (created if needed).
         dir: PathBuf,
     },
-    /// Decode the whole stream; exit 0 if it is well formed, 1 otherwise.
+    /// Decode the whole stream; exit 0 if it is well formed (and loadable by the schema's
+    /// machine, with --against), 1 otherwise.
     #[command(after_help = "Examples:\n  \
-        vmstate verify vm.mig\n\n\
+        vmstate verify vm.mig\n  \
+        vmstate verify --against vmstate-7.2.json vm.mig   # would QEMU 7.2 load it?\n\n\
         On error, the message names the record (section id, idstr, instance), the field path \
         and the byte offset, e.g.\n  \
         error: FULL section 14 '0000:00:01.1/ide' instance 0 (version 3): \
@@ -125,6 +127,10 @@ enum Command {
     Verify {
         /// The stream file.
         file: PathBuf,
+        /// A schema dump (QEMU's -dump-vmstate JSON, or this project's): report every
+        /// section version, subsection and field that machine would not accept.
+        #[arg(long, value_name = "SCHEMA.json")]
+        against: Option<PathBuf>,
     },
     /// Decode and re-encode a stream; OUT equals IN byte for byte.
     #[command(after_help = "Examples:\n  \
@@ -175,7 +181,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
             commands::dump(&file, &opts, desc, output.as_deref(), quiet)
         }
         Command::Extract { file, dir } => commands::extract(&file, &dir, quiet),
-        Command::Verify { file } => commands::verify(&file, quiet),
+        Command::Verify { file, against } => commands::verify(&file, against.as_deref(), quiet),
         Command::Rewrite {
             input,
             output,

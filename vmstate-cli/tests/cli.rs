@@ -474,3 +474,74 @@ fn verify_reports_a_missing_configuration_section() {
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("no configuration section"), "{err}");
 }
+
+/// `pc-minimal.mig` with every occurrence of `from` replaced by `to` (same length).
+fn edited_pc_minimal(dir: &Path, from: &[u8], to: &[u8]) -> PathBuf {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(fixture("pc-minimal.mig")).unwrap();
+    let mut n = 0;
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from) {
+        bytes[at + i..at + i + to.len()].copy_from_slice(to);
+        at += i + to.len();
+        n += 1;
+    }
+    assert!(n > 0, "nothing to edit");
+    let path = dir.join("edited.mig");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn verify_against_a_schema_reports_what_that_machine_would_refuse() {
+    let schema10 = fixture("vmstate-pc-qemu10.0.2.json");
+    let schema72 = fixture("vmstate-pc-qemu7.2.json");
+    let stream = fixture("pc-minimal.mig");
+    // The unedited stream is what QEMU 10.0.2's pc accepts.
+    let out = ok(&["verify", "--against", p(&schema10), p(&stream)]);
+    assert!(out.contains("22 sections checked"), "{out}");
+    // QEMU 7.2's hpet has no `num_timers_save` (QEMU's own checker reports the rename).
+    let res = vmstate(&["verify", "--against", p(&schema72), p(&stream)]);
+    assert!(!res.status.success());
+    let out = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        out.contains("hpet (instance 0): hpet/num_timers_save: not in the schema's description"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    // The RTC's section version raised from 3 to 4 (its header: idstr, instance, version).
+    let mut header = b"\x0bmc146818rtc\0\0\0\0\0\0\0".to_vec();
+    header.push(3);
+    let mut raised = header.clone();
+    *raised.last_mut().unwrap() = 4;
+    let edited = edited_pc_minimal(dir.path(), &header, &raised);
+    let res = vmstate(&["verify", "--against", p(&schema10), p(&edited)]);
+    let out = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        out.contains("mc146818rtc (instance 0): section version 4 is newer than the schema's 3"),
+        "{out}"
+    );
+    assert!(!res.status.success());
+
+    // A subsection QEMU 10.0.2's fw_cfg does not have (renamed in stream and vmdesc).
+    let edited = edited_pc_minimal(dir.path(), b"fw_cfg/acpi_mr", b"fw_cfg/acpi_mx");
+    let res = vmstate(&["verify", "--against", p(&schema10), p(&edited)]);
+    let out = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        out.contains("subsection 'fw_cfg/acpi_mx' is not one the schema's description has"),
+        "{out}"
+    );
+    assert!(!res.status.success());
+
+    // A footer removed: a structural error, with or without a schema.
+    let bytes = std::fs::read(&stream).unwrap();
+    let footer = 0x3c5cc; // timer's footer (pc-minimal.sections.txt)
+    assert_eq!(bytes[footer], 0x7e);
+    let cut = [&bytes[..footer], &bytes[footer + 5..]].concat();
+    let path = dir.path().join("nofooter.mig");
+    std::fs::write(&path, cut).unwrap();
+    let res = vmstate(&["verify", "--against", p(&schema10), p(&path)]);
+    assert!(!res.status.success());
+    assert!(String::from_utf8_lossy(&res.stderr).contains("footer"));
+}

@@ -4,6 +4,8 @@
 //! `scripts/analyze-migration.py` and `scripts/vmstate-static-checker.py` outside
 //! `migration/`:
 //!
+//! - [`against`]: a stream checked against a schema dump: will that machine load it?
+//!   (behind `vmstate verify --against`);
 //! - [`check`]: the schema checker (QEMU's `vmstate-static-checker.py`, plus two rules
 //!   it misses) between two typed schema dumps, behind `vmstate check`;
 //! - [`decode`]: the vmdesc-driven decoder behind `vmstate info`, `dump`, `extract`,
@@ -16,6 +18,7 @@
 //! An emulator links only `vmstate`; its test suite and the `vmstate` command use this
 //! crate.
 
+pub mod against;
 pub mod check;
 pub mod compat;
 pub mod decode;

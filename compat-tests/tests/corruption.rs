@@ -168,9 +168,9 @@ fn every_truncation_is_an_error_naming_where() {
                 &mut tally,
             );
         }
-        // Only a cut inside the vmdesc trailer, after EOF, can leave a loadable stream.
+        // Only the cut right after the EOF record (no vmdesc) leaves a loadable stream.
         eprintln!("{}: {} truncations: {tally:?}", t.name, offsets.len());
-        assert!(tally.failed > 0);
+        assert!(tally.loaded <= 1, "{}: {tally:?}", t.name);
     }
 }
 

@@ -53,6 +53,8 @@ pub trait VmState {
     fn load_state(&mut self, r: &mut Reader<'_>, version: u32) -> Result<()>;
 
     /// Whether the state is sent at all (QEMU's top-level `needed`). Default: always.
+    /// A hand-written implementation that overrides it must also set
+    /// [`VmState::SENT_CONDITIONALLY`], or a load counts its absent section as missing.
     fn needed(&self) -> bool {
         true
     }

@@ -5,11 +5,17 @@
 //! idstr's last `/` component is the description name, as QEMU builds idstrs), then:
 //! the section version must lie in the description's `[minimum_version_id,
 //! version_id]`; every field the stream's vmdesc describes must be in the description
-//! (by name and position among fields of that name) with the same element size and
-//! count (sizes of structs, whose schema size is a C `sizeof`, are not compared: their
-//! descriptions are, recursively); every subsection sent must be one the description
-//! has. Sections the schema does not describe (RAM, and what QEMU registers outside
-//! device classes: `timer`, `globalstate`, the CPUs, ...) are listed as not checked.
+//! (by name, among the fields of that name the version has) with the same element size
+//! and count for primitives (the schema prints a C `sizeof` for everything else: the
+//! descriptions of structs are compared recursively instead, and arrays of pointers,
+//! whose elements the schema sizes as pointers, are not compared); every subsection sent
+//! must be one the description has. Sections the schema does not describe (RAM, and
+//! what QEMU registers outside device classes: `timer`, `globalstate`, the CPUs, ...)
+//! are listed as not checked.
+//!
+//! The check goes from the stream to the schema: a field the schema's machine reads but
+//! the stream lacks is not reported, since QEMU describes no entry for a counted array
+//! that has no element, and a dump cannot tell such a field from a single value.
 //!
 //! ```
 //! use vmstate::schema::Dump;
@@ -152,22 +158,53 @@ impl Cx<'_> {
     fn vmsd(&mut self, v: &VmsdDesc, d: &Description, path: &str) {
         let fields = d.fields.as_deref().unwrap_or_default();
         // vmdesc names repeated fields `name[k]`; the schema repeats the bare name.
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut last: Option<&str> = None;
-        for entry in &v.fields {
+        let mut matched = vec![false; fields.len()];
+        let entries = &v.fields;
+        let mut i = 0;
+        while i < entries.len() {
+            let entry = &entries[i];
+            // The entries of one field: an array's `index` entries, or the runs of an
+            // array of pointers, all under the same name.
+            let group = entries[i..]
+                .iter()
+                .take_while(|e| e.name == entry.name)
+                .count();
+            i += group;
             let name = bare_name(&entry.name);
-            // Entries of one array (`index`, or pointer-array runs) share the field.
-            if entry.index.is_some_and(|i| i > 0) || (last == Some(entry.name.as_str())) {
-                continue;
-            }
-            last = Some(entry.name.as_str());
-            let k = seen.entry(name).or_default();
-            let schema_field = fields.iter().filter(|f| f.name == name).nth(*k);
-            *k += 1;
+            // The schema field it is: the first of that name not matched yet that exists
+            // at this version, one without an `exists` test first (QEMU's
+            // `VMSTATE_UINT16_HACK` pairs a tested field with a versioned one).
+            let version = v
+                .version
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(u32::MAX);
+            let candidates = || {
+                fields
+                    .iter()
+                    .enumerate()
+                    .filter(|&(at, f)| f.name == name && !matched[at] && f.version_id <= version)
+            };
+            let schema_field = candidates()
+                .find(|(_, f)| !f.field_exists)
+                .or_else(|| candidates().next())
+                .or_else(|| {
+                    fields
+                        .iter()
+                        .enumerate()
+                        .find(|&(at, f)| f.name == name && !matched[at])
+                });
             let here = format!("{path}/{name}");
             match schema_field {
                 None => self.report(&here, "not in the schema's description".into()),
-                Some(f) => self.field(entry, f, &here),
+                Some((at, f)) => {
+                    matched[at] = true;
+                    let runs = entries[i - group..i]
+                        .iter()
+                        .any(|e| e.ty.as_deref() == Some("nullptr"));
+                    if !runs {
+                        self.field(entry, f, &here);
+                    }
+                }
             }
         }
         for sub in &v.subsections {
@@ -206,11 +243,9 @@ impl Cx<'_> {
             self.vmsd(nested, d, path);
             return;
         }
-        if f.description.is_some()
-            || entry.is_inline_type()
-            || entry.ty.as_deref() == Some("nullptr")
-        {
-            // Sizes of structs, lists and temporaries are C sizes in the schema.
+        // Only primitives have a schema size that is their wire size (structs, lists,
+        // temporaries, `virtio`, `timer`, ... print a C sizeof).
+        if f.description.is_some() || !entry.ty.as_deref().is_some_and(is_fixed_primitive) {
             return;
         }
         if let (Some(size), Some(n)) = (entry.size, f.num)
@@ -226,7 +261,6 @@ impl Cx<'_> {
         }
         if let Some(size) = entry.size
             && size != f.size
-            && !matches!(entry.ty.as_deref(), Some("buffer" | "unused_buffer"))
         {
             self.report(
                 path,
@@ -237,6 +271,26 @@ impl Cx<'_> {
             );
         }
     }
+}
+
+/// QEMU info types whose `-dump-vmstate` size is their size on the wire.
+fn is_fixed_primitive(ty: &str) -> bool {
+    let base = ty.strip_suffix(" equal").unwrap_or(ty);
+    matches!(
+        base,
+        "bool"
+            | "int8"
+            | "int16"
+            | "int32"
+            | "int64"
+            | "uint8"
+            | "uint16"
+            | "uint32"
+            | "uint64"
+            | "float64"
+            | "buffer"
+            | "unused_buffer"
+    )
 }
 
 /// A vmdesc field name without QEMU's `[k]` suffix for repeated names.

@@ -208,7 +208,26 @@ pub(super) fn prefix_check(parent: &str, f: SubsectionField<'_, '_>) -> TokenStr
         },
     );
     args.set_span(last);
+    // QEMU's loader keeps one byte of a subsection's version.
+    let byte_msg = LitStr::new(
+        &format!(
+            "subsection `{field}`: the version of `{ty_name}` must be at most 255 (QEMU \
+             keeps one byte of a subsection's version)"
+        )
+        .replace('{', "{{")
+        .replace('}', "}}"),
+        Span::call_site(),
+    );
+    let mut byte_args = Group::new(
+        Delimiter::Parenthesis,
+        quote_spanned! {first=>
+            <#ty as __vm::VmState>::DESCRIPTION.version <= 255,
+            #byte_msg
+        },
+    );
+    byte_args.set_span(last);
     quote_spanned! {first=>
         const _: () = ::core::assert! #args;
+        const _: () = ::core::assert! #byte_args;
     }
 }

@@ -46,6 +46,10 @@ const _: () = {
             && <PitHpet as __vm::VmState>::DESCRIPTION.name.len() > "pit".len(),
         "subsection `hpet`: the vmstate name of `PitHpet` must start with its parent's name \"pit\" and be longer, e.g. #[vmstate(name = \"pit/hpet\")] on `PitHpet`"
     );
+    const _: () = ::core::assert!(
+        <PitHpet as __vm::VmState>::DESCRIPTION.version <= 255,
+        "subsection `hpet`: the version of `PitHpet` must be at most 255 (QEMU keeps one byte of a subsection's version)"
+    );
     const __RUN_0: __vm::RawRun<1usize> =
         __vm::RawRun::new([__vm::raw_mul(<u16 as __vm::VmElem>::RAW_SIZE, 3)]);
     const _: () = ::core::assert!(

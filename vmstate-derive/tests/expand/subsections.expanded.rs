@@ -30,9 +30,17 @@ const _: () = {
         "subsection `tso`: the vmstate name of `E1000Tso` must start with its parent's name \"e1000\" and be longer, e.g. #[vmstate(name = \"e1000/tso\")] on `E1000Tso`"
     );
     const _: () = ::core::assert!(
+        <E1000Tso as __vm::VmState>::DESCRIPTION.version <= 255,
+        "subsection `tso`: the version of `E1000Tso` must be at most 255 (QEMU keeps one byte of a subsection's version)"
+    );
+    const _: () = ::core::assert!(
         __vm::has_prefix(<E1000FullMac as __vm::VmState>::DESCRIPTION.name, "e1000")
             && <E1000FullMac as __vm::VmState>::DESCRIPTION.name.len() > "e1000".len(),
         "subsection `full_mac`: the vmstate name of `E1000FullMac` must start with its parent's name \"e1000\" and be longer, e.g. #[vmstate(name = \"e1000/full_mac\")] on `E1000FullMac`"
+    );
+    const _: () = ::core::assert!(
+        <E1000FullMac as __vm::VmState>::DESCRIPTION.version <= 255,
+        "subsection `full_mac`: the version of `E1000FullMac` must be at most 255 (QEMU keeps one byte of a subsection's version)"
     );
     const __RUN_0: __vm::RawRun<1usize> =
         __vm::RawRun::new([__vm::raw_mul(<u32 as __vm::VmElem>::RAW_SIZE, 8)]);

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! The covered bytes are the whole stream before the record, vmdesc trailer included.
-//! QEMU stops reading at the EOF record (it does not even read the vmdesc), so it loads
-//! such a file unchanged. [`load_file`](super::load_file) checks the record while it
+//! QEMU reads at most to the end of the vmdesc and never looks further, so it loads such
+//! a file unchanged. [`load_file`](super::load_file) checks the record while it
 //! reads, `vmstate verify` and `vmstate info` report it; a file without it (every file
 //! QEMU writes) still loads.
 //!

@@ -96,7 +96,8 @@ pub struct LoadReport {
     pub integrity: Integrity,
 }
 
-/// Loads a whole stream into the registry.
+/// Loads a whole stream into the registry. A snapshot's integrity record is not
+/// checked here (it is a property of a file: [`load_file`] checks it).
 pub fn load_stream(
     registry: &mut Registry,
     r: &mut Reader<'_>,
@@ -157,7 +158,11 @@ pub fn load_file(
     skip_unknown: bool,
 ) -> Result<LoadReport> {
     let mut file = File::open(path)?;
-    let (end, record) = integrity::find_record(&mut file)?;
+    // A file that cannot seek (a pipe) has no record we could find first.
+    let (end, record) = match integrity::find_record(&mut file) {
+        Ok(found) => found,
+        Err(_) => (u64::MAX, None),
+    };
     if skip_unknown {
         let desc = vmdesc::find_trailer(&mut file)?.ok_or_else(|| {
             Error::invalid(
@@ -171,9 +176,15 @@ pub fn load_file(
     let mut r = Reader::from_io(&mut src).with_limits(opts.limits);
     let loaded = load_stream(registry, &mut r, &opts);
     drop(r);
-    // What the loader did not read (nothing, for an intact file) still counts.
-    std::io::copy(&mut src, &mut std::io::sink())?;
-    let integrity = record.map(|rec| integrity::verdict(rec, end, src.crc32c()));
+    // With a record, what the loader did not read (nothing, for an intact file) still
+    // counts; a read error there leaves the record unchecked.
+    let integrity = match record {
+        Some(rec) => match std::io::copy(&mut src, &mut std::io::sink()) {
+            Ok(_) => Some(integrity::verdict(rec, end, src.crc32c())),
+            Err(e) => return Err(loaded.err().unwrap_or_else(|| e.into())),
+        },
+        None => None,
+    };
     match (loaded, integrity) {
         (
             Err(e),
@@ -198,12 +209,23 @@ pub fn load_file(
             }),
         ) => Err(integrity_error(&record, length, computed, None)),
         (Ok(mut report), verdict) => {
-            if report.bytes < end {
-                return Err(Error::new(ErrorKind::IntegrityMismatch {
-                    detail: format!(
-                        "{} bytes follow the stream and are not a valid integrity record",
-                        end - report.bytes
+            // Bytes the stream does not account for: a damaged record, or an appended
+            // or spliced file; `end` is unknown (u64::MAX) for a pipe.
+            let size = if end == u64::MAX { report.bytes } else { end };
+            if report.bytes < size {
+                let detail = match verdict {
+                    Some(_) => format!(
+                        "{} bytes stand between the end of the stream and its integrity record",
+                        size - report.bytes
                     ),
+                    None => format!(
+                        "{} bytes follow the end of the stream and are not an integrity record \
+                         (a damaged record, or bytes added to the file)",
+                        size - report.bytes
+                    ),
+                };
+                return Err(Error::new(ErrorKind::IntegrityMismatch {
+                    detail,
                     first_error: None,
                 })
                 .at_offset(report.bytes)
@@ -314,6 +336,8 @@ impl Loader<'_> {
                 })?;
                 self.report.vmdesc = Some(text);
             }
+            // A snapshot without vmdesc: its integrity record follows EOF directly.
+            Trailer::Other { .. } if r.peek(integrity::MAGIC.len())? == integrity::MAGIC => {}
             Trailer::Other { offset, byte } => self.report.warnings.push(format!(
                 "expected the vmdesc trailer at offset {offset}, found byte 0x{byte:02x}"
             )),
@@ -397,13 +421,19 @@ impl Loader<'_> {
 
     /// At EOF: every registered entry's section arrived, or is allowed not to.
     fn check_complete(&mut self, at: u64) -> Result<()> {
+        // Devices whose `needed` may say no, and iterative handlers that are inactive
+        // (they send no section), are not missing.
         let missing: Vec<String> = self
             .registry
-            .entries()
-            .iter()
+            .entries_mut()
+            .iter_mut()
             .zip(&self.loaded)
-            .filter(|(e, loaded)| !**loaded && !e.device().is_some_and(|d| d.sent_conditionally()))
-            .map(|(e, _)| format!("{} (instance {})", e.idstr(), e.instance_id()))
+            .filter(|(_, loaded)| !**loaded)
+            .filter_map(|(e, _)| {
+                let optional = e.device().is_some_and(|d| d.sent_conditionally())
+                    || e.iterative_mut().is_some_and(|h| !h.is_active());
+                (!optional).then(|| format!("{} (instance {})", e.idstr(), e.instance_id()))
+            })
             .collect();
         if missing.is_empty() {
             return Ok(());

@@ -202,8 +202,12 @@ fn undo_pointer_overcount(fields: &mut [FieldDesc]) {
             && first.ty.as_deref() != Some("nullptr")
             && let Some(claimed) = first.array_len
         {
-            let later: u64 = rest.iter().map(FieldDesc::count).sum();
-            if claimed > later {
+            let later = rest
+                .iter()
+                .try_fold(0u64, |sum, f| sum.checked_add(f.count()));
+            if let Some(later) = later
+                && claimed > later
+            {
                 first.array_len = Some(claimed - later);
             }
         }

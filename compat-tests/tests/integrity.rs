@@ -11,13 +11,13 @@ use vmstate::stream::integrity::{self, Integrity};
 use vmstate::stream::{LoadOptions, StreamConfig, load_file, save_snapshot};
 use vmstate::{Registration, Registry};
 
-/// The demo machine with 16 KiB of RAM, all of it data.
-fn source() -> Registry {
+/// `machine`'s registry with 16 KiB of RAM, each page holding `page N` when `data`.
+fn with_ram(machine: r3_0::Machine, data: bool) -> Registry {
     let block = Arc::new(RamBlock::new("pc.ram", 16 << 10).unwrap());
-    for page in 0..4u64 {
+    for page in (0..4u64).filter(|_| data) {
         block.write(page * 4096 + 17, format!("page {page}").as_bytes());
     }
-    let mut reg = r3_0::Machine::busy().registry();
+    let mut reg = machine.registry();
     reg.register_iterative(
         "ram",
         RAM_VERSION,
@@ -28,17 +28,12 @@ fn source() -> Registry {
     reg
 }
 
+fn source() -> Registry {
+    with_ram(r3_0::Machine::busy(), true)
+}
+
 fn destination() -> Registry {
-    let block = Arc::new(RamBlock::new("pc.ram", 16 << 10).unwrap());
-    let mut reg = r3_0::Machine::idle().registry();
-    reg.register_iterative(
-        "ram",
-        RAM_VERSION,
-        RamHandler::new(vec![block]).unwrap(),
-        Registration::new(),
-    )
-    .unwrap();
-    reg
+    with_ram(r3_0::Machine::idle(), false)
 }
 
 fn snapshot(with_record: bool) -> Vec<u8> {

@@ -413,6 +413,15 @@ fn qemu_accepts_a_stream_written_by_our_engine_for_the_none_machine() {
     load_stream(dir.path(), &["-M", "none"], &ours);
 }
 
+/// Writes `src` with the payload of its FULL section `idstr` replaced by `payload` to
+/// `modified.mig` next to it; returns QEMU's `-incoming` URI for it.
+fn write_spliced(src: &Path, idstr: &str, payload: &[u8]) -> String {
+    let modified = src.with_file_name("modified.mig");
+    let bytes = splice_section(&std::fs::read(src).unwrap(), idstr, payload);
+    std::fs::write(&modified, bytes).unwrap();
+    format!("exec:cat {}", modified.display())
+}
+
 /// Replaces the payload of the FULL section `idstr` (instance 0) in `stream` by
 /// `payload` (sections carry no length, so the sizes may differ; QEMU's loader does not
 /// read the vmdesc trailer).
@@ -460,13 +469,7 @@ fn qemu_loads_a_qtailq_we_reordered_and_saves_it_back_unchanged() {
     vars[last].data = vec![0];
     let ours = dev.to_bytes().unwrap();
 
-    let modified = dir.path().join("modified.mig");
-    std::fs::write(
-        &modified,
-        splice_section(&std::fs::read(&src).unwrap(), IDSTR, &ours),
-    )
-    .unwrap();
-    let incoming = format!("exec:cat {}", modified.display());
+    let incoming = write_spliced(&src, IDSTR, &ours);
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["-incoming", &incoming]);
     let mut dst = Qemu::start(dir.path(), "dst", &all);
@@ -518,15 +521,9 @@ fn qemu_checks_a_temporary_we_wrote() {
 
     dev.block_size = 4 << 20;
     let ours = dev.to_bytes().unwrap();
-    let modified = dir.path().join("modified.mig");
-    std::fs::write(
-        &modified,
-        splice_section(&std::fs::read(&src).unwrap(), IDSTR, &ours),
-    )
-    .unwrap();
     // QEMU refuses the stream and exits, possibly before a QMP connection could be
     // made: run it without one and wait for it to end.
-    let incoming = format!("exec:cat {}", modified.display());
+    let incoming = write_spliced(&src, IDSTR, &ours);
     let stderr_path = dir.path().join("dst.stderr");
     let mut child = Command::new(QEMU)
         .args(BASE)

@@ -154,3 +154,44 @@ fn a_subsection_version_past_a_byte_is_an_error() {
     assert!(err.to_string().contains("257"), "{err}");
     assert_eq!(err.offset(), Some(version_at as u64));
 }
+
+/// An iterative handler that sends nothing when inactive (QEMU's `is_active`).
+struct Dormant;
+
+impl vmstate::IterativeHandler for Dormant {
+    fn is_active(&self) -> bool {
+        false
+    }
+    fn save_setup(&mut self, _: &mut vmstate::Writer<'_>) -> vmstate::Result<()> {
+        Ok(())
+    }
+    fn pending(&mut self, _: bool) -> vmstate::Pending {
+        vmstate::Pending::default()
+    }
+    fn save_iterate(
+        &mut self,
+        _: &mut vmstate::Writer<'_>,
+        _: u64,
+    ) -> vmstate::Result<vmstate::IterationStatus> {
+        Ok(vmstate::IterationStatus::Done)
+    }
+    fn save_complete(&mut self, _: &mut vmstate::Writer<'_>) -> vmstate::Result<()> {
+        Ok(())
+    }
+    fn load(&mut self, _: &mut Reader<'_>, _: u32, _: vmstate::Phase) -> vmstate::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_inactive_iterative_handler_is_not_missing() {
+    let mut reg = Registry::new();
+    reg.register_device(Rtc::default(), Registration::new())
+        .unwrap();
+    reg.register_iterative("dormant", 1, Dormant, Registration::new())
+        .unwrap();
+    assert_eq!(
+        load(&mut reg, &stream_with_rtc(), &LoadOptions::default()).unwrap(),
+        Vec::<String>::new()
+    );
+}

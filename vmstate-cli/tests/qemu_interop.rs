@@ -559,11 +559,8 @@ fn qemu_checks_a_temporary_we_wrote() {
 #[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
 fn qemu_silently_loads_a_duplicated_section_which_we_refuse() {
     use compat_tests::fixture::{RecordKind, Stream};
-    use compat_tests::qemu10::globalstate::GlobalState;
-    use compat_tests::qemu10::timer::CpuTimers;
-    use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
     use vmstate::stream::{LoadOptions, load_stream as load_into};
-    use vmstate::{ErrorKind, Reader, Registration, Registry};
+    use vmstate::{ErrorKind, Reader};
 
     let args = ["-M", "none"];
     let dir = tempfile::tempdir().unwrap();
@@ -589,19 +586,7 @@ fn qemu_silently_loads_a_duplicated_section_which_we_refuse() {
     std::fs::write(&twice_path, &twice).unwrap();
     load_stream(dir.path(), &args, &twice_path);
 
-    let mut reg = Registry::new();
-    let no_blocks: Vec<std::sync::Arc<RamBlock>> = Vec::new();
-    reg.register_iterative(
-        "ram",
-        RAM_VERSION,
-        RamHandler::new(no_blocks).unwrap(),
-        Registration::new(),
-    )
-    .unwrap();
-    reg.register_device(CpuTimers::default(), Registration::new())
-        .unwrap();
-    reg.register_device(GlobalState::default(), Registration::new())
-        .unwrap();
+    let mut reg = compat_tests::destination::none();
     let err = load_into(
         &mut reg,
         &mut Reader::from_slice(&twice),

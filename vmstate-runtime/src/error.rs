@@ -239,6 +239,12 @@ pub enum ErrorKind {
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// A TLS handshake or session failed, or the peer's certificate was refused.
+    #[error("TLS: {detail}")]
+    Tls {
+        /// What failed and why, in words.
+        detail: String,
+    },
     /// Bytes that do not follow the stream grammar or the description they are read
     /// with (the decoder's and the record reader's errors).
     #[error("{detail}")]

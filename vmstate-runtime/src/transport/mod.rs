@@ -3,11 +3,16 @@
 //! The stream engine reads any `std::io::Read` and writes any `std::io::Write`, with
 //! its own buffering, so TCP (`std::net::TcpStream`) and Unix sockets
 //! (`std::os::unix::net::UnixStream`) are used as they are. This module adds what std
-//! lacks: [`AtomicFile`] for snapshots that are never torn, and an in-memory [`pipe`]
-//! between threads.
+//! lacks: [`AtomicFile`] for snapshots that are never torn, an in-memory [`pipe`]
+//! between threads, the [`Connection`] trait for two-way links (the return path), and
+//! with the `tls` feature, mutual TLS.
 
+mod connection;
 mod file;
 mod memory;
+#[cfg(feature = "tls")]
+pub mod tls;
 
+pub use connection::{Connection, is_timeout};
 pub use file::{AtomicFile, open_snapshot};
 pub use memory::{PipeReader, PipeWriter, pipe};

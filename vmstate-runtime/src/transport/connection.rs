@@ -1,0 +1,58 @@
+//! Two-way connections: the migration stream one way, QEMU's return path the other.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// A connection that carries the migration stream from the source and the return path
+/// back from the destination, and can be split so that one thread writes while another
+/// reads (QEMU's source reads the return path in its own thread).
+///
+/// Implemented for [`TcpStream`], [`UnixStream`] and, with the `tls` feature, the TLS
+/// stream of [`transport::tls`](crate::transport).
+pub trait Connection: Send {
+    /// The reading half.
+    type Reader: Read + Send + 'static;
+    /// The writing half.
+    type Writer: Write + Send + 'static;
+    /// Bounds every blocking read and write (`None`: wait forever). A read or write that
+    /// waits longer fails with [`io::ErrorKind::WouldBlock`] or
+    /// [`io::ErrorKind::TimedOut`]. Applies to both halves after [`split`](Self::split).
+    fn set_io_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Splits the connection into a reading and a writing half, usable from two threads
+    /// at once.
+    fn split(self) -> io::Result<(Self::Reader, Self::Writer)>;
+}
+
+impl Connection for TcpStream {
+    type Reader = TcpStream;
+    type Writer = TcpStream;
+    fn set_io_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+    fn split(self) -> io::Result<(TcpStream, TcpStream)> {
+        Ok((self.try_clone()?, self))
+    }
+}
+
+impl Connection for UnixStream {
+    type Reader = UnixStream;
+    type Writer = UnixStream;
+    fn set_io_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+    fn split(self) -> io::Result<(UnixStream, UnixStream)> {
+        Ok((self.try_clone()?, self))
+    }
+}
+
+/// Whether an I/O error is a timeout set by [`Connection::set_io_timeout`].
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}

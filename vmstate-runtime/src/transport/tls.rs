@@ -1,0 +1,1 @@
+//! Mutual TLS for the TCP transport (placeholder: being written).

@@ -239,6 +239,16 @@ pub enum ErrorKind {
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// A live migration failed at `phase`; the source's guest runs on the source.
+    #[error("migration failed during {phase}, {bytes} bytes into the stream: {cause}")]
+    MigrationFailed {
+        /// Where: `setup`, `round 3`, `switchover`, `confirmation`, ...
+        phase: String,
+        /// Bytes of the stream written (source) or read (destination) before it.
+        bytes: u64,
+        /// What went wrong.
+        cause: Box<Error>,
+    },
     /// A TLS handshake or session failed, or the peer's certificate was refused.
     #[error("TLS: {detail}")]
     Tls {
@@ -512,6 +522,7 @@ impl std::error::Error for Error {
         match &self.0.kind {
             ErrorKind::Hook { source, .. } => Some(source.as_ref()),
             ErrorKind::Io(e) => Some(e),
+            ErrorKind::MigrationFailed { cause, .. } => Some(cause.as_ref()),
             _ => None,
         }
     }

@@ -106,6 +106,22 @@ pub trait IterativeHandler: Send {
     /// The source announced the switchover (QEMU's SWITCHOVER_START command).
     fn switchover_start(&mut self) {}
 
+    /// Whether the destination holds back QEMU's `SWITCHOVER_ACK` until this handler is
+    /// [ready](Self::switchover_ready) (QEMU's `switchover_ack_needed`, used by VFIO to
+    /// load its setup data before the guest stops). Asked once, when a load starts.
+    /// Default: no.
+    fn switchover_ack_needed(&self) -> bool {
+        false
+    }
+
+    /// With [`switchover_ack_needed`](Self::switchover_ack_needed): whether enough has
+    /// been loaded for the source to stop the guest. Asked after each of this handler's
+    /// sections; once every such handler says yes, the destination sends
+    /// `SWITCHOVER_ACK` (QEMU's `qemu_loadvm_approve_switchover`). Default: yes.
+    fn switchover_ready(&self) -> bool {
+        true
+    }
+
     /// Ends a load, successful or not.
     fn load_cleanup(&mut self) {}
 }
@@ -137,6 +153,12 @@ impl<H: IterativeHandler> IterativeHandler for std::sync::Arc<std::sync::Mutex<H
     }
     fn switchover_start(&mut self) {
         crate::registry::lock(self).switchover_start()
+    }
+    fn switchover_ack_needed(&self) -> bool {
+        crate::registry::lock(self).switchover_ack_needed()
+    }
+    fn switchover_ready(&self) -> bool {
+        crate::registry::lock(self).switchover_ready()
     }
     fn load_cleanup(&mut self) {
         crate::registry::lock(self).load_cleanup()

@@ -37,9 +37,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod auto_converge;
+mod incoming;
+mod listener;
 mod rate_limit;
+pub mod return_path;
 
 use auto_converge::AutoConverge;
+pub use incoming::{IncomingParams, receive};
+use listener::Listener;
 use rate_limit::RateLimit;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -47,6 +52,10 @@ use crate::handler::IterationStatus;
 use crate::ram::{RamCounters, RamStats};
 use crate::registry::Registry;
 use crate::stream::{SaveSession, StreamConfig};
+use crate::transport::{Connection, WriteHalf};
+
+/// The default [`MigrationParams::io_timeout`] and [`IncomingParams::io_timeout`].
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to do when `max_total_time` runs out before the migration converges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,6 +89,16 @@ pub struct MigrationParams {
     /// How often auto-converge compares what the guest dirtied with what was sent
     /// (QEMU: at its dirty-bitmap syncs, at most once a second; default 1 s).
     pub auto_converge_period: Duration,
+    /// With [`migrate_over`]: the longest a write to the destination may block, and the
+    /// longest the source waits for the destination's report after the last byte.
+    /// A peer that stops reading or answering fails the migration after this long
+    /// instead of hanging it; the guest then runs on the source. Default: 30 s.
+    /// `None` waits forever.
+    pub io_timeout: Option<Duration>,
+    /// Switch over only after the destination's `SWITCHOVER_ACK` (QEMU's
+    /// `switchover-ack` capability; both sides must have it). Needs [`migrate_over`].
+    /// Default: off.
+    pub switchover_ack: bool,
 }
 
 impl MigrationParams {
@@ -94,6 +113,8 @@ impl MigrationParams {
             ram_stats: None,
             auto_converge: false,
             auto_converge_period: Duration::from_secs(1),
+            io_timeout: Some(DEFAULT_IO_TIMEOUT),
+            switchover_ack: false,
         }
     }
 }
@@ -187,8 +208,12 @@ pub struct MigrationStats {
 }
 
 /// Migrates the guest described by `registry` to the destination at the other end of
-/// `sink`. `progress` is called after every round and at the end with the current
-/// statistics (for a progress display).
+/// `sink`, a transport without a return path: the end of the downtime is
+/// [`GuestControl::wait_destination`]. `progress` is called after every round and at
+/// the end with the current statistics (for a progress display).
+///
+/// Over a two-way connection, [`migrate_over`] is the better choice: the destination
+/// confirms over QEMU's return path, and I/O timeouts bound every wait.
 pub fn migrate(
     registry: &mut Registry,
     sink: impl Write,
@@ -197,12 +222,86 @@ pub fn migrate(
     cancel: &CancelToken,
     progress: &mut dyn FnMut(&MigrationStats),
 ) -> Result<MigrationStats> {
+    run(registry, sink, guest, params, cancel, progress, None)
+}
+
+/// Migrates the guest over `conn`, with QEMU's return path: the stream opens it
+/// (`OPEN_RETURN_PATH`, `PING`), a thread reads the destination's messages, and the
+/// migration completes only when the destination reports `SHUT(0)`: it loaded
+/// everything and runs the guest. Until then the source's guest stays stopped and
+/// intact; if the destination reports a failure, the link breaks, or nothing arrives
+/// within [`MigrationParams::io_timeout`], the guest is resumed on the source and the
+/// error ([`ErrorKind::MigrationFailed`]) says in which phase it happened. After
+/// `SHUT(0)` the source closes its side of the connection, which tells a [`receive`]
+/// destination that the source has let the guest go.
+///
+/// `GuestControl::wait_destination` is not called. The failure semantics at each step
+/// are listed in `docs/migration.md`.
+///
+/// ```no_run
+/// use std::net::TcpStream;
+/// use vmstate::migrate::{migrate_over, CancelToken, GuestControl, MigrationParams};
+/// # fn registry() -> vmstate::Registry { vmstate::Registry::new() }
+/// # struct Vcpus;
+/// # impl GuestControl for Vcpus {
+/// #     fn stop(&mut self) -> vmstate::Result<()> { Ok(()) }
+/// #     fn resume(&mut self) {}
+/// # }
+/// let sock = TcpStream::connect("127.0.0.1:4444").unwrap();
+/// let stats = migrate_over(&mut registry(), sock, &mut Vcpus,
+///                          &MigrationParams::new("my-vmm-1.0"), &CancelToken::new(),
+///                          &mut |_| {}).unwrap();
+/// ```
+pub fn migrate_over<C: Connection>(
+    registry: &mut Registry,
+    conn: C,
+    guest: &mut dyn GuestControl,
+    params: &MigrationParams,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(&MigrationStats),
+) -> Result<MigrationStats> {
+    let failed = |phase: &str, e: Error| failure(phase, 0, e);
+    conn.set_io_timeout(params.io_timeout)
+        .map_err(|e| failed("setup", e.into()))?;
+    let (from_dst, mut to_dst) = conn.split().map_err(|e| failed("setup", e.into()))?;
+    let mut listener = Listener::spawn(from_dst).map_err(|e| failed("setup", e))?;
+    let mut params = params.clone();
+    params.stream.open_return_path = true;
+    let result = run(
+        registry,
+        &mut to_dst,
+        guest,
+        &params,
+        cancel,
+        progress,
+        Some(&mut listener),
+    );
+    // Close our direction at once, whatever happened: after SHUT(0) it tells a
+    // `receive` destination that the source let the guest go; after a failure it ends
+    // the destination's load (a truncated stream). An error here changes nothing.
+    let _ = to_dst.close();
+    result
+}
+
+/// The driver, with or without a return path.
+fn run(
+    registry: &mut Registry,
+    sink: impl Write,
+    guest: &mut dyn GuestControl,
+    params: &MigrationParams,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(&MigrationStats),
+    mut rp: Option<&mut Listener>,
+) -> Result<MigrationStats> {
     let start = Instant::now();
     let mut stats = MigrationStats::default();
     let ram = || params.ram_stats.as_ref().map(|r| r.get());
     let mut session = SaveSession::new(registry, sink, params.stream.clone());
+    let needs_ack = params.switchover_ack && rp.is_some();
 
-    session.setup()?;
+    session
+        .setup()
+        .map_err(|e| failure("setup", session.bytes_written(), e))?;
     stats.setup_time = start.elapsed();
     stats.status = Status::Active;
     stats.transferred = session.bytes_written();
@@ -214,25 +313,31 @@ pub fn migrate(
     let mut remaining = session.pending(false).total();
     let mut auto = AutoConverge::new(params.auto_converge_period);
     loop {
+        let round = format!("round {}", stats.rounds + 1);
+        if let Some(l) = rp.as_deref_mut()
+            && let Err(e) = l.poll()
+        {
+            release_throttle(guest, &auto);
+            return Err(failure(&round, session.bytes_written(), e));
+        }
+        let acked = !needs_ack || rp.as_deref().is_some_and(|l| l.heard().switchover_ack);
         if cancel.is_cancelled() {
             release_throttle(guest, &auto);
             return finish_cancelled(session, stats, start, ram(), progress, None);
         }
         let timed_out = params.max_total_time.is_some_and(|t| start.elapsed() >= t);
-        if timed_out && params.on_timeout == OnTimeout::Cancel {
+        if timed_out && (params.on_timeout == OnTimeout::Cancel || !acked) {
             release_throttle(guest, &auto);
-            return finish_cancelled(
-                session,
-                stats,
-                start,
-                ram(),
-                progress,
-                Some("max_total_time"),
-            );
+            let why = if acked {
+                "max_total_time"
+            } else {
+                "max_total_time (still waiting for the destination's SWITCHOVER_ACK)"
+            };
+            return finish_cancelled(session, stats, start, ram(), progress, Some(why));
         }
         let threshold = bandwidth_bpms.map_or(0.0, |b| b * limit_ms) as u64;
         stats.threshold = threshold;
-        if bandwidth_bpms.is_some() && remaining <= threshold {
+        if acked && bandwidth_bpms.is_some() && remaining <= threshold {
             remaining = session.pending(true).total(); // QEMU's exact pass
             if remaining <= threshold {
                 break;
@@ -253,7 +358,7 @@ pub fn migrate(
             Ok(status) => status,
             Err(e) => {
                 release_throttle(guest, &auto);
-                return Err(e);
+                return Err(failure(&round, session.bytes_written(), e));
             }
         };
         let sent = session.bytes_written() - before;
@@ -297,8 +402,16 @@ pub fn migrate(
         stats.ram = ram();
         progress(&stats);
         if status == IterationStatus::Done && remaining == 0 && bandwidth_bpms.is_none() {
-            // Nothing at all to send (no RAM): switch over.
-            break;
+            if acked {
+                // Nothing at all to send (no RAM): switch over.
+                break;
+            }
+            // Nothing to send but the destination is not ready: wait for it a little.
+            if let Some(l) = rp.as_deref_mut()
+                && let Err(e) = l.wait_a_little(Duration::from_millis(10))
+            {
+                return Err(failure(&round, session.bytes_written(), e));
+            }
         }
     }
 
@@ -308,14 +421,24 @@ pub fn migrate(
     if cancel.is_cancelled() {
         return finish_cancelled(session, stats, start, ram(), progress, None);
     }
-    guest.stop()?;
+    guest
+        .stop()
+        .map_err(|e| failure("switchover", session.bytes_written(), e))?;
     let stopped = Instant::now();
     stats.status = Status::Device;
     progress(&stats);
-    let completed = session.complete().and_then(|_| guest.wait_destination());
+    let completed = match session.complete() {
+        Err(e) => Err(failure("switchover", session.bytes_written(), e)),
+        Ok(_) => match rp {
+            Some(l) => l.wait_shut(params.io_timeout),
+            None => guest.wait_destination(),
+        }
+        .map_err(|e| failure("confirmation", session.bytes_written(), e)),
+    };
     if let Err(e) = completed {
         guest.resume();
         stats.status = Status::Failed;
+        stats.transferred = session.bytes_written();
         stats.total_time = start.elapsed();
         progress(&stats);
         return Err(e);
@@ -328,6 +451,15 @@ pub fn migrate(
     stats.ram = ram();
     progress(&stats);
     Ok(stats)
+}
+
+/// A failure at `phase`, `sent` bytes into the stream.
+fn failure(phase: &str, bytes: u64, cause: Error) -> Error {
+    Error::new(ErrorKind::MigrationFailed {
+        phase: phase.to_string(),
+        bytes,
+        cause: Box::new(cause),
+    })
 }
 
 /// Lifts the auto-converge throttle, if one was applied.

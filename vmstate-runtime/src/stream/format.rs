@@ -26,6 +26,10 @@ pub const COMMAND: u8 = 0x08;
 /// The footer after each section payload.
 pub const SECTION_FOOTER: u8 = 0x7e;
 
+/// QEMU's `MIG_CMD_OPEN_RETURN_PATH`: the destination opens its return path.
+pub const CMD_OPEN_RETURN_PATH: u16 = 1;
+/// QEMU's `MIG_CMD_PING`: a be32 value the destination answers with PONG.
+pub const CMD_PING: u16 = 2;
 /// QEMU's `MIG_CMD_PACKAGED`: a be32 length, then that many bytes of records.
 pub const CMD_PACKAGED: u16 = 7;
 /// QEMU's `MIG_CMD_SWITCHOVER_START`.

@@ -15,7 +15,7 @@
 //! `load_cleanup` has run.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 use super::config::Configuration;
@@ -24,6 +24,7 @@ use super::integrity::{self, Integrity};
 use super::records::{Command, Footers, Record, RecordReader, SectionHeader, SectionKind, Trailer};
 use super::vmdesc::{self, VmDesc};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
+use crate::migrate::return_path::{self, Message};
 use crate::registry::{PartMut, Registry};
 use crate::state::VmState;
 use crate::wire::{Limits, Reader};
@@ -82,6 +83,8 @@ pub struct LoadReport {
     pub continuation_sections: u64,
     /// Whether SWITCHOVER_START was seen.
     pub switchover_started: bool,
+    /// Whether the source opened QEMU's return path (OPEN_RETURN_PATH).
+    pub return_path: bool,
     /// The vmdesc trailer's JSON text, if present.
     pub vmdesc: Option<String>,
     /// Non-fatal oddities (QEMU only warns about them).
@@ -115,6 +118,31 @@ pub(crate) fn load_stream_with(
     opts: &LoadOptions,
     check: &mut dyn FnMut(&Configuration) -> Result<()>,
 ) -> Result<LoadReport> {
+    load_answering(registry, r, opts, check, None)
+}
+
+/// The destination's end of QEMU's return path while a stream loads: where PONG and
+/// SWITCHOVER_ACK go (spec 1.8).
+pub(crate) struct ReturnPath<'a> {
+    /// The connection back to the source.
+    pub out: &'a mut dyn Write,
+    /// This side has QEMU's `switchover-ack` capability.
+    pub switchover_ack: bool,
+    /// The source sent OPEN_RETURN_PATH.
+    pub open: bool,
+    /// SWITCHOVER_ACK was sent.
+    pub ack_sent: bool,
+}
+
+/// [`load_stream_with`], answering the source's return-path commands on `rp` (without
+/// one, OPEN_RETURN_PATH and PING are errors, as in QEMU on a file).
+pub(crate) fn load_answering(
+    registry: &mut Registry,
+    r: &mut Reader<'_>,
+    opts: &LoadOptions,
+    check: &mut dyn FnMut(&Configuration) -> Result<()>,
+    rp: Option<&mut ReturnPath<'_>>,
+) -> Result<LoadReport> {
     let mut active: Vec<usize> = Vec::new();
     let loaded = vec![false; registry.entries().len()];
     let footers = if opts.no_section_footers {
@@ -134,6 +162,7 @@ pub(crate) fn load_stream_with(
         active: &mut active,
         loaded,
         check,
+        rp,
     }
     .run(r);
     for &i in &active {
@@ -290,7 +319,7 @@ fn check_configuration(cfg: &Configuration, opts: &LoadOptions) -> Result<()> {
     Ok(())
 }
 
-struct Loader<'a> {
+struct Loader<'a, 'b> {
     registry: &'a mut Registry,
     opts: &'a LoadOptions,
     records: RecordReader,
@@ -299,9 +328,10 @@ struct Loader<'a> {
     /// Per registry entry: whether its FULL or START section was read.
     loaded: Vec<bool>,
     check: &'a mut dyn FnMut(&Configuration) -> Result<()>,
+    rp: Option<&'a mut ReturnPath<'b>>,
 }
 
-impl Loader<'_> {
+impl Loader<'_, '_> {
     fn run(mut self, r: &mut Reader<'_>) -> Result<LoadReport> {
         self.records.header(r)?;
         for (i, e) in self.registry.entries_mut().iter_mut().enumerate() {
@@ -390,7 +420,10 @@ impl Loader<'_> {
             (
                 PartMut::Iterative(handler),
                 SectionKind::Start | SectionKind::Part | SectionKind::End,
-            ) => handler.load(r, header.version, kind.phase())?,
+            ) => {
+                handler.load(r, header.version, kind.phase())?;
+                self.maybe_ack_switchover()?;
+            }
             (part, _) => {
                 return Err(Error::invalid(
                     "section",
@@ -471,20 +504,69 @@ impl Loader<'_> {
     }
 
     fn command(&mut self, cmd: &Command, at: u64) -> Result<()> {
-        if cmd.cmd != format::CMD_SWITCHOVER_START {
-            return Err(Error::new(ErrorKind::UnsupportedCommand {
+        let tag = |e: Error| e.at_offset(at).in_record("COMMAND");
+        match cmd.cmd {
+            format::CMD_SWITCHOVER_START => {
+                self.report.switchover_started = true;
+                for &i in self.active.iter() {
+                    if let Some(handler) = self.registry.entries_mut()[i].iterative_mut() {
+                        handler.switchover_start();
+                    }
+                }
+                Ok(())
+            }
+            format::CMD_OPEN_RETURN_PATH => {
+                let Some(rp) = self.rp.as_deref_mut() else {
+                    return Err(tag(Error::invalid(
+                        "command",
+                        "the source opened a return path (OPEN_RETURN_PATH), and this \
+                         transport has none (receive a migration with migrate::receive)",
+                    )));
+                };
+                rp.open = true;
+                self.report.return_path = true;
+                self.maybe_ack_switchover().map_err(tag)
+            }
+            format::CMD_PING => {
+                let value =
+                    u32::from_be_bytes([cmd.data[0], cmd.data[1], cmd.data[2], cmd.data[3]]);
+                match self.rp.as_deref_mut() {
+                    Some(rp) if rp.open => {
+                        return_path::write_message(rp.out, &Message::Pong(value))
+                            .map_err(|e| tag(Error::from(e).in_record("return path")))
+                    }
+                    _ => Err(tag(Error::invalid(
+                        "command",
+                        format!("PING ({value:#x}) received with no return path"),
+                    ))),
+                }
+            }
+            _ => Err(tag(Error::new(ErrorKind::UnsupportedCommand {
                 cmd: cmd.cmd,
                 name: cmd.name,
                 len: cmd.data.len() as u16,
-            })
-            .at_offset(at)
-            .in_record("COMMAND"));
+            }))),
         }
-        self.report.switchover_started = true;
-        for &i in self.active.iter() {
-            if let Some(handler) = self.registry.entries_mut()[i].iterative_mut() {
-                handler.switchover_start();
-            }
+    }
+
+    /// Sends SWITCHOVER_ACK once the return path is open, this side has the capability,
+    /// and every handler that needs the ack is ready.
+    fn maybe_ack_switchover(&mut self) -> Result<()> {
+        let Some(rp) = self.rp.as_deref_mut() else {
+            return Ok(());
+        };
+        if !rp.open || !rp.switchover_ack || rp.ack_sent {
+            return Ok(());
+        }
+        let entries = self.registry.entries_mut();
+        let ready = self.active.iter().all(|&i| {
+            entries[i]
+                .iterative_mut()
+                .is_none_or(|h| !h.switchover_ack_needed() || h.switchover_ready())
+        });
+        if ready {
+            return_path::write_message(rp.out, &Message::SwitchoverAck)?;
+            rp.ack_sent = true;
         }
         Ok(())
     }

@@ -30,7 +30,7 @@
 mod config;
 pub mod format;
 pub mod integrity;
-mod load;
+pub(crate) mod load;
 pub mod records;
 pub(crate) mod save;
 pub mod vmdesc;

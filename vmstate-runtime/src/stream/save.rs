@@ -34,6 +34,11 @@ pub struct StreamConfig {
     pub send_vmdesc: bool,
     /// The target page size written in the vmdesc (`page_size`).
     pub page_size: u64,
+    /// Open QEMU's return path right after the configuration section: the
+    /// `OPEN_RETURN_PATH` command, then `PING(1)` (QEMU's `return-path` capability).
+    /// Only over a two-way connection: a destination reading a file refuses it.
+    /// [`migrate_over`](crate::migrate::migrate_over) turns it on. Default: off.
+    pub open_return_path: bool,
     /// End a snapshot written by [`save_snapshot`] with the [integrity
     /// record](super::integrity) (default on; QEMU ignores it). Live migrations never
     /// send it.
@@ -50,6 +55,7 @@ impl StreamConfig {
             send_switchover_start: true,
             send_vmdesc: true,
             page_size: 4096,
+            open_return_path: false,
             integrity_record: true,
         }
     }
@@ -139,6 +145,10 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         if self.config.send_configuration {
             self.w.put_u8(format::CONFIGURATION);
             self.config.configuration.save(&mut self.w)?;
+        }
+        if self.config.open_return_path {
+            write_command(&mut self.w, format::CMD_OPEN_RETURN_PATH, &[])?;
+            write_command(&mut self.w, format::CMD_PING, &1u32.to_be_bytes())?;
         }
         let footer = self.config.send_section_footer;
         for e in self.registry.entries_mut() {

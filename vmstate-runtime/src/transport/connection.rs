@@ -15,7 +15,7 @@ pub trait Connection: Send {
     /// The reading half.
     type Reader: Read + Send + 'static;
     /// The writing half.
-    type Writer: Write + Send + 'static;
+    type Writer: WriteHalf;
     /// Bounds every blocking read and write (`None`: wait forever). A read or write that
     /// waits longer fails with [`io::ErrorKind::WouldBlock`] or
     /// [`io::ErrorKind::TimedOut`]. Applies to both halves after [`split`](Self::split).
@@ -46,6 +46,28 @@ impl Connection for UnixStream {
     }
     fn split(self) -> io::Result<(UnixStream, UnixStream)> {
         Ok((self.try_clone()?, self))
+    }
+}
+
+/// The writing half of a [`Connection`], which can end its direction of the
+/// connection while the other direction stays open.
+pub trait WriteHalf: Write + Send + 'static {
+    /// Flushes and closes this direction: the peer reads the end of the stream (TCP
+    /// FIN; for TLS, `close_notify` first). Reading from the other half still works.
+    fn close(&mut self) -> io::Result<()>;
+}
+
+impl WriteHalf for TcpStream {
+    fn close(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl WriteHalf for UnixStream {
+    fn close(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.shutdown(std::net::Shutdown::Write)
     }
 }
 

@@ -13,6 +13,6 @@ mod memory;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use connection::{Connection, is_timeout};
+pub use connection::{Connection, WriteHalf, is_timeout};
 pub use file::{AtomicFile, open_snapshot};
 pub use memory::{PipeReader, PipeWriter, pipe};

@@ -1,0 +1,152 @@
+//! The destination of a live migration over a two-way connection: load the stream,
+//! answer QEMU's return path, and start the guest only when it is safe.
+
+use std::io;
+use std::time::Duration;
+
+use super::DEFAULT_IO_TIMEOUT;
+use super::return_path::{Message, write_message};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::Registry;
+use crate::stream::load::{ReturnPath, load_answering};
+use crate::stream::{LoadOptions, LoadReport};
+use crate::transport::{Connection, is_timeout};
+use crate::wire::Reader;
+
+/// How the destination receives a migration.
+#[derive(Debug, Clone)]
+pub struct IncomingParams {
+    /// How the stream is loaded (machine name, capabilities, limits, ...).
+    pub load: LoadOptions,
+    /// The longest a read from the source may block: a source that stops sending
+    /// without closing fails the load after this long instead of hanging it.
+    /// Default: [`DEFAULT_IO_TIMEOUT`] (30 s). `None` waits forever.
+    pub io_timeout: Option<Duration>,
+    /// QEMU's `switchover-ack` capability on this side: send `SWITCHOVER_ACK` once
+    /// every iterative handler that needs it is ready (at once if none does).
+    pub switchover_ack: bool,
+}
+
+impl IncomingParams {
+    /// Defaults for the local machine type `machine` (the stream's must be a prefix).
+    pub fn new(machine: impl Into<String>) -> Self {
+        IncomingParams {
+            load: LoadOptions {
+                machine: Some(machine.into()),
+                ..Default::default()
+            },
+            io_timeout: Some(DEFAULT_IO_TIMEOUT),
+            switchover_ack: false,
+        }
+    }
+}
+
+/// Receives a migration on `conn` into `registry` and calls `start_guest` when the
+/// guest may run here. Returns what was loaded.
+///
+/// The guest is started only after all of these: the whole stream loaded (the EOF
+/// record and trailer read, every check passed); when the source opened QEMU's return
+/// path, `SHUT(0)` ("loaded, taking over") was sent to it, and the source then closed
+/// its side of the connection, which a [`migrate_over`](super::migrate_over) source
+/// does only after it received `SHUT(0)` and let its guest go. That last step closes
+/// the window in which both sides would run the guest: if the link breaks after
+/// `SHUT(0)` was written but before the source had it, the source resumes its guest and
+/// this side does not start its own. A source that never opened a return path (a
+/// plain [`migrate`](super::migrate) or QEMU without `return-path`) gets no messages;
+/// the guest starts after the load.
+///
+/// On any failure the guest is not started, `SHUT(1)` is sent when the return path is
+/// open, and the error says where the load stopped; the registry's state is then
+/// partly loaded and must not run.
+///
+/// ```no_run
+/// use std::net::TcpListener;
+/// use vmstate::migrate::{receive, IncomingParams};
+/// # fn registry() -> vmstate::Registry { vmstate::Registry::new() }
+/// let (sock, _) = TcpListener::bind("0.0.0.0:4444").unwrap().accept().unwrap();
+/// let mut reg = registry();
+/// let report = receive(&mut reg, sock, &IncomingParams::new("my-vmm-1.0"),
+///                      &mut || { /* start the vCPUs */ Ok(()) }).unwrap();
+/// println!("{} sections loaded", report.sections.len());
+/// ```
+pub fn receive<C: Connection>(
+    registry: &mut Registry,
+    conn: C,
+    params: &IncomingParams,
+    start_guest: &mut dyn FnMut() -> Result<()>,
+) -> Result<LoadReport> {
+    conn.set_io_timeout(params.io_timeout)?;
+    let (from_src, mut to_src) = conn.split()?;
+    let mut r = Reader::from_io(from_src).with_limits(params.load.limits);
+    let mut rp = ReturnPath {
+        out: &mut to_src,
+        switchover_ack: params.switchover_ack,
+        open: false,
+        ack_sent: false,
+    };
+    let loaded = load_answering(
+        registry,
+        &mut r,
+        &params.load,
+        &mut |_| Ok(()),
+        Some(&mut rp),
+    );
+    let opened = rp.open;
+    let report = match loaded {
+        Ok(report) => report,
+        Err(e) => {
+            if opened {
+                let _ = write_message(&mut to_src, &Message::Shut { failed: true });
+            }
+            return Err(not_started(e, r.position()));
+        }
+    };
+    if opened {
+        let at = r.position();
+        write_message(&mut to_src, &Message::Shut { failed: false }).map_err(|e| {
+            not_started(Error::from(e).in_record("return path (sending SHUT 0)"), at)
+        })?;
+        wait_for_close(&mut r, params.io_timeout).map_err(|e| not_started(e, at))?;
+    }
+    start_guest()?;
+    Ok(report)
+}
+
+/// Waits for the source to close its side after `SHUT(0)`: its sign that it let the
+/// guest go. A reset, a timeout or more data means it may still run it.
+fn wait_for_close(r: &mut Reader<'_>, timeout: Option<Duration>) -> Result<()> {
+    let at = r.position();
+    match r.at_end() {
+        Ok(true) => Ok(()),
+        // TLS without close_notify: the TCP connection did end.
+        Err(e) if matches!(e.kind(), ErrorKind::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof) => {
+            Ok(())
+        }
+        Ok(false) => Err(Error::invalid(
+            "stream",
+            "the source sent more bytes after the stream ended instead of closing",
+        )
+        .at_offset(at)),
+        Err(e) => {
+            let timed_out = matches!(e.kind(), ErrorKind::Io(io) if is_timeout(io));
+            let why = if timed_out {
+                format!(
+                    "the source did not close the connection within {:?} after SHUT(0)",
+                    timeout.unwrap_or_default()
+                )
+            } else {
+                format!("the connection failed after SHUT(0) before the source closed it: {e}")
+            };
+            Err(Error::invalid("confirmation", why).at_offset(at))
+        }
+    }
+}
+
+/// Marks an error as one after which the guest was not started.
+fn not_started(e: Error, bytes: u64) -> Error {
+    Error::new(ErrorKind::MigrationFailed {
+        phase: "incoming migration (the guest was not started here)".into(),
+        bytes,
+        cause: Box::new(e),
+    })
+}

@@ -94,3 +94,23 @@ pub fn none() -> Registry {
     add(&mut reg, GlobalState::default());
     reg
 }
+
+/// QEMU's `-M none -m SIZE` machine: one RAM block `ram` of `ram_bytes`, `timer` and
+/// `globalstate`; returns the registry and the block (to fill it on a source or check
+/// it on a destination).
+pub fn none_with_ram(ram_bytes: u64) -> (Registry, Arc<RamBlock>) {
+    let mut reg = Registry::new();
+    let ram = Arc::new(RamBlock::new("ram", ram_bytes).expect("a RAM block"));
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(vec![ram.clone()]).expect("one block"),
+        Registration::new(),
+    )
+    .expect("a fresh idstr");
+    add(&mut reg, CpuTimers::default());
+    let mut gs = GlobalState::default();
+    gs.set_runstate("running");
+    add(&mut reg, gs);
+    (reg, ram)
+}

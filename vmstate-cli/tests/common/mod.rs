@@ -1,6 +1,9 @@
 //! Running the `vmstate` binary, shared by the CLI's test files.
+#![allow(dead_code)] // each test file uses part of it
 
 use std::process::{Command, Output};
+
+pub mod qemu;
 
 /// Runs `vmstate ARGS` and returns what it printed and its exit status.
 pub fn vmstate(args: &[&str]) -> Output {

@@ -358,6 +358,7 @@ fn run(
             Ok(status) => status,
             Err(e) => {
                 release_throttle(guest, &auto);
+                let e = with_report(rp.as_deref_mut(), e);
                 return Err(failure(&round, session.bytes_written(), e));
             }
         };
@@ -428,7 +429,10 @@ fn run(
     stats.status = Status::Device;
     progress(&stats);
     let completed = match session.complete() {
-        Err(e) => Err(failure("switchover", session.bytes_written(), e)),
+        Err(e) => {
+            let e = with_report(rp.as_deref_mut(), e);
+            Err(failure("switchover", session.bytes_written(), e))
+        }
         Ok(_) => match rp {
             Some(l) => l.wait_shut(params.io_timeout),
             None => guest.wait_destination(),
@@ -451,6 +455,25 @@ fn run(
     stats.ram = ram();
     progress(&stats);
     Ok(stats)
+}
+
+/// When writing failed and the destination has a return path, its own report (a
+/// `SHUT(1)`, a closed connection) usually says why: wait briefly for it and name it.
+fn with_report(rp: Option<&mut Listener>, e: Error) -> Error {
+    let Some(l) = rp else { return e };
+    if !matches!(e.kind(), ErrorKind::Io(_)) {
+        return e;
+    }
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        if let Err(report) = l.wait_a_little(Duration::from_millis(20)) {
+            return Error::invalid(
+                "destination",
+                format!("{report}; writing to it failed: {e}"),
+            );
+        }
+    }
+    e
 }
 
 /// A failure at `phase`, `sent` bytes into the stream.

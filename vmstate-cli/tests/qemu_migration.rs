@@ -1,0 +1,262 @@
+//! Live migration against a real QEMU 10 over TCP: QEMU's return path in both
+//! directions (QEMU as the source with the `return-path` capability talking to our
+//! `receive`, our `migrate_over` talking to a QEMU destination), a QEMU destination
+//! that fails, and switchover-ack.
+//!
+//! The peer is `qemu-system-x86_64 -M none -m 64M`: one RAM block `ram` plus the
+//! `timer` and `globalstate` sections, all modelled in `compat-tests`. RAM gets
+//! content through QEMU's generic `loader` device (a random 1 MiB blob at 1 MiB) on a
+//! QEMU source; a QEMU destination's RAM is checked by having it save its state to a
+//! file afterwards and loading that here.
+//!
+//! Ignored by default (they need QEMU); `.ci/run` runs them with `-- --ignored`.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::qemu::Qemu;
+use serde_json::json;
+use vmstate::migrate::{
+    CancelToken, GuestControl, IncomingParams, MigrationParams, Status, migrate_over, receive,
+};
+use vmstate::ram::RamBlock;
+use vmstate::stream::{LoadOptions, load_file};
+
+const RAM: u64 = 64 << 20;
+const BLOB_AT: u64 = 1 << 20;
+
+/// A random 1 MiB blob in `dir`, for QEMU's loader device.
+fn blob(dir: &Path) -> (Vec<u8>, String) {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let bytes: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let path = dir.join("blob.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    (bytes, path.to_str().unwrap().to_string())
+}
+
+fn ram_bytes(ram: &RamBlock, at: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    ram.read(at, &mut out);
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A source guest with nothing running: the test only checks stop/resume.
+#[derive(Default)]
+struct StillGuest {
+    stops: u32,
+    resumes: u32,
+}
+
+impl GuestControl for StillGuest {
+    fn stop(&mut self) -> vmstate::Result<()> {
+        self.stops += 1;
+        Ok(())
+    }
+    fn resume(&mut self) {
+        self.resumes += 1;
+    }
+}
+
+/// QEMU 10 as the source, `return-path` on (and `switchover-ack` when asked): our
+/// destination answers PONG (and SWITCHOVER_ACK), loads, reports SHUT(0) and starts.
+fn qemu_source_to_our_destination(switchover_ack: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (content, blob_path) = blob(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dst = std::thread::spawn(move || {
+        let (mut reg, ram) = compat_tests::destination::none_with_ram(RAM);
+        let (sock, _) = listener.accept().unwrap();
+        let mut params = IncomingParams::new("none");
+        params.switchover_ack = switchover_ack;
+        let mut started = false;
+        let report = receive(&mut reg, sock, &params, &mut || {
+            started = true;
+            Ok(())
+        });
+        (report, started, ram)
+    });
+    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
+    let mut q = Qemu::start(
+        dir.path(),
+        "src",
+        &["-M", "none", "-m", "64M", "-device", &loader],
+    );
+    let mut caps = vec![json!({"capability": "return-path", "state": true})];
+    if switchover_ack {
+        caps.push(json!({"capability": "switchover-ack", "state": true}));
+    }
+    q.execute("migrate-set-capabilities", json!({ "capabilities": caps }));
+    q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    q.wait_migration("QEMU source to our destination");
+    let (report, started, ram) = dst.join().unwrap();
+    let report = report.unwrap_or_else(|e| panic!("our destination failed: {e}"));
+    assert!(report.return_path, "QEMU opened the return path");
+    assert!(started, "our destination started the guest");
+    assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    assert!(ram_bytes(&ram, 0, 1 << 20).iter().all(|&b| b == 0));
+    q.quit();
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_source_with_return_path_migrates_to_our_destination() {
+    qemu_source_to_our_destination(false);
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_source_waits_for_our_switchover_ack() {
+    qemu_source_to_our_destination(true);
+}
+
+/// Our source's registry for `-M none -m 64M`, RAM filled with a pattern.
+fn our_none_source() -> (vmstate::Registry, Arc<RamBlock>, Vec<u8>) {
+    let (reg, ram) = compat_tests::destination::none_with_ram(RAM);
+    let pattern: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    ram.write(3 << 20, &pattern);
+    (reg, ram, pattern)
+}
+
+/// Starts a QEMU destination on a free port, with `caps` set before it listens.
+fn qemu_destination(dir: &Path, mem: &str, caps: &[&str]) -> (Qemu, u16) {
+    let port = free_port();
+    let mut q = Qemu::start(dir, "dst", &["-M", "none", "-m", mem, "-incoming", "defer"]);
+    if !caps.is_empty() {
+        let caps: Vec<_> = caps
+            .iter()
+            .map(|c| json!({"capability": c, "state": true}))
+            .collect();
+        q.execute("migrate-set-capabilities", json!({ "capabilities": caps }));
+    }
+    q.execute(
+        "migrate-incoming",
+        json!({"uri": format!("tcp:127.0.0.1:{port}")}),
+    );
+    (q, port)
+}
+
+/// Has QEMU save its state to a file and loads it here: the RAM it holds.
+fn qemu_ram(q: &mut Qemu, dir: &Path) -> Arc<RamBlock> {
+    let file = dir.join("after.mig");
+    // A file has no return path: the capabilities of the incoming side must go.
+    let off: Vec<_> = ["switchover-ack", "return-path"]
+        .iter()
+        .map(|c| json!({"capability": c, "state": false}))
+        .collect();
+    q.execute("migrate-set-capabilities", json!({ "capabilities": off }));
+    q.execute(
+        "migrate",
+        json!({"uri": format!("exec:cat > {}", file.display())}),
+    );
+    q.wait_migration("saving the destination's state");
+    let (mut reg, ram) = compat_tests::destination::none_with_ram(RAM);
+    let opts = LoadOptions {
+        machine: Some("none".into()),
+        ..Default::default()
+    };
+    load_file(&mut reg, &file, opts, false).unwrap();
+    ram
+}
+
+fn params(switchover_ack: bool) -> MigrationParams {
+    let mut p = MigrationParams::new("none");
+    p.io_timeout = Some(Duration::from_secs(30));
+    p.switchover_ack = switchover_ack;
+    p
+}
+
+/// Our source to a QEMU 10 destination: QEMU answers PING with PONG and reports
+/// SHUT(0) on the return path; its RAM then equals ours.
+fn our_source_to_qemu_destination(switchover_ack: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let caps: &[&str] = if switchover_ack {
+        &["return-path", "switchover-ack"]
+    } else {
+        &[]
+    };
+    let (mut q, port) = qemu_destination(dir.path(), "64M", caps);
+    let (mut reg, _ram, pattern) = our_none_source();
+    let mut guest = StillGuest::default();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stats = migrate_over(
+        &mut reg,
+        sock,
+        &mut guest,
+        &params(switchover_ack),
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("our source failed: {e}; QEMU said: {}", q.stderr()));
+    assert_eq!(stats.status, Status::Completed);
+    assert_eq!((guest.stops, guest.resumes), (1, 0));
+    q.wait_migration("our source to the QEMU destination");
+    let theirs = qemu_ram(&mut q, dir.path());
+    assert_eq!(ram_bytes(&theirs, 3 << 20, pattern.len()), pattern);
+    q.quit();
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn our_source_with_return_path_migrates_to_a_qemu_destination() {
+    our_source_to_qemu_destination(false);
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn our_source_waits_for_a_qemu_destinations_switchover_ack() {
+    our_source_to_qemu_destination(true);
+}
+
+/// A QEMU destination whose load fails after the return path is open (its RAM block
+/// is smaller than ours) reports SHUT(1): our source fails at a named phase, says what
+/// the destination reported, and resumes the guest.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn a_failing_qemu_destination_makes_our_source_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, port) = qemu_destination(dir.path(), "32M", &[]);
+    let (mut reg, _ram, _) = our_none_source();
+    let mut guest = StillGuest::default();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let err = migrate_over(
+        &mut reg,
+        sock,
+        &mut guest,
+        &params(false),
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err.kind(), vmstate::ErrorKind::MigrationFailed { .. }),
+        "{text}"
+    );
+    assert!(text.contains("SHUT 1"), "{text}; QEMU said: {}", q.stderr());
+    assert_eq!(
+        guest.stops, guest.resumes,
+        "a stopped guest was resumed: {text}"
+    );
+}

@@ -3,6 +3,8 @@
 //! source's state can be checked page by page and field by field against the copy.
 #![allow(dead_code)] // each test file uses part of it
 
+pub mod proxy;
+
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,25 @@ impl TimerDev {
     }
 }
 
+/// A device the guest does not touch during the tests.
+#[derive(VmState, Debug, Clone, PartialEq)]
+#[vmstate(name = "uart-dev")]
+pub struct UartDev {
+    pub lcr: u8,
+    pub fifo: [u8; 16],
+    pub baud: u32,
+}
+
+impl Default for UartDev {
+    fn default() -> Self {
+        UartDev {
+            lcr: 3,
+            fifo: *b"migrate me, fast",
+            baud: 115_200,
+        }
+    }
+}
+
 /// What the vCPU thread keeps: the copy of every word and of the device it wrote.
 struct Shadow {
     words: Vec<u64>,
@@ -49,6 +70,7 @@ struct Shadow {
 pub struct ShadowGuest {
     pub ram: Arc<RamBlock>,
     pub dev: Arc<Mutex<TimerDev>>,
+    pub uart: Arc<Mutex<UartDev>>,
     pages: u64,
     working_set: u64,
     running: Arc<AtomicBool>,
@@ -75,6 +97,7 @@ impl ShadowGuest {
         let mut g = ShadowGuest {
             ram,
             dev: Arc::default(),
+            uart: Arc::default(),
             pages,
             working_set,
             running: Arc::default(),
@@ -155,7 +178,8 @@ impl ShadowGuest {
                 bad.push(p);
             }
         }
-        let dev_differs = *self.dev.lock().unwrap() != shadow.dev;
+        let dev_differs = *self.dev.lock().unwrap() != shadow.dev
+            || *self.uart.lock().unwrap() != UartDev::default();
         (bad, dev_differs)
     }
 
@@ -168,6 +192,8 @@ impl ShadowGuest {
         reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
             .unwrap();
         reg.register_device(self.dev.clone(), Registration::new())
+            .unwrap();
+        reg.register_device(self.uart.clone(), Registration::new())
             .unwrap();
         (reg, params)
     }
@@ -218,6 +244,13 @@ pub fn destination(
         )
         .unwrap();
         reg.register_device(dev.clone(), Registration::new())
+            .unwrap();
+        let uart = Arc::new(Mutex::new(UartDev {
+            lcr: 0,
+            fifo: [0; 16],
+            baud: 0,
+        }));
+        reg.register_device(uart.clone(), Registration::new())
             .unwrap();
         let (sock, _) = listener.accept().unwrap();
         let mut started = false;

@@ -98,6 +98,7 @@ pub fn receive<C: Connection>(
             if opened {
                 let _ = write_message(&mut to_src, &Message::Shut { failed: true });
             }
+            let e = explain_lost_source(e, params.io_timeout);
             return Err(not_started(e, r.position()));
         }
     };
@@ -110,6 +111,36 @@ pub fn receive<C: Connection>(
     }
     start_guest()?;
     Ok(report)
+}
+
+/// Says in words when a load failed because the source or the link went away.
+fn explain_lost_source(e: Error, timeout: Option<Duration>) -> Error {
+    let why = match e.kind() {
+        ErrorKind::UnexpectedEof { .. } => "the source closed the connection mid-stream",
+        // The record reader's "no EOF record" at a record boundary.
+        ErrorKind::Malformed { .. } if e.record() == Some("EOF") => {
+            "the source closed the connection between two records, before the EOF record"
+        }
+        ErrorKind::Io(io) if is_timeout(io) => {
+            return Error::invalid(
+                "stream",
+                format!(
+                    "the source sent nothing for the I/O timeout of {:?} ({e})",
+                    timeout.unwrap_or_default()
+                ),
+            );
+        }
+        ErrorKind::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            "the connection was reset mid-stream (the source or the link died)"
+        }
+        _ => return e,
+    };
+    Error::invalid("stream", format!("truncated: {why} ({e})"))
 }
 
 /// Waits for the source to close its side after `SHUT(0)`: its sign that it let the

@@ -29,6 +29,10 @@ pub enum Cut {
     },
     /// On the return path, after `bytes` bytes of the destination's SHUT message.
     InShut { bytes: usize },
+    /// Forward this many bytes of the stream, then hold the rest (no cut).
+    Hold(u64),
+    /// Forward the whole stream but hold back the destination's SHUT (no cut).
+    HoldShut,
 }
 
 /// The shared state of one proxied connection.
@@ -40,6 +44,8 @@ pub struct Proxy {
     /// Bytes forwarded to the destination.
     pub forwarded: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
+    /// The destination's SHUT arrived and is held back.
+    pub held_shut: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     accept: Option<JoinHandle<Vec<JoinHandle<()>>>>,
 }
@@ -56,6 +62,8 @@ impl Proxy {
         let forwarded = Arc::new(AtomicU64::new(0));
         let cut = Arc::new(AtomicBool::new(false));
         let (p, s, f, c) = (plan.clone(), stream.clone(), forwarded.clone(), cut.clone());
+        let held_shut = Arc::new(AtomicBool::new(false));
+        let h = held_shut.clone();
         let accept = std::thread::spawn(move || {
             let (src, _) = l.accept().unwrap();
             let dst = TcpStream::connect(to).unwrap();
@@ -72,7 +80,7 @@ impl Proxy {
                 let (p, s, f, c) = (p.clone(), s.clone(), f.clone(), c.clone());
                 std::thread::spawn(move || forward_stream(from, to, &p, &s, &f, &c))
             };
-            let up = std::thread::spawn(move || forward_return_path(dst, src, &p, &c));
+            let up = std::thread::spawn(move || forward_return_path(dst, src, &p, &c, &h));
             vec![down, up]
         });
         Proxy {
@@ -81,6 +89,7 @@ impl Proxy {
             stream,
             forwarded,
             cut,
+            held_shut,
             threads: Vec::new(),
             accept: Some(accept),
         }
@@ -161,7 +170,8 @@ fn forward_stream(
                     ),
                 }
             }
-            Cut::Never | Cut::InShut { .. } => (all.len() as u64, false),
+            Cut::Hold(at) => ((*at).min(all.len() as u64), false),
+            Cut::Never | Cut::InShut { .. } | Cut::HoldShut => (all.len() as u64, false),
         };
         if limit > done {
             let chunk = all[done as usize..limit as usize].to_vec();
@@ -178,9 +188,12 @@ fn forward_stream(
             cut.store(true, Ordering::SeqCst);
             return;
         }
-        if eof && forwarded.load(Ordering::SeqCst) == seen.lock().unwrap().len() as u64 {
-            // The source closed its side: pass the close on.
-            let _ = to.shutdown(std::net::Shutdown::Write);
+        if eof {
+            // The source closed its side: pass the close on if everything went through;
+            // what the plan holds back will never go.
+            if forwarded.load(Ordering::SeqCst) == seen.lock().unwrap().len() as u64 {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            }
             return;
         }
     }
@@ -192,6 +205,7 @@ fn forward_return_path(
     mut to: TcpStream,
     plan: &Mutex<Cut>,
     cut: &AtomicBool,
+    held_shut: &AtomicBool,
 ) {
     let mut buf = [0u8; 4096];
     let mut pending: Vec<u8> = Vec::new(); // return-path bytes not yet forwarded
@@ -215,10 +229,17 @@ fn forward_return_path(
         while pending.len() >= 4 {
             let len = u16::from_be_bytes([pending[2], pending[3]]) as usize;
             let is_shut = pending[..2] == [0, 1];
-            if let (true, Cut::InShut { bytes }) = (is_shut, &*plan.lock().unwrap()) {
-                let _ = to.write_all(&pending[..(*bytes).min(pending.len())]);
-                cut.store(true, Ordering::SeqCst);
-                return;
+            match (is_shut, &*plan.lock().unwrap()) {
+                (true, Cut::InShut { bytes }) => {
+                    let _ = to.write_all(&pending[..(*bytes).min(pending.len())]);
+                    cut.store(true, Ordering::SeqCst);
+                    return;
+                }
+                (true, Cut::HoldShut) => {
+                    held_shut.store(true, Ordering::SeqCst);
+                    break;
+                }
+                _ => {}
             }
             if pending.len() < 4 + len {
                 break;

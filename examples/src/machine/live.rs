@@ -1,19 +1,18 @@
 //! Both ends of a live migration over TCP, as the `live-migration` example runs them.
 //!
-//! Protocol on the connection: the source sends the migration stream; the destination
-//! answers `LOADED\n` as soon as the guest could run (the end of the downtime), then a
-//! digest of its state (a checksum per page and the devices' bytes), which the source
-//! compares with its own state at switchover.
+//! The migration runs over one connection with QEMU's return path
+//! ([`migrate_over`] / [`receive`]): the destination confirms with `SHUT(0)` and starts
+//! its guest only after the source let go. Then the source opens a second connection to
+//! the same address and reads the destination's digest (a checksum per page and the
+//! devices' bytes), which it compares with its own state at switchover.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use vmstate::Reader;
 use vmstate::migrate::{
-    CancelToken, GuestControl, MigrationParams, MigrationStats, OnTimeout, migrate,
+    CancelToken, IncomingParams, MigrationParams, MigrationStats, OnTimeout, migrate_over, receive,
 };
-use vmstate::stream::{LoadOptions, load_stream};
 
 use super::{Digest, MACHINE_TYPE, Machine, Vcpus, Workload};
 
@@ -62,58 +61,26 @@ impl Outcome {
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// The destination: accepts one connection on `listener`, loads the guest into a
-/// machine with `ram` bytes, confirms, and sends its digest.
+/// The destination: accepts the migration on `listener`, loads the guest into a
+/// machine with `ram` bytes (started only once the source confirmed it let go), then
+/// answers one more connection with its digest.
 pub fn run_destination(listener: TcpListener, ram: u64) -> AnyResult<()> {
     let machine = Machine::new(ram)?;
     let (mut reg, _) = machine.registry()?;
     let (sock, _) = listener.accept()?;
     sock.set_nodelay(true)?;
-    let mut reply = sock.try_clone()?;
-    let opts = LoadOptions {
-        machine: Some(MACHINE_TYPE.into()),
-        ..Default::default()
-    };
-    if let Err(e) = load_stream(&mut reg, &mut Reader::from_io(sock), &opts) {
-        let _ = writeln!(reply, "FAILED {e}");
-        return Err(e.into());
-    }
-    reply.write_all(b"LOADED\n")?;
+    receive(
+        &mut reg,
+        sock,
+        &IncomingParams::new(MACHINE_TYPE),
+        &mut || Ok(()), // the demo's destination has no vCPUs to start
+    )?;
+    let (mut verify, _) = listener.accept()?;
     let digest = machine.digest()?.to_bytes();
-    reply.write_all(&(digest.len() as u64).to_be_bytes())?;
-    reply.write_all(&digest)?;
-    reply.flush()?;
+    verify.write_all(&(digest.len() as u64).to_be_bytes())?;
+    verify.write_all(&digest)?;
+    verify.flush()?;
     Ok(())
-}
-
-/// The source's guest control: vCPUs, plus the destination's confirmation.
-struct Source {
-    vcpus: Vcpus,
-    replies: BufReader<TcpStream>,
-}
-
-impl GuestControl for Source {
-    fn stop(&mut self) -> vmstate::Result<()> {
-        self.vcpus.stop()
-    }
-    fn resume(&mut self) {
-        self.vcpus.resume()
-    }
-    fn throttle(&mut self, percent: u8) {
-        self.vcpus.throttle(percent)
-    }
-    fn wait_destination(&mut self) -> vmstate::Result<()> {
-        let mut line = String::new();
-        self.replies.read_line(&mut line)?;
-        if line == "LOADED\n" {
-            Ok(())
-        } else {
-            Err(vmstate::Error::invalid(
-                "destination",
-                format!("answered {:?}", line.trim()),
-            ))
-        }
-    }
 }
 
 /// The source: starts the guest, migrates it to `addr`, and checks the destination's
@@ -130,8 +97,7 @@ pub fn run_source(
 
     let sock = TcpStream::connect(addr)?;
     sock.set_nodelay(true)?;
-    let replies = BufReader::new(sock.try_clone()?);
-    let mut guest = Source { vcpus, replies };
+    let mut vcpus = vcpus;
     let (mut reg, ram_stats) = machine.registry()?;
     let mut params = MigrationParams::new(MACHINE_TYPE);
     params.downtime_limit = cfg.downtime_limit;
@@ -142,10 +108,10 @@ pub fn run_source(
     params.auto_converge = cfg.auto_converge;
 
     let started = Instant::now();
-    let stats = migrate(
+    let stats = migrate_over(
         &mut reg,
-        &sock,
-        &mut guest,
+        sock,
+        &mut vcpus,
         &params,
         &CancelToken::new(),
         progress,
@@ -154,22 +120,21 @@ pub fn run_source(
 
     // The guest is stopped: the source's state is the state at switchover.
     let source_digest = machine.digest()?;
+    let mut verify = TcpStream::connect(addr)?;
+    verify.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut len = [0u8; 8];
-    guest.replies.read_exact(&mut len)?;
+    verify.read_exact(&mut len)?;
     let len = usize::try_from(u64::from_be_bytes(len))?;
     if len > 64 << 20 {
         return Err(format!("digest of {len} bytes is implausible").into());
     }
     let mut bytes = vec![0u8; len];
-    guest.replies.read_exact(&mut bytes)?;
+    verify.read_exact(&mut bytes)?;
     let dest = Digest::from_bytes(&bytes).ok_or("malformed digest from the destination")?;
     Ok(Outcome {
         stats,
         wall,
-        guest_writes: guest
-            .vcpus
-            .writes
-            .load(std::sync::atomic::Ordering::Relaxed),
+        guest_writes: vcpus.writes.load(std::sync::atomic::Ordering::Relaxed),
         pages: source_digest.pages.len(),
         differing_pages: source_digest.differing_pages(&dest),
         differing_devices: source_digest.differing_devices(&dest),

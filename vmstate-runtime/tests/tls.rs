@@ -781,3 +781,29 @@ fn a_source_that_never_reads_does_not_lose_the_end_of_its_stream() {
         assert_eq!(total, STREAM);
     });
 }
+
+#[test]
+fn a_peer_that_hangs_up_right_after_the_handshake_may_have_refused_us() {
+    // QEMU checks the peer's certificate after the handshake and then closes the
+    // connection without an alert; this server does the same.
+    let server = TlsServer::new(&pki().server()).unwrap();
+    let client = TlsClient::new(&pki().client(), None).unwrap();
+    let (client_result, ()) = with_server(
+        move |sock| {
+            let raw = sock.try_clone().unwrap();
+            let stream = server.accept(sock).unwrap();
+            raw.shutdown(std::net::Shutdown::Both).unwrap();
+            drop(stream);
+        },
+        |addr| {
+            let sock = TcpStream::connect(addr).unwrap();
+            safety_timeouts(&sock);
+            client.connect(sock)
+        },
+    );
+    let mut client = client_result.unwrap();
+    let err = client.read(&mut [0; 8]).expect_err("hung up");
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    assert_contains(&err.to_string(), "it had sent nothing");
+    assert_contains(&err.to_string(), "it may have refused our certificate");
+}

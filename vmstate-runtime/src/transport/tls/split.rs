@@ -52,6 +52,21 @@ pub(super) struct State {
     failed: Option<(io::ErrorKind, String)>,
     /// close_notify was sent: nothing more may be written.
     closed: bool,
+    /// Plaintext has come from the peer.
+    received_data: bool,
+}
+
+impl State {
+    /// A guess at why the peer ended the connection, when it never sent anything.
+    fn refusal_hint(&self) -> &'static str {
+        if self.received_data {
+            ""
+        } else {
+            "; it had sent nothing: if this was right after the handshake, it may have \
+             refused our certificate (QEMU checks certificates after the handshake and \
+             closes without a TLS alert; its log says why)"
+        }
+    }
 }
 
 /// Records taken from rustls that are not on the socket yet: `buf[sent..]`.
@@ -95,6 +110,7 @@ impl Shared {
                 conn,
                 failed: None,
                 closed: false,
+                received_data: false,
             }),
             out: Mutex::new(Outgoing {
                 buf: Vec::new(),
@@ -158,9 +174,10 @@ impl Shared {
             session_error(
                 e.kind(),
                 format!(
-                    "session with {}: the {} ended the connection ({e})",
+                    "session with {}: the {} ended the connection ({e}){}",
                     self.peer,
-                    self.peer.role.name()
+                    self.peer.role.name(),
+                    st.refusal_hint()
                 ),
             )
         })
@@ -325,6 +342,23 @@ impl TlsReader {
         fault
     }
 
+    /// The error for a connection that ended without close_notify.
+    fn ended_without_close_notify(&self, st: &State) -> io::Error {
+        let what = if st.received_data {
+            " (the data may have been cut short)"
+        } else {
+            ""
+        };
+        session_error(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the {} closed the connection without a TLS close_notify{what}{}",
+                self.shared.peer,
+                st.refusal_hint()
+            ),
+        )
+    }
+
     /// Tells rustls the connection ended.
     fn end_of_connection(&self) {
         let _ = self.shared.lock().conn.read_tls(&mut io::empty());
@@ -360,7 +394,7 @@ impl TlsReader {
             match self.fill() {
                 Ok(0) => {
                     self.end_of_connection();
-                    break None;
+                    break Some(self.ended_without_close_notify(&shared.lock()));
                 }
                 Ok(_) if reads < 4 => {}
                 _ => break None,
@@ -379,6 +413,7 @@ impl TlsReader {
                 Ok(0) => return Step::Done(Ok(filled)),
                 Ok(n) => {
                     filled += n;
+                    st.received_data = true;
                     if filled == buf.len() {
                         return Step::Done(Ok(filled));
                     }
@@ -387,14 +422,7 @@ impl TlsReader {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) if filled > 0 => return Step::Done(Ok(filled)),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Step::Done(Err(session_error(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the {} closed the connection without a TLS close_notify \
-                             (the data may have been cut short)",
-                            self.shared.peer
-                        ),
-                    )));
+                    return Step::Done(Err(self.ended_without_close_notify(st)));
                 }
                 Err(e) => return Step::Done(Err(e)),
             }

@@ -28,8 +28,17 @@ const SAFETY_TIMEOUT: Duration = Duration::from_secs(60);
 fn pki() -> &'static TestPki {
     static PKI: OnceLock<TestPki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("tls-test-pki-{}", std::process::id()));
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // One directory per process (test binaries may run side by side); those of
+        // processes that have ended go.
+        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix("tls-test-pki-"));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = tmp.join(format!("tls-test-pki-{}", std::process::id()));
         TestPki::generate(&dir).expect("generate test certificates")
     })
 }

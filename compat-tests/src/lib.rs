@@ -11,6 +11,7 @@
 //! - [`fixture`]: test support to find a section's payload and the vmdesc trailer in a
 //!   stream, written independently of the runtime.
 
+pub mod certs;
 pub mod destination;
 pub mod evolving;
 pub mod fixture;

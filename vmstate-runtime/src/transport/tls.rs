@@ -1,1 +1,0 @@
-//! Mutual TLS for the TCP transport (placeholder: being written).

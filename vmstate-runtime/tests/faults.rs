@@ -243,6 +243,9 @@ enum Landing {
 
 fn landing(run: &Run) -> (Landing, u64) {
     let c = run.forwarded;
+    if run.events.is_empty() {
+        return (Landing::Setup, 0); // the setup never finished
+    }
     if c >= run.stream.len() as u64 {
         return (Landing::Confirmation, CONFIRMATION);
     }

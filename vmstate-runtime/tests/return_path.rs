@@ -133,8 +133,12 @@ fn a_destination_that_stops_reading_times_the_source_out() {
     let (l, addr) = listen();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let dst = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        let _ = done_rx.recv(); // holds the socket open, never reads
+        let (mut s, _) = l.accept().unwrap();
+        // Answers the PING, then holds the socket open and never reads again.
+        let mut head = vec![0u8; 8 + 1 + 4 + MACHINE.len() + 5 + 9];
+        s.read_exact(&mut head).unwrap();
+        write_message(&mut s, &Message::Pong(1)).unwrap();
+        let _ = done_rx.recv();
         drop(s);
     });
     let err = migrate_over(
@@ -188,10 +192,15 @@ fn the_stream_opens_the_return_path_right_after_the_configuration() {
         let (mut s, _) = l.accept().unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
+        let mut ponged = false;
         while !got.ends_with(b"]}") {
             let n = s.read(&mut buf).unwrap();
             assert!(n > 0, "the stream ended early");
             got.extend_from_slice(&buf[..n]);
+            if !ponged && got.len() >= 8 + 1 + 4 + MACHINE.len() + 14 {
+                write_message(&mut s, &Message::Pong(1)).unwrap();
+                ponged = true;
+            }
         }
         write_message(&mut s, &Message::Shut { failed: false }).unwrap();
         got
@@ -215,6 +224,36 @@ fn the_stream_opens_the_return_path_right_after_the_configuration() {
         &[8, 0, 1, 0, 0, 8, 0, 2, 0, 4, 0, 0, 0, 1][..13]
     );
     assert_eq!(got[config_end + 13], 1, "PING carries 1");
+}
+
+#[test]
+fn no_state_is_sent_before_the_destinations_pong() {
+    let mut guest = ShadowGuest::new(16, 4, 8);
+    let (mut reg, mut params) = guest.source();
+    params.io_timeout = Some(Duration::from_millis(300));
+    let (l, addr) = listen();
+    // A peer that reads but never answers: the source stops after the commands.
+    let dst = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    let err = migrate_over(
+        &mut reg,
+        connect(addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(phase_of(&err), "setup", "{err}");
+    assert!(err.to_string().contains("did not answer PING"), "{err}");
+    let got = dst.join().unwrap();
+    // Header, configuration, OPEN_RETURN_PATH, PING: nothing of the guest.
+    assert_eq!(got.len(), 8 + 1 + 4 + MACHINE.len() + 5 + 9, "{got:?}");
+    assert_eq!(guest.stops, 0);
 }
 
 #[test]

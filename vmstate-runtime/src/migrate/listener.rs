@@ -100,6 +100,28 @@ impl Listener {
         }
     }
 
+    /// Waits for the destination's first PONG (or an earlier error).
+    pub fn wait_pong(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        while !self.heard.pong {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(Error::invalid(
+                    "return path",
+                    format!(
+                        "the destination did not answer PING within the I/O timeout of {:?}",
+                        timeout.unwrap_or_default()
+                    ),
+                ));
+            }
+            self.wait_a_little(
+                left.unwrap_or(Duration::from_secs(3600))
+                    .min(Duration::from_millis(100)),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Waits for the destination's SHUT; `Ok` only for `SHUT(0)`: it loaded the whole
     /// stream and runs the guest.
     pub fn wait_shut(&mut self, timeout: Option<Duration>) -> Result<()> {

@@ -226,8 +226,8 @@ pub fn migrate(
 }
 
 /// Migrates the guest over `conn`, with QEMU's return path: the stream opens it
-/// (`OPEN_RETURN_PATH`, `PING`), a thread reads the destination's messages, and the
-/// migration completes only when the destination reports `SHUT(0)`: it loaded
+/// (`OPEN_RETURN_PATH`, `PING`) and no state is sent before the destination's `PONG`;
+/// a thread reads the destination's messages, and the migration completes only when the destination reports `SHUT(0)`: it loaded
 /// everything and runs the guest. Until then the source's guest stays stopped and
 /// intact; if the destination reports a failure, the link breaks, or nothing arrives
 /// within [`MigrationParams::io_timeout`], the guest is resumed on the source and the
@@ -299,6 +299,15 @@ fn run(
     let mut session = SaveSession::new(registry, sink, params.stream.clone());
     let needs_ack = params.switchover_ack && rp.is_some();
 
+    // With a return path, no state leaves before the destination answered the PING:
+    // it is alive, speaks the return path, and (over TLS) accepted our certificate.
+    session
+        .begin()
+        .map_err(|e| failure("setup", session.bytes_written(), e))?;
+    if let Some(l) = rp.as_deref_mut() {
+        l.wait_pong(params.io_timeout)
+            .map_err(|e| failure("setup", session.bytes_written(), e))?;
+    }
     session
         .setup()
         .map_err(|e| failure("setup", session.bytes_written(), e))?;

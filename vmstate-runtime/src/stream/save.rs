@@ -64,6 +64,7 @@ impl StreamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     New,
+    Begun,
     SetUp,
     Completed,
     Failed,
@@ -132,14 +133,17 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         }
     }
 
-    /// Header, configuration section and every active handler's START section.
-    pub fn setup(&mut self) -> Result<()> {
-        self.expect(State::New, "setup")?;
-        let r = self.setup_inner();
-        self.finish_phase(r, State::SetUp)
+    /// The part of the setup that carries no state: the header, the configuration
+    /// section and the return-path commands, flushed. [`setup`](Self::setup) calls it
+    /// if it was not called; a driver calls it first to hear from the destination (its
+    /// PONG) before any state is sent.
+    pub fn begin(&mut self) -> Result<()> {
+        self.expect(State::New, "begin")?;
+        let r = self.begin_inner();
+        self.finish_phase(r, State::Begun)
     }
 
-    fn setup_inner(&mut self) -> Result<()> {
+    fn begin_inner(&mut self) -> Result<()> {
         self.w.put_be32(format::MAGIC);
         self.w.put_be32(format::VERSION);
         if self.config.send_configuration {
@@ -150,6 +154,21 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             write_command(&mut self.w, format::CMD_OPEN_RETURN_PATH, &[])?;
             write_command(&mut self.w, format::CMD_PING, &1u32.to_be_bytes())?;
         }
+        self.w.flush()
+    }
+
+    /// Header, configuration section (unless [`begin`](Self::begin) wrote them) and
+    /// every active handler's START section.
+    pub fn setup(&mut self) -> Result<()> {
+        if self.state == State::New {
+            self.begin()?;
+        }
+        self.expect(State::Begun, "setup")?;
+        let r = self.setup_inner();
+        self.finish_phase(r, State::SetUp)
+    }
+
+    fn setup_inner(&mut self) -> Result<()> {
         let footer = self.config.send_section_footer;
         for e in self.registry.entries_mut() {
             let (version, id) = (e.version(), e.section_id());
@@ -359,7 +378,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
 
 impl Drop for SaveSession<'_, '_> {
     fn drop(&mut self) {
-        if matches!(self.state, State::New | State::SetUp) {
+        if matches!(self.state, State::New | State::Begun | State::SetUp) {
             self.cleanup();
         }
     }

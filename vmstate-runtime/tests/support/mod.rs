@@ -233,38 +233,47 @@ pub fn destination(
     params: IncomingParams,
 ) -> JoinHandle<Landed> {
     std::thread::spawn(move || {
-        let ram = Arc::new(RamBlock::new("ram0", pages * PAGE).unwrap());
-        let dev = Arc::new(Mutex::new(TimerDev::default()));
-        let mut reg = Registry::new();
-        reg.register_iterative(
-            "ram",
-            RAM_VERSION,
-            RamHandler::new(vec![ram.clone()]).unwrap(),
-            Registration::new(),
-        )
-        .unwrap();
-        reg.register_device(dev.clone(), Registration::new())
-            .unwrap();
-        let uart = Arc::new(Mutex::new(UartDev {
-            lcr: 0,
-            fifo: [0; 16],
-            baud: 0,
-        }));
-        reg.register_device(uart.clone(), Registration::new())
-            .unwrap();
         let (sock, _) = listener.accept().unwrap();
-        let mut started = false;
-        let result = receive(&mut reg, sock, &params, &mut || {
-            started = true;
-            Ok(())
-        });
-        Landed {
-            result,
-            started,
-            ram,
-            dev,
-        }
+        receive_on(sock, pages, params)
     })
+}
+
+/// Receives one migration on `conn` into a fresh machine of `pages` pages.
+pub fn receive_on<C: vmstate::transport::Connection>(
+    conn: C,
+    pages: u64,
+    params: IncomingParams,
+) -> Landed {
+    let ram = Arc::new(RamBlock::new("ram0", pages * PAGE).unwrap());
+    let dev = Arc::new(Mutex::new(TimerDev::default()));
+    let mut reg = Registry::new();
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(vec![ram.clone()]).unwrap(),
+        Registration::new(),
+    )
+    .unwrap();
+    reg.register_device(dev.clone(), Registration::new())
+        .unwrap();
+    let uart = Arc::new(Mutex::new(UartDev {
+        lcr: 0,
+        fifo: [0; 16],
+        baud: 0,
+    }));
+    reg.register_device(uart.clone(), Registration::new())
+        .unwrap();
+    let mut started = false;
+    let result = receive(&mut reg, conn, &params, &mut || {
+        started = true;
+        Ok(())
+    });
+    Landed {
+        result,
+        started,
+        ram,
+        dev,
+    }
 }
 
 /// Whether two RAM blocks hold the same bytes.

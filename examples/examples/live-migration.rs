@@ -9,6 +9,12 @@
 //! # two hosts: start the destination first, then the source
 //! cargo run --release --example live-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example live-migration -- --connect desthost:4444 --ram 1G
+//! # over mutual TLS: throwaway certificates, then the same two ends with --tls-dir
+//! cargo run --release --example live-migration -- --tls                # local, throwaway PKI
+//! cargo run --release --example live-migration -- --tls-make-certs /tmp/pki
+//! cargo run --release --example live-migration -- --listen 127.0.0.1:4444 --tls-dir /tmp/pki/good
+//! cargo run --release --example live-migration -- --connect 127.0.0.1:4444 --tls-dir /tmp/pki/good
+//! # or this end's files: --tls-cert FILE --tls-key FILE --tls-ca FILE [--tls-hostname NAME]
 //! # the devices' schema, as QEMU's -dump-vmstate, for `vmstate check` between releases
 //! cargo run --release --example live-migration -- --dump-vmstate schema.json
 //! ```
@@ -17,6 +23,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -24,6 +31,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use vmstate::migrate::MigrationStats;
+use vmstate::transport::tls::{Endpoint, TlsClient, TlsCredentials, TlsServer};
 use vmstate_examples::machine::Workload;
 use vmstate_examples::machine::live::{self, Outcome, SourceConfig};
 
@@ -68,6 +76,52 @@ struct Args {
     /// Write the machine's schema (QEMU's -dump-vmstate format) to FILE and exit.
     #[arg(long, value_name = "FILE")]
     dump_vmstate: Option<std::path::PathBuf>,
+    /// Migrate over mutual TLS. Run locally without credentials, both ends use a
+    /// throwaway CA and certificates made for this run.
+    #[arg(long)]
+    tls: bool,
+    /// This end's certificate (PEM); with --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This end's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate(s) the peer's certificate must chain to (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// A directory in QEMU's tls-creds-x509 layout (ca-cert.pem, server-cert.pem,
+    /// server-key.pem, client-cert.pem, client-key.pem); --listen uses the server
+    /// files, the source the client files.
+    #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
+    tls_dir: Option<PathBuf>,
+    /// The name the destination's certificate must be valid for (QEMU's tls-hostname).
+    /// Default: the host of --connect (127.0.0.1 when run locally).
+    #[arg(long, value_name = "NAME")]
+    tls_hostname: Option<String>,
+    /// Write a throwaway CA and certificates in QEMU's layout under DIR and exit.
+    #[arg(long, value_name = "DIR")]
+    tls_make_certs: Option<PathBuf>,
+}
+
+impl Args {
+    /// Whether this run uses TLS.
+    fn wants_tls(&self) -> bool {
+        self.tls || self.tls_cert.is_some() || self.tls_dir.is_some()
+    }
+
+    /// This end's credentials: from --tls-cert/--tls-key/--tls-ca, or --tls-dir.
+    fn tls_credentials(&self, endpoint: Endpoint) -> AnyResult<TlsCredentials> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca, &self.tls_dir) {
+            (Some(cert), Some(key), Some(ca), _) => {
+                Ok(TlsCredentials::from_pem_files(cert, key, ca)?)
+            }
+            (_, _, _, Some(dir)) => Ok(TlsCredentials::from_qemu_dir(dir, endpoint)?),
+            _ => Err(
+                "--tls needs --tls-dir DIR or --tls-cert/--tls-key/--tls-ca (or run locally)"
+                    .into(),
+            ),
+        }
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -85,13 +139,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     let result = if let Some(path) = &args.dump_vmstate {
         dump_vmstate(path)
+    } else if let Some(dir) = &args.tls_make_certs {
+        make_certs(dir)
     } else if let Some(addr) = &args.listen {
         destination(&args, addr)
     } else {
-        source(&args)
+        local_pki(&mut args).and_then(|_pki| source(&args))
     };
     match result {
         Ok(code) => code,
@@ -107,9 +163,13 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// The destination: print the address, then load the guest from one connection.
 fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
     let listener = TcpListener::bind(addr)?;
+    let tls = match args.wants_tls() {
+        true => Some(TlsServer::new(&args.tls_credentials(Endpoint::Server)?)?),
+        false => None,
+    };
     println!("LISTENING {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    live::run_destination(listener, args.ram)?;
+    live::run_destination(listener, args.ram, tls.as_ref())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -123,12 +183,56 @@ fn dump_vmstate(path: &std::path::Path) -> AnyResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes a throwaway PKI under `dir` and says how to use it.
+fn make_certs(dir: &Path) -> AnyResult<ExitCode> {
+    let pki = compat_tests::certs::TestPki::generate(dir)?;
+    let good = pki.dir_of(compat_tests::certs::Set::Good);
+    println!(
+        "throwaway CA and certificates for localhost/127.0.0.1 in {}",
+        good.display()
+    );
+    println!("  --tls-dir {}", good.display());
+    println!("(the other directories hold certificates a peer must refuse, for experiments)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--tls` run locally without credentials: a throwaway PKI for this run, used by both
+/// ends through `--tls-dir`. Returned to be removed when the run ends.
+fn local_pki(args: &mut Args) -> AnyResult<Option<TempPki>> {
+    if !args.tls || args.connect.is_some() || args.tls_cert.is_some() || args.tls_dir.is_some() {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!("vmstate-live-pki-{}", std::process::id()));
+    let pki = compat_tests::certs::TestPki::generate(&dir)?;
+    args.tls_dir = Some(pki.dir_of(compat_tests::certs::Set::Good));
+    Ok(Some(TempPki(dir)))
+}
+
+/// A directory removed on drop.
+struct TempPki(PathBuf);
+
+impl Drop for TempPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Starts this program again as the destination on a free loopback port.
 fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()]);
+    if let Some(dir) = &args.tls_dir {
+        cmd.arg("--tls-dir").arg(dir);
+    } else if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca)
+    {
+        cmd.arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .arg("--tls-ca")
+            .arg(ca);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     let addr = line
@@ -158,6 +262,20 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
         max_time: Duration::from_secs(args.max_time),
         warm_up: Duration::from_millis(200),
         auto_converge: args.auto_converge,
+        tls: match args.wants_tls() {
+            true => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let name = args
+                    .tls_hostname
+                    .as_deref()
+                    .unwrap_or(host.trim_matches(['[', ']']));
+                Some(TlsClient::new(
+                    &args.tls_credentials(Endpoint::Client)?,
+                    Some(name),
+                )?)
+            }
+            false => None,
+        },
     };
     let bar = progress_bar(args.ram);
     let outcome = live::run_source(&cfg, &addr, &mut |s| show_progress(&bar, s));
@@ -225,6 +343,7 @@ fn report(args: &Args, o: &Outcome) {
             "normal_pages": ram.normal_pages,
             "zero_pages": ram.zero_pages,
             "forced_switchover": s.forced_switchover,
+            "tls": args.wants_tls(),
             "throttle_percent": s.throttle_percent,
             "guest_page_writes": o.guest_writes,
             "ram_bytes": args.ram,
@@ -238,6 +357,14 @@ fn report(args: &Args, o: &Outcome) {
         return;
     }
     println!("live migration {:?}", s.status);
+    println!(
+        "  transport          {}",
+        if args.wants_tls() {
+            "TCP with mutual TLS (rustls), QEMU's return path"
+        } else {
+            "TCP, QEMU's return path"
+        }
+    );
     println!(
         "  RAM                {} ({} pages), working set {}",
         human(args.ram),

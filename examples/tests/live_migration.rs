@@ -3,15 +3,23 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use compat_tests::certs::{Set, TestPki};
 use vmstate::migrate::Status;
+use vmstate::transport::tls::{Endpoint, TlsClient, TlsServer};
 use vmstate_examples::machine::Workload;
 use vmstate_examples::machine::live::{SourceConfig, run_destination, run_source};
 
 fn run(cfg: SourceConfig) -> vmstate_examples::machine::live::Outcome {
+    run_with(cfg, None)
+}
+
+fn run_with(cfg: SourceConfig, tls: Option<TlsServer>) -> vmstate_examples::machine::live::Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let ram = cfg.ram;
-    let dst = std::thread::spawn(move || run_destination(listener, ram).map_err(|e| e.to_string()));
+    let dst = std::thread::spawn(move || {
+        run_destination(listener, ram, tls.as_ref()).map_err(|e| e.to_string())
+    });
     let mut rounds = 0;
     let outcome = run_source(&cfg, &addr, &mut |s| rounds = s.rounds).unwrap();
     dst.join().unwrap().unwrap();
@@ -32,6 +40,7 @@ fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
         max_time: Duration::from_secs(60),
         warm_up: Duration::from_millis(20),
         auto_converge: false,
+        tls: None,
     }
 }
 
@@ -76,4 +85,18 @@ fn auto_converge_throttles_a_guest_that_outruns_the_link_until_it_converges() {
         "throttle {}",
         o.stats.throttle_percent
     );
+}
+
+#[test]
+fn live_migration_over_mutual_tls_verifies() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("live-tls-pki-{}", std::process::id()));
+    let pki = TestPki::generate(&dir).unwrap();
+    let server = TlsServer::new(&pki.credentials(Set::Good, Endpoint::Server)).unwrap();
+    let mut cfg = config(1, None);
+    cfg.tls = Some(TlsClient::new(&pki.client(), Some("127.0.0.1")).unwrap());
+    let o = run_with(cfg, Some(server));
+    assert_eq!(o.stats.status, Status::Completed);
+    assert!(o.verified(), "{} pages differ", o.differing_pages);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -14,6 +14,9 @@ use vmstate::migrate::{
     CancelToken, IncomingParams, MigrationParams, MigrationStats, OnTimeout, migrate_over, receive,
 };
 
+use vmstate::transport::Connection;
+use vmstate::transport::tls::{TlsClient, TlsServer};
+
 use super::{Digest, MACHINE_TYPE, Machine, Vcpus, Workload};
 
 /// The source's settings.
@@ -33,6 +36,8 @@ pub struct SourceConfig {
     pub warm_up: Duration,
     /// Throttle the vCPUs when they dirty memory faster than the link drains it.
     pub auto_converge: bool,
+    /// Mutual TLS: this side's client credentials and the destination's expected name.
+    pub tls: Option<TlsClient>,
 }
 
 /// What a finished migration reports.
@@ -61,26 +66,42 @@ impl Outcome {
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// The destination: accepts the migration on `listener`, loads the guest into a
-/// machine with `ram` bytes (started only once the source confirmed it let go), then
-/// answers one more connection with its digest.
-pub fn run_destination(listener: TcpListener, ram: u64) -> AnyResult<()> {
+/// The destination: accepts the migration on `listener` (over mutual TLS with `tls`),
+/// loads the guest into a machine with `ram` bytes (started only once the source
+/// confirmed it let go), then answers one more connection with its digest.
+pub fn run_destination(listener: TcpListener, ram: u64, tls: Option<&TlsServer>) -> AnyResult<()> {
     let machine = Machine::new(ram)?;
     let (mut reg, _) = machine.registry()?;
     let (sock, _) = listener.accept()?;
     sock.set_nodelay(true)?;
-    receive(
-        &mut reg,
-        sock,
-        &IncomingParams::new(MACHINE_TYPE),
-        &mut || Ok(()), // the demo's destination has no vCPUs to start
-    )?;
-    let (mut verify, _) = listener.accept()?;
+    let params = IncomingParams::new(MACHINE_TYPE);
+    // The demo's destination has no vCPUs to start.
+    match tls {
+        Some(server) => receive(&mut reg, accept_tls(server, sock)?, &params, &mut || Ok(()))?,
+        None => receive(&mut reg, sock, &params, &mut || Ok(()))?,
+    };
+    let (verify, _) = listener.accept()?;
     let digest = machine.digest()?.to_bytes();
-    verify.write_all(&(digest.len() as u64).to_be_bytes())?;
-    verify.write_all(&digest)?;
-    verify.flush()?;
+    let send = |mut w: Box<dyn Write>| -> AnyResult<()> {
+        w.write_all(&(digest.len() as u64).to_be_bytes())?;
+        w.write_all(&digest)?;
+        w.flush()?;
+        Ok(())
+    };
+    match tls {
+        Some(server) => send(Box::new(accept_tls(server, verify)?))?,
+        None => send(Box::new(verify))?,
+    }
     Ok(())
+}
+
+/// The TLS handshake on an accepted connection, bounded by the default I/O timeout.
+fn accept_tls(
+    server: &TlsServer,
+    sock: TcpStream,
+) -> AnyResult<vmstate::transport::tls::TlsStream> {
+    sock.set_io_timeout(Some(vmstate::migrate::DEFAULT_IO_TIMEOUT))?;
+    Ok(server.accept(sock)?)
 }
 
 /// The source: starts the guest, migrates it to `addr`, and checks the destination's
@@ -108,20 +129,25 @@ pub fn run_source(
     params.auto_converge = cfg.auto_converge;
 
     let started = Instant::now();
-    let stats = migrate_over(
-        &mut reg,
-        sock,
-        &mut vcpus,
-        &params,
-        &CancelToken::new(),
-        progress,
-    )?;
+    let cancel = CancelToken::new();
+    let stats = match &cfg.tls {
+        Some(client) => {
+            sock.set_io_timeout(Some(vmstate::migrate::DEFAULT_IO_TIMEOUT))?;
+            let tls = client.connect(sock)?;
+            migrate_over(&mut reg, tls, &mut vcpus, &params, &cancel, progress)?
+        }
+        None => migrate_over(&mut reg, sock, &mut vcpus, &params, &cancel, progress)?,
+    };
     let wall = started.elapsed();
 
     // The guest is stopped: the source's state is the state at switchover.
     let source_digest = machine.digest()?;
-    let mut verify = TcpStream::connect(addr)?;
-    verify.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let sock = TcpStream::connect(addr)?;
+    sock.set_io_timeout(Some(Duration::from_secs(60)))?;
+    let mut verify: Box<dyn Read> = match &cfg.tls {
+        Some(client) => Box::new(client.connect(sock)?),
+        None => Box::new(sock),
+    };
     let mut len = [0u8; 8];
     verify.read_exact(&mut len)?;
     let len = usize::try_from(u64::from_be_bytes(len))?;

@@ -260,3 +260,213 @@ fn a_failing_qemu_destination_makes_our_source_resume() {
         "a stopped guest was resumed: {text}"
     );
 }
+
+// ---- mutual TLS with QEMU's tls-creds-x509 (verify-peer=on) ----
+
+use compat_tests::certs::{Set, TestPki};
+use vmstate::transport::tls::{Endpoint, TlsClient, TlsServer};
+
+fn pki(dir: &Path) -> TestPki {
+    TestPki::generate(&dir.join("pki")).unwrap()
+}
+
+/// QEMU's credentials object for `endpoint` from the PKI set `set`.
+fn tls_object(pki: &TestPki, set: Set, endpoint: &str) -> String {
+    format!(
+        "tls-creds-x509,id=tls0,dir={},endpoint={endpoint},verify-peer=on",
+        pki.dir_of(set).display()
+    )
+}
+
+/// QEMU 10 as a TLS client (its default tls-hostname is the URI's host, 127.0.0.1,
+/// which our server certificate names) migrates with the return path to our TLS
+/// destination.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_source_over_mutual_tls_migrates_to_our_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (content, blob_path) = blob(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = TlsServer::new(&pki.server()).unwrap();
+    let dst = std::thread::spawn(move || {
+        let (mut reg, ram) = compat_tests::destination::none_with_ram(RAM);
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let tls = server.accept(sock).unwrap();
+        let mut started = false;
+        let report = receive(&mut reg, tls, &IncomingParams::new("none"), &mut || {
+            started = true;
+            Ok(())
+        });
+        (report, started, ram)
+    });
+    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
+    let obj = tls_object(&pki, Set::Good, "client");
+    let mut q = Qemu::start(
+        dir.path(),
+        "src",
+        &[
+            "-M", "none", "-m", "64M", "-device", &loader, "-object", &obj,
+        ],
+    );
+    q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "return-path", "state": true}]}),
+    );
+    q.execute("migrate-set-parameters", json!({"tls-creds": "tls0"}));
+    q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    q.wait_migration("QEMU TLS source to our destination");
+    let (report, started, ram) = dst.join().unwrap();
+    let report = report.unwrap_or_else(|e| panic!("our destination failed: {e}"));
+    assert!(report.return_path && started);
+    assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    q.quit();
+}
+
+/// Our TLS source (checking the name `localhost`) to a QEMU 10 destination that
+/// requires a client certificate signed by its CA.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn our_source_over_mutual_tls_migrates_to_a_qemu_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (mut q, port) = qemu_tls_destination(dir.path(), &pki);
+    let (mut reg, _ram, pattern) = our_none_source();
+    let mut guest = StillGuest::default();
+    let client = TlsClient::new(&pki.client(), Some("localhost")).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let tls = client.connect(sock).unwrap();
+    let stats = migrate_over(
+        &mut reg,
+        tls,
+        &mut guest,
+        &params(false),
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("our source failed: {e}; QEMU said: {}", q.stderr()));
+    assert_eq!(stats.status, Status::Completed);
+    q.wait_migration("our TLS source to the QEMU destination");
+    q.execute("migrate-set-parameters", json!({"tls-creds": ""}));
+    let theirs = qemu_ram(&mut q, dir.path());
+    assert_eq!(ram_bytes(&theirs, 3 << 20, pattern.len()), pattern);
+    q.quit();
+}
+
+/// A QEMU destination with TLS, verify-peer on, listening on a free port.
+fn qemu_tls_destination(dir: &Path, pki: &TestPki) -> (Qemu, u16) {
+    let port = free_port();
+    let obj = tls_object(pki, Set::Good, "server");
+    let mut q = Qemu::start(
+        dir,
+        "dst",
+        &[
+            "-M",
+            "none",
+            "-m",
+            "64M",
+            "-incoming",
+            "defer",
+            "-object",
+            &obj,
+        ],
+    );
+    q.execute("migrate-set-parameters", json!({"tls-creds": "tls0"}));
+    q.execute(
+        "migrate-incoming",
+        json!({"uri": format!("tcp:127.0.0.1:{port}"), "exit-on-error": false}),
+    );
+    (q, port)
+}
+
+/// QEMU refuses our client certificate signed by an unrelated CA: our source fails in
+/// its setup, having sent no state, and QEMU's incoming migration fails.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn a_qemu_destination_refuses_our_certificate_from_another_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (mut q, port) = qemu_tls_destination(dir.path(), &pki);
+    let (mut reg, _ram, _) = our_none_source();
+    let mut guest = StillGuest::default();
+    let client = TlsClient::new(&pki.impostor(Endpoint::Client), Some("localhost")).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let err = client
+        .connect(sock)
+        .and_then(|tls| {
+            migrate_over(
+                &mut reg,
+                tls,
+                &mut guest,
+                &params(false),
+                &CancelToken::new(),
+                &mut |_| {},
+            )
+        })
+        .unwrap_err();
+    if let vmstate::ErrorKind::MigrationFailed { phase, bytes, .. } = err.kind() {
+        assert_eq!(phase, "setup", "{err}");
+        assert!(
+            *bytes < 64,
+            "only the header, configuration and commands: {err}"
+        );
+    }
+    assert_eq!(guest.stops, 0, "{err}");
+    // QEMU reports the refusal and keeps waiting for a migration it can accept.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !q.stderr().to_lowercase().contains("certificate") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU said: {}",
+            q.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("QEMU said: {}", q.stderr().trim());
+    let r = q.execute("query-migrate", json!({}));
+    assert_ne!(r["status"], "completed", "{r}");
+}
+
+/// QEMU with credentials from an unrelated PKI (its own CA, certificate and key): our
+/// destination and QEMU refuse each other in the handshake, before any of the stream
+/// is read; our error says why.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn our_destination_refuses_a_qemu_source_from_another_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = TlsServer::new(&pki.server()).unwrap();
+    let dst = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        server.accept(sock).err()
+    });
+    // QEMU checks its own certificate against its own CA when it starts, so it gets a
+    // whole unrelated set (it then refuses our server certificate, or we its).
+    let obj = tls_object(&pki, Set::OtherCa, "client");
+    let mut q = Qemu::start(
+        dir.path(),
+        "src",
+        &["-M", "none", "-m", "64M", "-object", &obj],
+    );
+    q.execute("migrate-set-parameters", json!({"tls-creds": "tls0"}));
+    q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    let refused = dst.join().unwrap().expect("the handshake failed");
+    assert!(
+        matches!(refused.kind(), vmstate::ErrorKind::Tls { .. }),
+        "{refused}"
+    );
+    eprintln!("our destination said: {refused}");
+    let (status, _) = q.migration_outcome("QEMU from another PKI");
+    assert_eq!(status, "failed", "QEMU said: {}", q.stderr());
+}

@@ -117,9 +117,22 @@ impl Qemu {
         }
     }
 
-    /// Polls query-migrate until the migration leaves the active states; returns the
-    /// final status.
+    /// Polls query-migrate until the migration leaves the active states; panics unless
+    /// it completed.
     pub fn wait_migration(&mut self, what: &str) -> String {
+        let (status, r) = self.migration_outcome(what);
+        if status != "completed" {
+            panic!(
+                "{what}: migration {status}: {r}; QEMU said: {}",
+                self.stderr()
+            );
+        }
+        status
+    }
+
+    /// Polls query-migrate until the migration is `completed`, `failed` or `cancelled`;
+    /// returns that status and the last reply.
+    pub fn migration_outcome(&mut self, what: &str) -> (String, Value) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -128,13 +141,7 @@ impl Qemu {
             let r = self.execute("query-migrate", json!({}));
             let status = r["status"].as_str().unwrap_or("").to_string();
             if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
-                if status != "completed" {
-                    panic!(
-                        "{what}: migration {status}: {r}; QEMU said: {}",
-                        self.stderr()
-                    );
-                }
-                return status;
+                return (status, r);
             }
             assert!(
                 Instant::now() < deadline,

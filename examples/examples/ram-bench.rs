@@ -16,6 +16,8 @@
 //!    large `write` of the same bytes.
 //! 5. The same snapshot with its integrity record (CRC32C of every byte, the default)
 //!    against without it, the two measured alternately.
+//! 6. The loopback migration of 3. over mutual TLS (rustls, TLS 1.3, AES-256-GCM)
+//!    against plain TCP, the two measured alternately.
 //!
 //! Times are medians over several repetitions.
 
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler, is_zero};
 use vmstate::stream::{LoadOptions, StreamConfig, load_stream, save_snapshot};
+use vmstate::transport::tls::{TlsClient, TlsServer};
 use vmstate::{IterativeHandler, Reader, Registration, Registry, Writer};
 
 const PAGE: u64 = 4096;
@@ -376,6 +379,61 @@ fn main() {
         "integrity_record".into(),
         json!({ "with_ms": ms(t_with), "without_ms": ms(t_without),
         "ratio": ms(t_with) / ms(t_without) }),
+    );
+
+    // ---- 6. the loopback migration over mutual TLS vs plain TCP, alternately ----
+    let pki_dir =
+        std::env::temp_dir().join(format!("vmstate-ram-bench-pki-{}", std::process::id()));
+    let pki = compat_tests::certs::TestPki::generate(&pki_dir).unwrap();
+    let server = TlsServer::new(&pki.server()).unwrap();
+    let client = TlsClient::new(&pki.client(), Some("localhost")).unwrap();
+    let dst_ram = Arc::new(RamBlock::new("pc.ram", GIB).unwrap());
+    let migrate_once = |tls: bool| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ram, server) = (dst_ram.clone(), server.clone());
+        let t = Instant::now();
+        let dst = std::thread::spawn(move || {
+            let mut reg = ram_registry(ram);
+            let (sock, _) = listener.accept().unwrap();
+            let mut r = match tls {
+                true => Reader::from_io(server.accept(sock).unwrap()),
+                false => Reader::from_io(sock),
+            };
+            load_stream(&mut reg, &mut r, &LoadOptions::default()).unwrap();
+        });
+        let mut reg = ram_registry(mixed.clone());
+        let sock = TcpStream::connect(addr).unwrap();
+        match tls {
+            true => {
+                let mut s = client.connect(sock).unwrap();
+                save_snapshot(&mut reg, &mut s, StreamConfig::new("bench")).unwrap();
+                s.flush().unwrap();
+            }
+            false => {
+                save_snapshot(&mut reg, sock, StreamConfig::new("bench")).unwrap();
+            }
+        }
+        dst.join().unwrap();
+        t.elapsed()
+    };
+    let (mut over_tls, mut over_tcp) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        over_tcp.push(migrate_once(false));
+        over_tls.push(migrate_once(true));
+    }
+    let (t_tls, t_tcp) = (median(over_tls), median(over_tcp));
+    drop(dst_ram);
+    std::fs::remove_dir_all(&pki_dir).unwrap();
+    rows.push((
+        "migrate 1 GiB over loopback with mutual TLS".into(),
+        ms(t_tls),
+        ms(t_tcp),
+        "the same over plain TCP, alternately".into(),
+    ));
+    results.insert(
+        "tls_migration".into(),
+        json!({ "tls_ms": ms(t_tls), "tcp_ms": ms(t_tcp), "ratio": ms(t_tls) / ms(t_tcp) }),
     );
 
     if json_out {

@@ -108,8 +108,8 @@ pub trait IterativeHandler: Send {
 
     /// Whether the destination holds back QEMU's `SWITCHOVER_ACK` until this handler is
     /// [ready](Self::switchover_ready) (QEMU's `switchover_ack_needed`, used by VFIO to
-    /// load its setup data before the guest stops). Asked once, when a load starts.
-    /// Default: no.
+    /// load its setup data before the guest stops). Asked whenever the destination
+    /// checks whether it may send the ack; must not change during a load. Default: no.
     fn switchover_ack_needed(&self) -> bool {
         false
     }

@@ -5,6 +5,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::{MACHINE, ShadowGuest, connect, destination, listen, same_ram};
@@ -72,7 +74,7 @@ fn a_destination_whose_load_fails_says_so_and_the_source_resumes() {
     assert!(dst_err.contains("machine type mismatch"), "{dst_err}");
     assert!(dst_err.contains("not started"), "{dst_err}");
     // The source learns it from SHUT(1) or from the closed connection, whichever
-    // comes first, in a round or at the switchover.
+    // comes first (in its setup: no state leaves before the PONG).
     let text = err.to_string();
     assert!(
         text.contains("SHUT 1") || text.contains("closed") || text.contains("I/O error"),
@@ -353,3 +355,181 @@ fn the_source_reads_pong_and_shut_as_qemu_writes_them() {
 
 #[allow(dead_code)]
 fn _unused(_: TcpStream) {}
+
+/// A device whose load takes a while (a slow `post_load`).
+#[derive(vmstate::VmState, Default)]
+#[vmstate(name = "slow-dev", post_load = Self::slow)]
+struct SlowDev {
+    x: u32,
+}
+
+impl SlowDev {
+    fn slow(&mut self, _version: u32) -> Result<(), std::convert::Infallible> {
+        std::thread::sleep(Duration::from_millis(1200));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_destination_slower_than_the_source_timeout_does_not_start_after_the_source_took_the_guest_back()
+ {
+    let mut guest = ShadowGuest::new(PAGES, 32, 9);
+    let (mut reg, mut params) = guest.source();
+    reg.register_device(SlowDev::default(), vmstate::Registration::new())
+        .unwrap();
+    params.io_timeout = Some(Duration::from_millis(300));
+    let (l, addr) = listen();
+    let dst = std::thread::spawn(move || {
+        let (sock, _) = l.accept().unwrap();
+        support::receive_on_with(sock, PAGES, IncomingParams::new(MACHINE), |reg| {
+            reg.register_device(SlowDev::default(), vmstate::Registration::new())
+                .unwrap();
+        })
+    });
+    let err = migrate_over(
+        &mut reg,
+        connect(addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(phase_of(&err), "confirmation", "{err}");
+    assert_eq!((guest.stops, guest.resumes), (1, 1));
+    let (bad_pages, dev_differs) = guest.check_intact();
+    assert!(bad_pages.is_empty() && !dev_differs);
+    // The destination loaded everything and sent SHUT(0) after the source had given
+    // up: the byte after the stream tells it not to start.
+    let landed = dst.join().unwrap();
+    assert!(!landed.started, "the guest would run on both hosts");
+    let text = landed.result.unwrap_err().to_string();
+    assert!(text.contains("took the guest back"), "{text}");
+}
+
+/// Source side of a handler that needs the switchover ack: one byte per round.
+struct Ticker;
+
+impl vmstate::IterativeHandler for Ticker {
+    fn save_setup(&mut self, _w: &mut vmstate::Writer<'_>) -> vmstate::Result<()> {
+        Ok(())
+    }
+    fn pending(&mut self, _exact: bool) -> vmstate::Pending {
+        vmstate::Pending::default()
+    }
+    fn save_iterate(
+        &mut self,
+        w: &mut vmstate::Writer<'_>,
+        _budget: u64,
+    ) -> vmstate::Result<vmstate::IterationStatus> {
+        w.put_u8(1);
+        Ok(vmstate::IterationStatus::Done)
+    }
+    fn save_complete(&mut self, _w: &mut vmstate::Writer<'_>) -> vmstate::Result<()> {
+        Ok(())
+    }
+    fn load(
+        &mut self,
+        _r: &mut vmstate::Reader<'_>,
+        _version: u32,
+        _phase: vmstate::Phase,
+    ) -> vmstate::Result<()> {
+        unreachable!("source only")
+    }
+}
+
+/// Destination side: ready for the switchover after `need` PART sections, as VFIO is
+/// after its setup data.
+struct ReadyAfter {
+    seen: Arc<AtomicU64>,
+    need: u64,
+}
+
+impl vmstate::IterativeHandler for ReadyAfter {
+    fn save_setup(&mut self, _w: &mut vmstate::Writer<'_>) -> vmstate::Result<()> {
+        unreachable!("destination only")
+    }
+    fn pending(&mut self, _exact: bool) -> vmstate::Pending {
+        vmstate::Pending::default()
+    }
+    fn save_iterate(
+        &mut self,
+        _w: &mut vmstate::Writer<'_>,
+        _budget: u64,
+    ) -> vmstate::Result<vmstate::IterationStatus> {
+        unreachable!("destination only")
+    }
+    fn save_complete(&mut self, _w: &mut vmstate::Writer<'_>) -> vmstate::Result<()> {
+        unreachable!("destination only")
+    }
+    fn load(
+        &mut self,
+        r: &mut vmstate::Reader<'_>,
+        _version: u32,
+        phase: vmstate::Phase,
+    ) -> vmstate::Result<()> {
+        if phase == vmstate::Phase::Part {
+            r.get_u8()?;
+            self.seen.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    fn switchover_ack_needed(&self) -> bool {
+        true
+    }
+    fn switchover_ready(&self) -> bool {
+        self.seen.load(Ordering::SeqCst) >= self.need
+    }
+}
+
+#[test]
+fn a_handler_that_needs_the_ack_holds_the_switchover_until_it_is_ready() {
+    const NEED: u64 = 25;
+    let mut guest = ShadowGuest::new(PAGES, 32, 10);
+    let (mut reg, mut params) = guest.source();
+    reg.register_iterative("ticker", 1, Ticker, vmstate::Registration::new())
+        .unwrap();
+    params.switchover_ack = true;
+    let (l, addr) = listen();
+    let seen = Arc::new(AtomicU64::new(0));
+    let seen_dst = seen.clone();
+    let dst = std::thread::spawn(move || {
+        let (sock, _) = l.accept().unwrap();
+        let mut incoming = IncomingParams::new(MACHINE);
+        incoming.switchover_ack = true;
+        support::receive_on_with(sock, PAGES, incoming, |reg| {
+            let h = ReadyAfter {
+                seen: seen_dst,
+                need: NEED,
+            };
+            reg.register_iterative("ticker", 1, h, vmstate::Registration::new())
+                .unwrap();
+        })
+    });
+    let stopped_at = Arc::new(AtomicU64::new(u64::MAX));
+    let (seen_src, stopped) = (seen.clone(), stopped_at.clone());
+    let stats = migrate_over(
+        &mut reg,
+        connect(addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |s| {
+            if s.status == Status::Device {
+                stopped.store(seen_src.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(stats.status, Status::Completed);
+    assert!(
+        stats.rounds >= NEED,
+        "switched over after {} rounds",
+        stats.rounds
+    );
+    // When the source stopped the guest, the destination had loaded enough.
+    assert!(stopped_at.load(Ordering::SeqCst) >= NEED);
+    let landed = dst.join().unwrap();
+    landed.result.unwrap();
+    assert!(landed.started);
+}

@@ -4,6 +4,7 @@
 //! Every socket gets a generous timeout as a safety net, so a test that would hang fails
 //! with a timeout error instead. No test asserts how long anything took.
 
+#![cfg(feature = "tls")]
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

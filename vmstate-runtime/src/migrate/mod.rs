@@ -31,6 +31,7 @@
 //! println!("downtime {:?}", stats.downtime);
 //! ```
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -263,24 +264,57 @@ pub fn migrate_over<C: Connection>(
     let failed = |phase: &str, e: Error| failure(phase, 0, e);
     conn.set_io_timeout(params.io_timeout)
         .map_err(|e| failed("setup", e.into()))?;
-    let (from_dst, mut to_dst) = conn.split().map_err(|e| failed("setup", e.into()))?;
+    let (from_dst, to_dst) = conn.split().map_err(|e| failed("setup", e.into()))?;
     let mut listener = Listener::spawn(from_dst).map_err(|e| failed("setup", e))?;
     let mut params = params.clone();
     params.stream.open_return_path = true;
+    // The session writes through the cell; after SHUT(0) the driver closes through it.
+    let to_dst = RefCell::new(to_dst);
     let result = run(
         registry,
-        &mut to_dst,
+        CellWriter(&to_dst),
         guest,
         &params,
         cancel,
         progress,
-        Some(&mut listener),
+        // The source has let the guest go: say so by closing, at once (a `receive`
+        // destination starts its guest on this). If even that fails, no close reached
+        // the destination, which will not start: the source keeps the guest.
+        Some((&mut listener, &mut || {
+            to_dst.borrow_mut().close().map_err(Error::from)
+        })),
     );
-    // Close our direction at once, whatever happened: after SHUT(0) it tells a
-    // `receive` destination that the source let the guest go; after a failure it ends
-    // the destination's load (a truncated stream). An error here changes nothing.
-    let _ = to_dst.close();
+    let mut to_dst = to_dst.into_inner();
+    if let Err(e) = &result {
+        if matches!(e.kind(), ErrorKind::MigrationFailed { phase, .. } if phase == "confirmation") {
+            // The destination may have the whole stream and be about to report SHUT(0):
+            // a byte after the stream, instead of a clean close, tells it the source
+            // took the guest back (a `receive` destination then does not start).
+            let _ = to_dst.write_all(&[ABORT_BYTE]).and_then(|_| to_dst.flush());
+        }
+        // Ends the destination's load and wakes the return-path thread.
+        to_dst.abort();
+    }
     result
+}
+
+/// What a source that took its guest back after the whole stream was sent writes
+/// before it ends the connection (any byte after the stream would do).
+const ABORT_BYTE: u8 = 0xff;
+
+/// A writer through a `RefCell`, borrowed only for each call.
+struct CellWriter<'a, W: Write>(&'a RefCell<W>);
+
+impl<W: Write> Write for CellWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.borrow_mut().write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
 }
 
 /// The driver, with or without a return path.
@@ -291,8 +325,10 @@ fn run(
     params: &MigrationParams,
     cancel: &CancelToken,
     progress: &mut dyn FnMut(&MigrationStats),
-    mut rp: Option<&mut Listener>,
+    // The return path, and what tells the destination the source let the guest go.
+    return_path: Option<(&mut Listener, &mut dyn FnMut() -> Result<()>)>,
 ) -> Result<MigrationStats> {
+    let (mut rp, let_go) = return_path.unzip();
     let start = Instant::now();
     let mut stats = MigrationStats::default();
     let ram = || params.ram_stats.as_ref().map(|r| r.get());
@@ -346,6 +382,16 @@ fn run(
         }
         let threshold = bandwidth_bpms.map_or(0.0, |b| b * limit_ms) as u64;
         stats.threshold = threshold;
+        if !acked && bandwidth_bpms.is_some() && remaining <= threshold {
+            // Converged, but the destination is not ready: wait for its ack a little
+            // instead of spinning through empty rounds.
+            if let Some(l) = rp.as_deref_mut()
+                && let Err(e) = l.wait_a_little(Duration::from_millis(10))
+            {
+                release_throttle(guest, &auto);
+                return Err(failure(&round, session.bytes_written(), e));
+            }
+        }
         if acked && bandwidth_bpms.is_some() && remaining <= threshold {
             remaining = session.pending(true).total(); // QEMU's exact pass
             if remaining <= threshold {
@@ -446,6 +492,7 @@ fn run(
             Some(l) => l.wait_shut(params.io_timeout),
             None => guest.wait_destination(),
         }
+        .and_then(|_| let_go.map_or(Ok(()), |g| g()))
         .map_err(|e| failure("confirmation", session.bytes_written(), e)),
     };
     if let Err(e) = completed {

@@ -110,6 +110,8 @@ pub fn read_message(r: &mut dyn Read) -> Result<Option<Message>> {
             }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A timeout inside a message: the rest is on its way; what was read stays.
+            Err(e) if got > 0 && crate::transport::is_timeout(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -128,13 +130,16 @@ pub fn read_message(r: &mut dyn Read) -> Result<Option<Message>> {
         ));
     }
     let mut payload = vec![0u8; usize::from(len)];
-    r.read_exact(&mut payload).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            Error::malformed("the return path ended inside a message")
-        } else {
-            e.into()
+    let mut got = 0;
+    while got < payload.len() {
+        match r.read(&mut payload[got..]) {
+            Ok(0) => return Err(Error::malformed("the return path ended inside a message")),
+            Ok(n) => got += n,
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted || crate::transport::is_timeout(&e) => {}
+            Err(e) => return Err(e.into()),
         }
-    })?;
+    }
     let be32 = |p: &[u8]| u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
     Ok(Some(match kind {
         MSG_SHUT => Message::Shut {

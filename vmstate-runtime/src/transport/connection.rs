@@ -55,6 +55,10 @@ pub trait WriteHalf: Write + Send + 'static {
     /// Flushes and closes this direction: the peer reads the end of the stream (TCP
     /// FIN; for TLS, `close_notify` first). Reading from the other half still works.
     fn close(&mut self) -> io::Result<()>;
+    /// Ends both directions at once, without a clean close: the peer sees the stream
+    /// end without `close_notify` (TLS), and a thread blocked reading the other half
+    /// wakes up. Best effort.
+    fn abort(&mut self);
 }
 
 impl WriteHalf for TcpStream {
@@ -62,12 +66,18 @@ impl WriteHalf for TcpStream {
         self.flush()?;
         self.shutdown(std::net::Shutdown::Write)
     }
+    fn abort(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl WriteHalf for UnixStream {
     fn close(&mut self) -> io::Result<()> {
         self.flush()?;
         self.shutdown(std::net::Shutdown::Write)
+    }
+    fn abort(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 

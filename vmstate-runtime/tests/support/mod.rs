@@ -244,6 +244,16 @@ pub fn receive_on<C: vmstate::transport::Connection>(
     pages: u64,
     params: IncomingParams,
 ) -> Landed {
+    receive_on_with(conn, pages, params, |_| {})
+}
+
+/// [`receive_on`], with more entries registered by `extra`.
+pub fn receive_on_with<C: vmstate::transport::Connection>(
+    conn: C,
+    pages: u64,
+    params: IncomingParams,
+    extra: impl FnOnce(&mut Registry),
+) -> Landed {
     let ram = Arc::new(RamBlock::new("ram0", pages * PAGE).unwrap());
     let dev = Arc::new(Mutex::new(TimerDev::default()));
     let mut reg = Registry::new();
@@ -263,6 +273,7 @@ pub fn receive_on<C: vmstate::transport::Connection>(
     }));
     reg.register_device(uart.clone(), Registration::new())
         .unwrap();
+    extra(&mut reg);
     let mut started = false;
     let result = receive(&mut reg, conn, &params, &mut || {
         started = true;

@@ -164,6 +164,11 @@ impl Shared {
         let _ = self.sock.shutdown(Shutdown::Write);
     }
 
+    /// Shuts down both directions of the socket (best effort).
+    fn shutdown_both(&self) {
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+
     /// `e`, a write error, with what is known about why the connection ended.
     fn write_error(&self, e: io::Error) -> io::Error {
         if !connection_ended(&e) {
@@ -604,5 +609,11 @@ impl crate::transport::WriteHalf for TlsWriter {
     fn close(&mut self) -> io::Result<()> {
         self.flush()?;
         TlsWriter::close(self)
+    }
+    /// Ends the TCP connection without close_notify.
+    fn abort(&mut self) {
+        let _ = self.flush();
+        self.closed = true;
+        self.shared.shutdown_both();
     }
 }

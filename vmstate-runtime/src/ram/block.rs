@@ -8,10 +8,11 @@
 //! *populated*: a page never populated is known to be zero, so it is sent and loaded
 //! as a zero page without touching (and faulting in) its memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::dirty::DirtyBitmap;
 use super::guest_ram::GuestRam;
+use super::mapping::Mapping;
 use crate::error::{Error, Result};
 
 /// The target page size QEMU uses on x86 and most targets.
@@ -35,7 +36,8 @@ pub const MAX_PAGE_SIZE: usize = 1 << 20;
 #[derive(Debug)]
 pub struct RamBlock {
     name: String,
-    words: Box<[AtomicU64]>,
+    /// The guest memory, seen as atomic words.
+    memory: Mapping,
     page_size: usize,
     dirty: DirtyBitmap,
     /// Pages that may be non-zero (written since the block was created). Only grows.
@@ -70,19 +72,18 @@ impl RamBlock {
                 format!("{size} is not a multiple of the page size {page_size}"),
             ));
         }
-        let words = usize::try_from(size / 8)
+        let bytes = usize::try_from(size)
             .map_err(|_| Error::invalid("RAM block size", "too large for this host"))?;
-        let words =
-            bytemuck::allocation::try_zeroed_slice_box::<AtomicU64>(words).map_err(|_| {
-                Error::invalid(
-                    "RAM block",
-                    format!("cannot allocate {size} bytes for '{name}'"),
-                )
-            })?;
-        let pages = (size / page_size as u64) as usize;
+        let words = Mapping::anonymous(bytes).map_err(|e| {
+            Error::invalid(
+                "RAM block",
+                format!("cannot map {size} bytes for '{name}': {e}"),
+            )
+        })?;
+        let pages = bytes / page_size;
         Ok(RamBlock {
             name,
-            words,
+            memory: words,
             page_size,
             dirty: DirtyBitmap::new(pages),
             populated: DirtyBitmap::new(pages),
@@ -96,12 +97,12 @@ impl RamBlock {
 
     /// Size in bytes (QEMU's `used_length`).
     pub fn len(&self) -> u64 {
-        self.words.len() as u64 * 8
+        self.memory.words().len() as u64 * 8
     }
 
     /// True for a zero-sized block.
     pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
+        self.memory.words().is_empty()
     }
 
     /// The page size.
@@ -141,7 +142,7 @@ impl RamBlock {
         debug_assert_eq!(offset % 8, 0, "unaligned write_u64");
         let page = (offset / self.page_size as u64) as usize;
         self.populated.mark_relaxed(page);
-        self.words[(offset / 8) as usize].store(value, Ordering::Relaxed);
+        self.memory.words()[(offset / 8) as usize].store(value, Ordering::Relaxed);
         self.dirty.mark(page);
     }
 
@@ -149,7 +150,7 @@ impl RamBlock {
     pub fn read(&self, offset: u64, out: &mut [u8]) {
         for (i, b) in out.iter_mut().enumerate() {
             let at = offset + i as u64;
-            let word = self.words[(at / 8) as usize].load(Ordering::Relaxed);
+            let word = self.memory.words()[(at / 8) as usize].load(Ordering::Relaxed);
             *b = word.to_ne_bytes()[(at % 8) as usize];
         }
     }
@@ -158,7 +159,7 @@ impl RamBlock {
     #[inline]
     pub fn copy_page(&self, page: usize, out: &mut [u8]) {
         let per_page = self.page_size / 8;
-        let words = &self.words[page * per_page..(page + 1) * per_page];
+        let words = &self.memory.words()[page * per_page..(page + 1) * per_page];
         for (dst, w) in out.chunks_exact_mut(8).zip(words) {
             dst.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
         }
@@ -178,7 +179,7 @@ impl RamBlock {
             return true;
         }
         let per_page = self.page_size / 8;
-        self.words[page * per_page..(page + 1) * per_page]
+        self.memory.words()[page * per_page..(page + 1) * per_page]
             .chunks_exact(8)
             .all(|c| c.iter().fold(0, |acc, w| acc | w.load(Ordering::Relaxed)) == 0)
     }
@@ -188,7 +189,7 @@ impl RamBlock {
     pub fn load_page(&self, page: usize, data: &[u8]) {
         self.populated.mark_relaxed(page);
         let per_page = self.page_size / 8;
-        let words = &self.words[page * per_page..(page + 1) * per_page];
+        let words = &self.memory.words()[page * per_page..(page + 1) * per_page];
         for (src, w) in data.chunks_exact(8).zip(words) {
             w.store(
                 u64::from_ne_bytes(src.try_into().expect("8 bytes")),
@@ -204,7 +205,7 @@ impl RamBlock {
             return;
         }
         let per_page = self.page_size / 8;
-        for w in &self.words[page * per_page..(page + 1) * per_page] {
+        for w in &self.memory.words()[page * per_page..(page + 1) * per_page] {
             if w.load(Ordering::Relaxed) != 0 {
                 w.store(0, Ordering::Relaxed);
             }
@@ -224,7 +225,7 @@ impl RamBlock {
             }
             return h;
         }
-        for w in &self.words[page * per_page..(page + 1) * per_page] {
+        for w in &self.memory.words()[page * per_page..(page + 1) * per_page] {
             h ^= w.load(Ordering::Relaxed);
             h = h.wrapping_mul(0x100_0000_01b3);
         }
@@ -235,7 +236,7 @@ impl RamBlock {
         let mut at = offset;
         let mut rest = data;
         while !rest.is_empty() {
-            let word = &self.words[(at / 8) as usize];
+            let word = &self.memory.words()[(at / 8) as usize];
             let in_word = (at % 8) as usize;
             let n = (8 - in_word).min(rest.len());
             if n == 8 {

@@ -6,6 +6,7 @@ mod dirty;
 pub mod format;
 mod guest_ram;
 mod handler;
+mod mapping;
 pub mod records;
 #[cfg(feature = "vm-memory")]
 mod vm_memory;

@@ -4,7 +4,6 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +18,23 @@ use vmstate::{ErrorKind, Reader};
 
 const PAGES: u64 = 1024;
 
+/// Migrates `guest` over TCP to `addr` with the return path.
+fn migrate_to(
+    reg: &mut vmstate::Registry,
+    addr: std::net::SocketAddr,
+    guest: &mut ShadowGuest,
+    params: &vmstate::migrate::MigrationParams,
+) -> vmstate::Result<vmstate::migrate::MigrationStats> {
+    migrate_over(
+        reg,
+        connect(addr),
+        guest,
+        params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+}
+
 fn phase_of(e: &vmstate::Error) -> String {
     match e.kind() {
         ErrorKind::MigrationFailed { phase, .. } => phase.clone(),
@@ -32,15 +48,7 @@ fn the_destination_confirms_and_only_then_runs_the_guest() {
     let (mut reg, params) = guest.source();
     let (l, addr) = listen();
     let dst = destination(l, PAGES, IncomingParams::new(MACHINE));
-    let stats = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let stats = migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
     let landed = dst.join().unwrap();
     let report = landed.result.unwrap();
     assert!(landed.started);
@@ -59,15 +67,7 @@ fn a_destination_whose_load_fails_says_so_and_the_source_resumes() {
     let (l, addr) = listen();
     // The destination is another machine type: its load fails at the configuration.
     let dst = destination(l, PAGES, IncomingParams::new("other-machine"));
-    let err = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     let landed = dst.join().unwrap();
     assert!(!landed.started);
     let dst_err = landed.result.unwrap_err().to_string();
@@ -110,15 +110,7 @@ fn a_destination_that_never_reports_times_out_and_the_source_resumes() {
     params.io_timeout = Some(Duration::from_millis(500));
     let (l, addr) = listen();
     let dst = silent_destination(l);
-    let err = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert_eq!(phase_of(&err), "confirmation", "{err}");
     assert!(err.to_string().contains("did not report within"), "{err}");
     assert_eq!((guest.stops, guest.resumes), (1, 1));
@@ -143,15 +135,7 @@ fn a_destination_that_stops_reading_times_the_source_out() {
         let _ = done_rx.recv();
         drop(s);
     });
-    let err = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     done_tx.send(()).unwrap();
     dst.join().unwrap();
     let text = err.to_string();
@@ -207,15 +191,7 @@ fn the_stream_opens_the_return_path_right_after_the_configuration() {
         write_message(&mut s, &Message::Shut { failed: false }).unwrap();
         got
     });
-    migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap();
+    migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
     let got = dst.join().unwrap();
     // Header, configuration (len 15 + "faults-test-1.0"), then the two commands as
     // QEMU's qemu_savevm_send_open_return_path / qemu_savevm_send_ping write them.
@@ -241,15 +217,7 @@ fn no_state_is_sent_before_the_destinations_pong() {
         let _ = s.read_to_end(&mut got);
         got
     });
-    let err = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert_eq!(phase_of(&err), "setup", "{err}");
     assert!(err.to_string().contains("did not answer PING"), "{err}");
     let got = dst.join().unwrap();
@@ -294,15 +262,7 @@ fn switchover_waits_for_the_destinations_ack() {
     let mut incoming = IncomingParams::new(MACHINE);
     incoming.switchover_ack = true;
     let dst = destination(l, PAGES, incoming);
-    let stats = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let stats = migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
     assert_eq!(stats.status, Status::Completed);
     assert!(dst.join().unwrap().started);
 }
@@ -317,15 +277,7 @@ fn without_the_ack_the_source_never_switches_over() {
     let (l, addr) = listen();
     // The destination does not have the capability: it never sends the ack.
     let dst = destination(l, PAGES, IncomingParams::new(MACHINE));
-    let err = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert!(err.to_string().contains("SWITCHOVER_ACK"), "{err}");
     assert_eq!(guest.stops, 0, "the guest was never stopped");
     let (bad_pages, dev_differs) = guest.check_intact();
@@ -352,9 +304,6 @@ fn the_source_reads_pong_and_shut_as_qemu_writes_them() {
         ]
     );
 }
-
-#[allow(dead_code)]
-fn _unused(_: TcpStream) {}
 
 /// A device whose load takes a while (a slow `post_load`).
 #[derive(vmstate::VmState, Default)]
@@ -386,15 +335,7 @@ fn a_destination_slower_than_the_source_timeout_does_not_start_after_the_source_
                 .unwrap();
         })
     });
-    let err = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert_eq!(phase_of(&err), "confirmation", "{err}");
     assert_eq!((guest.stops, guest.resumes), (1, 1));
     let (bad_pages, dev_differs) = guest.check_intact();

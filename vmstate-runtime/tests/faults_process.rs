@@ -19,7 +19,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use support::proxy::{Cut, Proxy};
 use support::{MACHINE, ShadowGuest, connect, listen};
 use vmstate::migrate::{CancelToken, IncomingParams, OnTimeout, migrate_over};
-use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
+use vmstate::ram::RamBlock;
 use vmstate::stream::{LoadOptions, StreamConfig, load_file, save_snapshot};
 use vmstate::transport::AtomicFile;
 use vmstate::{ErrorKind, Registration, Registry, VmState};
@@ -309,14 +309,7 @@ const SNAP_RAM: u64 = 4 << 20;
 fn snapshot_registry(generation: u64) -> (Registry, Arc<Mutex<Generation>>, Arc<RamBlock>) {
     let ram = Arc::new(RamBlock::new("ram0", SNAP_RAM).unwrap());
     let g = Arc::new(Mutex::new(Generation { value: generation }));
-    let mut reg = Registry::new();
-    reg.register_iterative(
-        "ram",
-        RAM_VERSION,
-        RamHandler::new(vec![ram.clone()]).unwrap(),
-        Registration::new(),
-    )
-    .unwrap();
+    let mut reg = support::ram_registry(ram.clone());
     reg.register_device(g.clone(), Registration::new()).unwrap();
     (reg, g, ram)
 }

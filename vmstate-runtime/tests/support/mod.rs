@@ -256,14 +256,7 @@ pub fn receive_on_with<C: vmstate::transport::Connection>(
 ) -> Landed {
     let ram = Arc::new(RamBlock::new("ram0", pages * PAGE).unwrap());
     let dev = Arc::new(Mutex::new(TimerDev::default()));
-    let mut reg = Registry::new();
-    reg.register_iterative(
-        "ram",
-        RAM_VERSION,
-        RamHandler::new(vec![ram.clone()]).unwrap(),
-        Registration::new(),
-    )
-    .unwrap();
+    let mut reg = ram_registry(ram.clone());
     reg.register_device(dev.clone(), Registration::new())
         .unwrap();
     let uart = Arc::new(Mutex::new(UartDev {
@@ -285,6 +278,19 @@ pub fn receive_on_with<C: vmstate::transport::Connection>(
         ram,
         dev,
     }
+}
+
+/// A registry with `ram` as the `ram` iterative handler's only block.
+pub fn ram_registry(ram: Arc<RamBlock>) -> Registry {
+    let mut reg = Registry::new();
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(vec![ram]).unwrap(),
+        Registration::new(),
+    )
+    .unwrap();
+    reg
 }
 
 /// Whether two RAM blocks hold the same bytes.

@@ -1,0 +1,127 @@
+//! The main example's live migration against a raw loopback TCP copy of the same number
+//! of bytes, pair by pair: how close the migration's throughput comes to the wire's.
+//!
+//! ```text
+//! cargo run --release --example live-bench                    # 7 pairs, 1 GiB RAM
+//! cargo run --release --example live-bench -- --pairs 9 --ram 512M
+//! ```
+//!
+//! Each pair runs the live migration (the demo machine, one vCPU rewriting a quarter of
+//! its RAM, QEMU's return path, the destination's digest checked) and then copies as
+//! many bytes as it sent through a fresh loopback TCP connection. The ratio of a pair is
+//! the copy's time over the migration's (the migration's throughput as a fraction of
+//! the raw copy's); the median and the range of the pairs are printed.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use vmstate_examples::machine::Workload;
+use vmstate_examples::machine::live::{Outcome, SourceConfig, run_destination, run_source};
+
+/// Live migration against a raw loopback copy, pair by pair.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Pairs of runs.
+    #[arg(long, default_value_t = 7)]
+    pairs: usize,
+    /// Guest RAM in MiB (M suffix optional).
+    #[arg(long, default_value = "1024M")]
+    ram: String,
+}
+
+fn migrate(ram: u64) -> Outcome {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dst = std::thread::spawn(move || {
+        run_destination(listener, ram, None).map_err(|e| e.to_string())
+    });
+    let cfg = SourceConfig {
+        ram,
+        workload: Workload {
+            vcpus: 1,
+            working_set: ram / 4,
+            dirty_rate: None,
+        },
+        downtime_limit: Duration::from_millis(300),
+        max_bandwidth: None,
+        max_time: Duration::from_secs(120),
+        warm_up: Duration::from_millis(200),
+        auto_converge: false,
+        tls: None,
+    };
+    let o = run_source(&cfg, &addr, &mut |_| {}).unwrap();
+    dst.join().unwrap().unwrap();
+    assert!(o.verified(), "the destination differs from the source");
+    o
+}
+
+/// Copies `bytes` bytes through a fresh loopback TCP connection (1 MiB writes and
+/// reads, as the migration's stream does).
+fn raw_copy(bytes: u64) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let t = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < bytes {
+            let n = sock.read(&mut buf).unwrap();
+            assert!(n > 0, "the copy ended early");
+            got += n as u64;
+        }
+    });
+    let mut sock = TcpStream::connect(addr).unwrap();
+    let chunk = vec![0xa5u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        sock.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    reader.join().unwrap();
+    t.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    let ram = args
+        .ram
+        .trim_end_matches(['M', 'm'])
+        .parse::<u64>()
+        .expect("RAM in MiB")
+        << 20;
+    let (mut ratios, mut totals, mut raws, mut sent) = (vec![], vec![], vec![], vec![]);
+    migrate(ram); // warm-up
+    for _ in 0..args.pairs {
+        let o = migrate(ram);
+        let raw = raw_copy(o.stats.transferred);
+        let total = o.stats.total_time;
+        ratios.push(raw.as_secs_f64() / total.as_secs_f64());
+        totals.push(total.as_secs_f64() * 1e3);
+        raws.push(raw.as_secs_f64() * 1e3);
+        sent.push(o.stats.transferred as f64 / 1_048_576.0);
+    }
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    println!(
+        "live migration, {} MiB RAM, {} pairs, medians",
+        ram >> 20,
+        args.pairs
+    );
+    println!("  migration total time (ms)     {:>9.1}", median(totals));
+    println!("  bytes sent (MiB)              {:>9.1}", median(sent));
+    println!("  raw copy of those bytes (ms)  {:>9.1}", median(raws));
+    println!(
+        "  throughput / raw loopback     {:>9.2}  (pairs {lo:.2}-{hi:.2})",
+        median(ratios)
+    );
+}

@@ -34,9 +34,8 @@ struct Args {
 fn migrate(ram: u64) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let dst = std::thread::spawn(move || {
-        run_destination(listener, ram, None).map_err(|e| e.to_string())
-    });
+    let dst =
+        std::thread::spawn(move || run_destination(listener, ram, None).map_err(|e| e.to_string()));
     let cfg = SourceConfig {
         ram,
         workload: Workload {

@@ -54,6 +54,7 @@ use crate::ram::{RamCounters, RamStats};
 use crate::registry::Registry;
 use crate::stream::{SaveSession, StreamConfig};
 use crate::transport::{Connection, WriteHalf};
+use crate::wire::Writer;
 
 /// The default [`MigrationParams::io_timeout`] and [`IncomingParams::io_timeout`].
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -223,6 +224,7 @@ pub fn migrate(
     cancel: &CancelToken,
     progress: &mut dyn FnMut(&MigrationStats),
 ) -> Result<MigrationStats> {
+    let sink = Writer::to_io(sink);
     run(registry, sink, guest, params, cancel, progress, None)
 }
 
@@ -269,10 +271,14 @@ pub fn migrate_over<C: Connection>(
     let mut params = params.clone();
     params.stream.open_return_path = true;
     // The session writes through the cell; after SHUT(0) the driver closes through it.
+    // Over a plain socket, guest pages go from guest memory to the kernel uncopied,
+    // through a second descriptor of the same socket.
+    let in_place = to_dst.try_clone_fd().map(Writer::to_fd);
     let to_dst = RefCell::new(to_dst);
+    let sink = in_place.unwrap_or_else(|| Writer::to_io(CellWriter(&to_dst)));
     let result = run(
         registry,
-        CellWriter(&to_dst),
+        sink,
         guest,
         &params,
         cancel,
@@ -320,7 +326,7 @@ impl<W: Write> Write for CellWriter<'_, W> {
 /// The driver, with or without a return path.
 fn run(
     registry: &mut Registry,
-    sink: impl Write,
+    sink: Writer<'_>,
     guest: &mut dyn GuestControl,
     params: &MigrationParams,
     cancel: &CancelToken,
@@ -332,7 +338,7 @@ fn run(
     let start = Instant::now();
     let mut stats = MigrationStats::default();
     let ram = || params.ram_stats.as_ref().map(|r| r.get());
-    let mut session = SaveSession::new(registry, sink, params.stream.clone());
+    let mut session = SaveSession::with_writer(registry, sink, params.stream.clone());
     let needs_ack = params.switchover_ack && rp.is_some();
 
     // With a return path, no state leaves before the destination answered the PING:

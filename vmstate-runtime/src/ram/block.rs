@@ -1,18 +1,19 @@
 //! A RAM block: guest memory the emulator owns, with its dirty bitmap.
 //!
-//! The memory is an array of atomic 64-bit words, so vCPU threads can write it while
-//! the migration thread copies pages out, without `unsafe` and without locks. It is
-//! allocated zeroed (`calloc`), so the OS maps it lazily. Every write through
+//! The memory is an anonymous mapping (see `mapping.rs`): vCPU threads write it as
+//! atomic 64-bit words while the migration copies pages out or hands them to the kernel,
+//! without locks. It starts zeroed and the OS maps it lazily. Every write through
 //! [`RamBlock::write`] / [`RamBlock::write_u64`] marks its pages dirty after storing
 //! the data (see [`DirtyBitmap`] for why that order is enough), and marks them
 //! *populated*: a page never populated is known to be zero, so it is sent and loaded
 //! as a zero page without touching (and faulting in) its memory.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::dirty::DirtyBitmap;
 use super::guest_ram::GuestRam;
-use super::mapping::Mapping;
+use super::mapping::{GuestPages, Mapping};
 use crate::error::{Error, Result};
 
 /// The target page size QEMU uses on x86 and most targets.
@@ -36,8 +37,8 @@ pub const MAX_PAGE_SIZE: usize = 1 << 20;
 #[derive(Debug)]
 pub struct RamBlock {
     name: String,
-    /// The guest memory, seen as atomic words.
-    memory: Mapping,
+    /// The guest memory (atomic words for guest writes, copies for the migration).
+    memory: Arc<Mapping>,
     page_size: usize,
     dirty: DirtyBitmap,
     /// Pages that may be non-zero (written since the block was created). Only grows.
@@ -74,7 +75,7 @@ impl RamBlock {
         }
         let bytes = usize::try_from(size)
             .map_err(|_| Error::invalid("RAM block size", "too large for this host"))?;
-        let words = Mapping::anonymous(bytes).map_err(|e| {
+        let memory = Mapping::anonymous(bytes).map_err(|e| {
             Error::invalid(
                 "RAM block",
                 format!("cannot map {size} bytes for '{name}': {e}"),
@@ -83,7 +84,7 @@ impl RamBlock {
         let pages = bytes / page_size;
         Ok(RamBlock {
             name,
-            memory: words,
+            memory: Arc::new(memory),
             page_size,
             dirty: DirtyBitmap::new(pages),
             populated: DirtyBitmap::new(pages),
@@ -97,12 +98,12 @@ impl RamBlock {
 
     /// Size in bytes (QEMU's `used_length`).
     pub fn len(&self) -> u64 {
-        self.memory.words().len() as u64 * 8
+        self.memory.len() as u64
     }
 
     /// True for a zero-sized block.
     pub fn is_empty(&self) -> bool {
-        self.memory.words().is_empty()
+        self.memory.len() == 0
     }
 
     /// The page size.
@@ -147,22 +148,23 @@ impl RamBlock {
     }
 
     /// Reads `out.len()` bytes at `offset`.
+    ///
+    /// Panics if the range is outside the block.
     pub fn read(&self, offset: u64, out: &mut [u8]) {
-        for (i, b) in out.iter_mut().enumerate() {
-            let at = offset + i as u64;
-            let word = self.memory.words()[(at / 8) as usize].load(Ordering::Relaxed);
-            *b = word.to_ne_bytes()[(at % 8) as usize];
-        }
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        self.memory.copy_out(at, out);
     }
 
     /// Copies page `page` into `out` (exactly one page long).
     #[inline]
     pub fn copy_page(&self, page: usize, out: &mut [u8]) {
-        let per_page = self.page_size / 8;
-        let words = &self.memory.words()[page * per_page..(page + 1) * per_page];
-        for (dst, w) in out.chunks_exact_mut(8).zip(words) {
-            dst.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
-        }
+        assert_eq!(out.len(), self.page_size, "copy_page copies one page");
+        self.memory.copy_out(page * self.page_size, out);
+    }
+
+    /// Page `page` in place, for a writer that sends it straight from guest memory.
+    pub fn page_in_place(&self, page: usize) -> GuestPages {
+        GuestPages::new(self.memory.clone(), page * self.page_size, self.page_size)
     }
 
     /// Whether page `page` may hold non-zero bytes (it was written since creation).
@@ -187,15 +189,9 @@ impl RamBlock {
     /// Writes a whole page from the stream (destination side; not marked dirty).
     #[inline]
     pub fn load_page(&self, page: usize, data: &[u8]) {
+        assert_eq!(data.len(), self.page_size, "load_page loads one page");
         self.populated.mark_relaxed(page);
-        let per_page = self.page_size / 8;
-        let words = &self.memory.words()[page * per_page..(page + 1) * per_page];
-        for (src, w) in data.chunks_exact(8).zip(words) {
-            w.store(
-                u64::from_ne_bytes(src.try_into().expect("8 bytes")),
-                Ordering::Relaxed,
-            );
-        }
+        self.memory.copy_in(page * self.page_size, data);
     }
 
     /// Zeroes a page (destination side). A page never written is left untouched, so
@@ -278,6 +274,10 @@ impl GuestRam for RamBlock {
     #[inline]
     fn copy_page(&self, page: usize, out: &mut [u8]) {
         RamBlock::copy_page(self, page, out)
+    }
+    #[inline]
+    fn page_in_place(&self, page: usize) -> Option<GuestPages> {
+        Some(RamBlock::page_in_place(self, page))
     }
     fn load_page(&self, page: usize, data: &[u8]) {
         RamBlock::load_page(self, page, data)

@@ -8,6 +8,7 @@
 //! round and before completion: QEMU's `migration_bitmap_sync`.
 
 use super::dirty::DirtyBitmap;
+use super::mapping::GuestPages;
 
 /// One block of guest RAM as the `ram` handler sees it.
 pub trait GuestRam: Send + Sync {
@@ -33,6 +34,11 @@ pub trait GuestRam: Send + Sync {
     }
     /// Copies page `page` into `out` (one page long).
     fn copy_page(&self, page: usize, out: &mut [u8]);
+    /// Page `page` where it is, for a writer that can send it without copying it
+    /// (`None`, the default: the handler copies it with [`copy_page`](Self::copy_page)).
+    fn page_in_place(&self, _page: usize) -> Option<GuestPages> {
+        None
+    }
     /// Writes a page received from a stream.
     fn load_page(&self, page: usize, data: &[u8]);
     /// Zeroes a page received as a zero page.

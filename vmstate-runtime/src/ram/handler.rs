@@ -187,9 +187,10 @@ impl RamHandler {
 
     /// Writes one page record, ZERO or PAGE, for `page` of block `bi`; returns true for
     /// a full page. A block that can tell a zero page without copying it (a
-    /// [`RamBlock`](super::RamBlock)) says so first; otherwise the page is copied
-    /// straight into the stream buffer and, if it turns out zero, rewritten as a ZERO
-    /// record.
+    /// [`RamBlock`](super::RamBlock)) says so first, and a non-zero page is handed to
+    /// the writer in place (sent from guest memory by a descriptor writer, appended to
+    /// the buffer by others); a page of other memory is copied straight into the
+    /// stream buffer and, if it turns out zero, rewritten as a ZERO record.
     #[inline]
     fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<bool> {
         let block = &self.blocks[bi];
@@ -202,6 +203,16 @@ impl RamHandler {
         self.last_sent = Some(bi);
         let start = w.position();
         let known_zero = block.page_is_zero(page);
+        if known_zero == Some(false) {
+            if let Some(pages) = block.page_in_place(page) {
+                w.put_be64(offset | PAGE | cont);
+                if cont == 0 {
+                    w.put_counted_str(block.name())?;
+                }
+                w.put_guest_pages(pages);
+                return Ok(true);
+            }
+        }
         if known_zero != Some(true) {
             w.put_be64(offset | PAGE | cont);
             if cont == 0 {

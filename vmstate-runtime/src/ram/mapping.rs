@@ -1,31 +1,57 @@
-//! Guest memory as an anonymous, page-aligned mapping, seen as atomic 64-bit words.
+//! Guest memory as an anonymous, page-aligned mapping: atomic words for the vCPUs,
+//! byte copies and kernel I/O for the migration.
 //!
 //! This is the crate's one home for `unsafe` code (DESIGN.md, rule 7). A RAM block's
-//! memory is a private anonymous mapping (`memmap2`), so that it can later be handed to
-//! the kernel as it is (a KVM memory slot, a userfaultfd range, vectored I/O), and the
+//! memory is a private anonymous mapping (`memmap2`), so that it can be handed to the
+//! kernel as it is (a KVM memory slot, a userfaultfd range, vectored I/O), and the
 //! kernel is asked to back it with transparent huge pages (`MADV_HUGEPAGE`): a guest's
 //! memory faulted in 2 MiB at a time instead of 4 KiB (loading 1 GiB into fresh memory:
 //! 680 ms with 4 KiB pages, 226 ms with huge pages on the project's machine).
 //!
-//! Everything else in the crate sees the memory only as `&[AtomicU64]`, so vCPU
-//! threads and the migration thread share it without locks and without `unsafe`.
+//! The memory is reached in three ways, none of which creates a Rust reference to its
+//! bytes:
+//! - as `&[AtomicU64]` ([`Mapping::words`]): guest writes, dirty-page checks;
+//! - by byte copies between the mapping and ordinary buffers ([`Mapping::copy_out`],
+//!   [`Mapping::copy_in`]), which is how rust-vmm's `vm-memory` copies guest memory
+//!   (`ptr::copy_nonoverlapping` for anything longer than a word);
+//! - by the kernel, through [`write_all_vectored`], which sends pages to a socket or
+//!   file straight from the mapping.
+//!
+//! Guest memory is shared with code the migration does not synchronise with (vCPU
+//! threads here, a real guest under KVM), so a copy may see a page half-way through a
+//! guest write. That is harmless by construction: a page is copied only after its dirty
+//! bit was cleared, and a guest write stores the data before it sets the bit, so a page
+//! changed during its copy is dirty again and is sent again, whole.
 
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use memmap2::{Advice, MmapMut};
 
 /// A zero-filled anonymous mapping of whole 64-bit words.
 pub(crate) struct Mapping {
-    map: MmapMut,
-    words: usize,
+    /// The first byte, taken once from the exclusive owner at creation.
+    base: NonNull<u8>,
+    len: usize,
+    /// Owns the mapping (unmapped on drop); never dereferenced after creation.
+    _map: MmapMut,
 }
+
+// SAFETY: a `Mapping` is plain memory owned by `_map`. `base` is only dereferenced
+// through atomics, bounds-checked byte copies and the kernel (see the module docs), all
+// of which may happen from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`: shared use only goes through atomics, copies and the kernel.
+unsafe impl Sync for Mapping {}
 
 impl std::fmt::Debug for Mapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Mapping({} bytes)", self.words * 8)
+        write!(f, "Mapping({} bytes)", self.len)
     }
 }
 
@@ -34,37 +60,237 @@ impl Mapping {
     /// asks for huge pages (ignored where the kernel has none).
     pub(crate) fn anonymous(bytes: usize) -> io::Result<Mapping> {
         assert_eq!(bytes % 8, 0, "a mapping holds whole words");
-        if bytes == 0 {
-            return Ok(Mapping {
-                map: MmapMut::map_anon(1)?,
-                words: 0,
-            });
+        let mut map = MmapMut::map_anon(bytes.max(1))?;
+        if bytes > 0 {
+            let _ = map.advise(Advice::HugePage);
         }
-        let map = MmapMut::map_anon(bytes)?;
-        let _ = map.advise(Advice::HugePage);
+        let base = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
         Ok(Mapping {
-            map,
-            words: bytes / 8,
+            base,
+            len: bytes,
+            _map: map,
         })
+    }
+
+    /// Size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     /// The memory as atomic words.
     pub(crate) fn words(&self) -> &[AtomicU64] {
-        let ptr = self.map.as_ptr().cast::<AtomicU64>();
-        // SAFETY: `ptr` is the start of a live mapping of at least `words * 8` bytes
-        // that `self.map` owns and unmaps only when `self` is dropped, which the
-        // returned borrow of `self` outlives not. A mapping is page-aligned, so `ptr`
-        // is aligned for `AtomicU64`; anonymous memory starts zeroed and any bit
-        // pattern is a valid `AtomicU64`. No `&mut [u8]` or `&[u8]` view of the mapping
-        // is ever created, so every access, from any thread, goes through these
-        // atomics (`AtomicU64` allows shared mutation through `&`).
-        unsafe { std::slice::from_raw_parts(ptr, self.words) }
+        // SAFETY: `base` starts a live mapping of `len` bytes (a multiple of 8) that
+        // `_map` unmaps only when `self` is dropped, which the returned borrow of `self`
+        // prevents. A mapping is page-aligned, so `base` is aligned for `AtomicU64`;
+        // anonymous memory starts zeroed and any bit pattern is a valid `AtomicU64`.
+        // `AtomicU64` allows shared mutation through `&`, and no `&[u8]` or `&mut [u8]`
+        // of the mapping is ever made.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU64>(), self.len / 8) }
     }
+
+    /// Copies `out.len()` bytes at byte offset `at` out of the mapping.
+    ///
+    /// Panics if the range is outside the mapping.
+    #[inline]
+    pub(crate) fn copy_out(&self, at: usize, out: &mut [u8]) {
+        self.check(at, out.len());
+        // SAFETY: the range is inside the live mapping (checked above; `self` is
+        // borrowed, so it is not unmapped), and `out` is a distinct Rust buffer, so the
+        // two do not overlap. Concurrent guest writes to the range are expected: this
+        // is vm-memory's copy of guest memory, and the module docs say why a torn copy
+        // is re-sent.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(at), out.as_mut_ptr(), out.len())
+        }
+    }
+
+    /// Copies `data` into the mapping at byte offset `at`.
+    ///
+    /// Panics if the range is outside the mapping.
+    #[inline]
+    pub(crate) fn copy_in(&self, at: usize, data: &[u8]) {
+        self.check(at, data.len());
+        // SAFETY: the range is inside the live mapping (checked above), and `data` is a
+        // distinct Rust buffer. The mapping is only ever written through raw pointers
+        // and atomics, never through a Rust reference that this write could invalidate.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(at), data.len())
+        }
+    }
+
+    /// Appends `len` bytes at byte offset `at` to `buf`: one copy, without zeroing the
+    /// new bytes of `buf` first.
+    ///
+    /// Panics if the range is outside the mapping.
+    #[inline]
+    pub(crate) fn append_to(&self, at: usize, len: usize, buf: &mut Vec<u8>) {
+        self.check(at, len);
+        buf.reserve(len);
+        let old = buf.len();
+        // SAFETY: `reserve` made room for `len` bytes after `old`; the range of the
+        // mapping is inside the live mapping (checked above) and cannot overlap `buf`'s
+        // own allocation. The copy initialises exactly the `len` bytes that `set_len`
+        // then adds. Concurrent guest writes: as for `copy_out`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(at),
+                buf.as_mut_ptr().add(old),
+                len,
+            );
+            buf.set_len(old + len);
+        }
+    }
+
+    fn check(&self, at: usize, len: usize) {
+        assert!(
+            at.checked_add(len).is_some_and(|end| end <= self.len),
+            "bytes {at}..+{len} are outside a mapping of {} bytes",
+            self.len
+        );
+    }
+}
+
+/// A range of a RAM block's memory that a [`Writer`](crate::Writer) can send without
+/// copying it: the kernel reads it straight from guest memory when the writer's
+/// buffer goes out (see [`Writer::to_fd`](crate::Writer::to_fd)). Made by
+/// [`GuestRam::page_in_place`](super::GuestRam::page_in_place); holds the memory alive.
+#[derive(Clone)]
+pub struct GuestPages {
+    map: Arc<Mapping>,
+    at: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for GuestPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GuestPages(0x{:x}+0x{:x})", self.at, self.len)
+    }
+}
+
+impl GuestPages {
+    /// Bytes `at..at + len` of `map`. Panics if the range is outside it.
+    pub(crate) fn new(map: Arc<Mapping>, at: usize, len: usize) -> GuestPages {
+        map.check(at, len);
+        GuestPages { map, at, len }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty range.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the bytes into `out` (exactly [`len`](Self::len) bytes long).
+    pub fn copy_to(&self, out: &mut [u8]) {
+        assert_eq!(
+            out.len(),
+            self.len,
+            "copy_to needs a buffer of the same length"
+        );
+        self.map.copy_out(self.at, out);
+    }
+
+    /// Appends the bytes to `buf`.
+    pub(crate) fn append_to(&self, buf: &mut Vec<u8>) {
+        self.map.append_to(self.at, self.len, buf);
+    }
+}
+
+/// One piece of a vectored write: bytes of an ordinary buffer, or guest memory.
+pub(crate) enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Guest(&'a GuestPages),
+}
+
+/// The most pieces one `sendmsg`/`writev` takes (Linux's `UIO_MAXIOV`).
+const MAX_IOVECS: usize = 1024;
+
+/// Writes every piece, in order, to `fd`: guest memory goes from the mapping to the
+/// kernel without a copy in this process. Sockets are written with `sendmsg` and
+/// `MSG_NOSIGNAL` (a closed peer is an error, not a `SIGPIPE`), anything else with
+/// `writev`. Retries on `EINTR`; a send timeout (`SO_SNDTIMEO`) comes back as
+/// [`io::ErrorKind::WouldBlock`], as from `std`'s own writes.
+pub(crate) fn write_all_vectored(fd: BorrowedFd<'_>, pieces: &[Piece<'_>]) -> io::Result<()> {
+    // (pointer, length) of each piece, consumed from the front as the kernel takes them.
+    let mut todo: Vec<(*const u8, usize)> = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Bytes(b) => (b.as_ptr(), b.len()),
+            Piece::Guest(g) => {
+                // SAFETY: `g.at + g.len` is inside `g.map` (checked when `g` was made),
+                // and `g` keeps the mapping alive for as long as `pieces` is borrowed,
+                // which covers every use of the pointer below.
+                (unsafe { g.map.base.as_ptr().add(g.at) }.cast_const(), g.len)
+            }
+        })
+        .filter(|&(_, len)| len > 0)
+        .collect();
+    let mut first = 0;
+    let mut socket = true;
+    while first < todo.len() {
+        let batch = &todo[first..todo.len().min(first + MAX_IOVECS)];
+        let iov: Vec<libc::iovec> = batch
+            .iter()
+            .map(|&(ptr, len)| libc::iovec {
+                iov_base: ptr.cast_mut().cast(),
+                iov_len: len,
+            })
+            .collect();
+        let sent = if socket {
+            // SAFETY: a zeroed `msghdr` is valid (no name, no control data); `iov`
+            // points to `iov.len()` iovecs describing memory that stays valid during
+            // the call (ordinary buffers borrowed by `pieces`, guest memory kept alive
+            // by its `GuestPages`). The kernel only reads it.
+            unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = iov.as_ptr().cast_mut();
+                msg.msg_iovlen = iov.len() as _;
+                libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+            }
+        } else {
+            // SAFETY: as for `sendmsg`: `iov` describes `iov.len()` live ranges that
+            // the kernel only reads.
+            unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) }
+        };
+        if sent < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOTSOCK) if socket => {
+                    socket = false;
+                    continue;
+                }
+                _ => return Err(e),
+            }
+        }
+        if sent == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut sent = sent as usize;
+        while sent > 0 {
+            let (ptr, len) = &mut todo[first];
+            if sent >= *len {
+                sent -= *len;
+                first += 1;
+            } else {
+                // SAFETY: `sent < len`, so the pointer stays inside the same range.
+                *ptr = unsafe { ptr.add(sent) };
+                *len -= sent;
+                sent = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::sync::atomic::Ordering;
 
     #[test]
@@ -89,5 +315,81 @@ mod tests {
     #[test]
     fn an_empty_mapping_has_no_words() {
         assert!(Mapping::anonymous(0).unwrap().words().is_empty());
+    }
+
+    #[test]
+    fn copies_see_the_words_and_the_words_see_the_copies() {
+        let m = Mapping::anonymous(8192).unwrap();
+        m.words()[513].store(u64::from_ne_bytes(*b"abcdefgh"), Ordering::Relaxed);
+        let mut out = [0u8; 10];
+        m.copy_out(4096 + 7, &mut out);
+        assert_eq!(&out, b"\0abcdefgh\0");
+        m.copy_in(3, b"xyz12");
+        assert_eq!(
+            m.words()[0].load(Ordering::Relaxed).to_ne_bytes(),
+            *b"\0\0\0xyz12"
+        );
+    }
+
+    #[test]
+    fn appending_copies_after_what_the_buffer_holds() {
+        let m = Mapping::anonymous(4096).unwrap();
+        m.copy_in(100, b"guest");
+        let mut buf = b"hdr".to_vec();
+        m.append_to(100, 5, &mut buf);
+        assert_eq!(buf, b"hdrguest");
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a mapping")]
+    fn a_copy_past_the_end_panics() {
+        Mapping::anonymous(4096)
+            .unwrap()
+            .copy_out(4090, &mut [0u8; 7]);
+    }
+
+    #[test]
+    fn vectored_writes_send_buffers_and_guest_memory_in_order() {
+        let map = Arc::new(Mapping::anonymous(2 * 4096).unwrap());
+        map.copy_in(0, &[1u8; 4096]);
+        map.copy_in(4096, &[2u8; 4096]);
+        let a = GuestPages::new(map.clone(), 0, 4096);
+        let b = GuestPages::new(map.clone(), 4096 + 100, 50);
+        for socket in [true, false] {
+            let mut pieces = Vec::new();
+            // More pieces than one call takes, so the batches are exercised too.
+            for _ in 0..600 {
+                pieces.push(Piece::Bytes(b"hdr"));
+                pieces.push(Piece::Guest(&a));
+                pieces.push(Piece::Bytes(b""));
+                pieces.push(Piece::Guest(&b));
+            }
+            let mut expected = Vec::new();
+            for _ in 0..600 {
+                expected.extend_from_slice(b"hdr");
+                expected.extend_from_slice(&[1u8; 4096]);
+                expected.extend_from_slice(&[2u8; 50]);
+            }
+            let got = if socket {
+                let (tx, mut rx) = std::os::unix::net::UnixStream::pair().unwrap();
+                let reader = std::thread::spawn(move || {
+                    let mut v = Vec::new();
+                    rx.read_to_end(&mut v).unwrap();
+                    v
+                });
+                write_all_vectored(std::os::fd::AsFd::as_fd(&tx), &pieces).unwrap();
+                drop(tx);
+                reader.join().unwrap()
+            } else {
+                let path =
+                    std::env::temp_dir().join(format!("vmstate-vectored-{}", std::process::id()));
+                let f = std::fs::File::create(&path).unwrap();
+                write_all_vectored(std::os::fd::AsFd::as_fd(&f), &pieces).unwrap();
+                let v = std::fs::read(&path).unwrap();
+                std::fs::remove_file(&path).unwrap();
+                v
+            };
+            assert!(got == expected, "socket {socket}: {} bytes", got.len());
+        }
     }
 }

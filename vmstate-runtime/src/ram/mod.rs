@@ -6,7 +6,7 @@ mod dirty;
 pub mod format;
 mod guest_ram;
 mod handler;
-mod mapping;
+pub(crate) mod mapping;
 pub mod records;
 #[cfg(feature = "vm-memory")]
 mod vm_memory;
@@ -16,6 +16,7 @@ pub use block::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RamBlock};
 pub use dirty::DirtyBitmap;
 pub use guest_ram::GuestRam;
 pub use handler::{RAM_VERSION, RamCounters, RamHandler, RamStats};
+pub use mapping::GuestPages;
 #[cfg(feature = "vm-memory")]
 pub use vm_memory::VmMemoryRam;
 pub use zero::is_zero;

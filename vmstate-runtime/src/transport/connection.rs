@@ -2,6 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -59,6 +60,13 @@ pub trait WriteHalf: Write + Send + 'static {
     /// end without `close_notify` (TLS), and a thread blocked reading the other half
     /// wakes up. Best effort.
     fn abort(&mut self);
+    /// A second descriptor of this half's socket, when bytes written to it reach the
+    /// peer just as bytes written through this half do (a plain socket; not TLS). The
+    /// migration then writes the stream through it with vectored calls that send guest
+    /// pages straight from guest memory. Default: `None`.
+    fn try_clone_fd(&self) -> Option<OwnedFd> {
+        None
+    }
 }
 
 impl WriteHalf for TcpStream {
@@ -69,6 +77,9 @@ impl WriteHalf for TcpStream {
     fn abort(&mut self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
     }
+    fn try_clone_fd(&self) -> Option<OwnedFd> {
+        self.as_fd().try_clone_to_owned().ok()
+    }
 }
 
 impl WriteHalf for UnixStream {
@@ -78,6 +89,9 @@ impl WriteHalf for UnixStream {
     }
     fn abort(&mut self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+    fn try_clone_fd(&self) -> Option<OwnedFd> {
+        self.as_fd().try_clone_to_owned().ok()
     }
 }
 

@@ -1,10 +1,13 @@
 //! The big-endian writer (QEMU's `qemu_put_*`).
 
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::error::Result;
+use crate::ram::GuestPages;
+use crate::ram::mapping::{Piece, write_all_vectored};
 
 /// How many buffered bytes make [`Writer::flush_if_full`] write them out.
 pub const FLUSH_THRESHOLD: usize = 1 << 20;
@@ -12,9 +15,9 @@ pub const FLUSH_THRESHOLD: usize = 1 << 20;
 /// A big-endian writer.
 ///
 /// Every `put_*` appends to an in-memory buffer and cannot fail; nothing on the hot path
-/// makes a virtual call. A writer built with [`Writer::to_io`] hands the buffer to its
-/// sink when [`Writer::flush_if_full`] or [`Writer::flush`] is called (the stream engine
-/// does that between records), so I/O errors surface there.
+/// makes a virtual call. A writer built with [`Writer::to_io`] or [`Writer::to_fd`]
+/// hands the buffer to its sink when [`Writer::flush_if_full`] or [`Writer::flush`] is
+/// called (the stream engine does that between records), so I/O errors surface there.
 ///
 /// ```
 /// use vmstate::Writer;
@@ -26,9 +29,24 @@ pub const FLUSH_THRESHOLD: usize = 1 << 20;
 /// ```
 pub struct Writer<'a> {
     buf: Vec<u8>,
-    sink: Option<Box<dyn Write + 'a>>,
+    sink: Sink<'a>,
     /// Bytes already handed to the sink.
     flushed: u64,
+    /// Guest pages sent in place (only with a descriptor sink): each goes out right
+    /// after `buf[..offset]`.
+    in_place: Vec<(usize, GuestPages)>,
+    /// Their total length.
+    in_place_bytes: usize,
+}
+
+/// Where a writer's bytes go.
+enum Sink<'a> {
+    /// Nowhere: the writer keeps them.
+    Memory,
+    /// Any `Write`.
+    Io(Box<dyn Write + 'a>),
+    /// A socket or file, written with vectored calls that take guest pages in place.
+    Fd(OwnedFd),
 }
 
 impl Default for Writer<'_> {
@@ -47,24 +65,73 @@ impl<'a> Writer<'a> {
     pub fn from_vec(buf: Vec<u8>) -> Self {
         Writer {
             buf,
-            sink: None,
+            sink: Sink::Memory,
             flushed: 0,
+            in_place: Vec::new(),
+            in_place_bytes: 0,
         }
     }
 
     /// A writer that sends its bytes to `sink` when flushed.
     pub fn to_io(sink: impl Write + 'a) -> Self {
+        Self::with_sink(Sink::Io(Box::new(sink)))
+    }
+
+    /// A writer that sends its bytes to a socket or file descriptor itself, with
+    /// vectored calls (`sendmsg`, or `writev` for what is not a socket): guest pages
+    /// given to [`put_guest_pages`](Self::put_guest_pages) go from guest memory to the
+    /// kernel without being copied into the buffer. Use it for a plain TCP or Unix
+    /// socket or a file, not for anything that must see the bytes (TLS, a checksum).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::os::unix::net::UnixStream;
+    /// let (tx, mut rx) = UnixStream::pair().unwrap();
+    /// let mut w = vmstate::Writer::to_fd(tx);
+    /// w.put_be32(7);
+    /// w.flush().unwrap();
+    /// let mut got = [0u8; 4];
+    /// rx.read_exact(&mut got).unwrap();
+    /// assert_eq!(got, [0, 0, 0, 7]);
+    /// ```
+    pub fn to_fd(fd: impl Into<OwnedFd>) -> Writer<'static> {
+        Writer::with_sink(Sink::Fd(fd.into()))
+    }
+
+    fn with_sink(sink: Sink<'_>) -> Writer<'_> {
         Writer {
             buf: Vec::with_capacity(FLUSH_THRESHOLD + (64 << 10)),
-            sink: Some(Box::new(sink)),
+            sink,
             flushed: 0,
+            in_place: Vec::new(),
+            in_place_bytes: 0,
         }
     }
 
     /// Bytes written so far, flushed or not: the stream offset of the next byte.
     #[inline]
     pub fn position(&self) -> u64 {
-        self.flushed + self.buf.len() as u64
+        self.flushed + (self.buf.len() + self.in_place_bytes) as u64
+    }
+
+    /// Whether [`put_guest_pages`](Self::put_guest_pages) sends pages in place (a
+    /// [`to_fd`](Self::to_fd) writer) rather than copying them into the buffer.
+    #[inline]
+    pub fn sends_in_place(&self) -> bool {
+        matches!(self.sink, Sink::Fd(_))
+    }
+
+    /// Appends guest memory: in place for a [`to_fd`](Self::to_fd) writer (the kernel
+    /// reads it when the buffer goes out, so it goes out as it is then), copied into
+    /// the buffer otherwise.
+    #[inline]
+    pub fn put_guest_pages(&mut self, pages: GuestPages) {
+        if self.sends_in_place() {
+            self.in_place_bytes += pages.len();
+            self.in_place.push((self.buf.len(), pages));
+        } else {
+            pages.append_to(&mut self.buf);
+        }
     }
 
     /// The bytes still buffered (everything, for an in-memory writer).
@@ -74,6 +141,10 @@ impl<'a> Writer<'a> {
 
     /// Takes the buffered bytes, leaving the writer empty (its position keeps counting).
     pub fn take_bytes(&mut self) -> Vec<u8> {
+        debug_assert!(
+            self.in_place.is_empty(),
+            "only a to_fd writer sends in place"
+        );
         self.flushed += self.buf.len() as u64;
         std::mem::take(&mut self.buf)
     }
@@ -81,6 +152,8 @@ impl<'a> Writer<'a> {
     /// Empties the buffer and resets the position to 0, keeping the allocation.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.in_place.clear();
+        self.in_place_bytes = 0;
         self.flushed = 0;
     }
 
@@ -181,10 +254,13 @@ impl<'a> Writer<'a> {
     }
 
     /// Drops the bytes written after stream position `pos`. Only bytes still in the
-    /// buffer can be dropped: returns false (and drops nothing) if some were flushed.
+    /// buffer and written after the last guest pages sent in place can be dropped:
+    /// returns false (and drops nothing) otherwise.
     pub fn rewind_to(&mut self, pos: u64) -> bool {
-        match pos.checked_sub(self.flushed) {
-            Some(keep) if keep <= self.buf.len() as u64 => {
+        let before_buf = self.flushed + self.in_place_bytes as u64;
+        let last_in_place = self.in_place.last().map_or(0, |&(at, _)| at as u64);
+        match pos.checked_sub(before_buf) {
+            Some(keep) if keep <= self.buf.len() as u64 && keep >= last_in_place => {
                 self.buf.truncate(keep as usize);
                 true
             }
@@ -213,7 +289,7 @@ impl<'a> Writer<'a> {
     /// Hands the buffer to the sink once it holds at least [`FLUSH_THRESHOLD`] bytes.
     #[inline]
     pub fn flush_if_full(&mut self) -> Result<()> {
-        if self.buf.len() >= FLUSH_THRESHOLD && self.sink.is_some() {
+        if self.buf.len() + self.in_place_bytes >= FLUSH_THRESHOLD {
             self.write_out()?;
         }
         Ok(())
@@ -221,21 +297,33 @@ impl<'a> Writer<'a> {
 
     /// Hands every buffered byte to the sink and flushes it. No-op in memory.
     pub fn flush(&mut self) -> Result<()> {
-        if self.sink.is_some() {
-            self.write_out()?;
-            if let Some(sink) = self.sink.as_mut() {
-                sink.flush()?;
-            }
+        self.write_out()?;
+        if let Sink::Io(sink) = &mut self.sink {
+            sink.flush()?;
         }
         Ok(())
     }
 
     fn write_out(&mut self) -> Result<()> {
-        if let Some(sink) = self.sink.as_mut() {
-            sink.write_all(&self.buf)?;
-            self.flushed += self.buf.len() as u64;
-            self.buf.clear();
+        match &mut self.sink {
+            Sink::Memory => return Ok(()),
+            Sink::Io(sink) => sink.write_all(&self.buf)?,
+            Sink::Fd(fd) => {
+                let mut pieces = Vec::with_capacity(2 * self.in_place.len() + 1);
+                let mut from = 0;
+                for (at, pages) in &self.in_place {
+                    pieces.push(Piece::Bytes(&self.buf[from..*at]));
+                    pieces.push(Piece::Guest(pages));
+                    from = *at;
+                }
+                pieces.push(Piece::Bytes(&self.buf[from..]));
+                write_all_vectored(fd.as_fd(), &pieces)?;
+            }
         }
+        self.flushed += (self.buf.len() + self.in_place_bytes) as u64;
+        self.buf.clear();
+        self.in_place.clear();
+        self.in_place_bytes = 0;
         Ok(())
     }
 

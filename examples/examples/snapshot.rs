@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vmstate::stream::{LoadOptions, StreamConfig, load_file, save_snapshot};
-use vmstate::transport::AtomicFile;
+use vmstate::transport::{AtomicFile, BackgroundWriter};
 use vmstate_examples::machine::{MACHINE_TYPE, Machine};
 
 /// Save and load snapshots of the example machine.
@@ -69,9 +69,10 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let machine = Machine::new(args.ram_mib << 20)?;
             machine.run_deterministic(args.steps, working_set(args));
             let (mut reg, ram) = machine.registry()?;
-            let mut out = AtomicFile::create(file)?;
+            // Written in a second thread while the engine produces the next MiB.
+            let mut out = BackgroundWriter::new(AtomicFile::create(file)?);
             let stats = save_snapshot(&mut reg, &mut out, StreamConfig::new(MACHINE_TYPE))?;
-            out.commit()?;
+            out.into_inner()?.commit()?;
             let pages = ram.get();
             println!(
                 "saved {} bytes to {}: {} device sections, {} full pages, {} zero pages",

@@ -17,6 +17,10 @@
 //! - by the kernel, through [`write_all_vectored`], which sends pages to a socket or
 //!   file straight from the mapping.
 //!
+//! The tests of this module run under Miri (`cargo +nightly miri test -p
+//! vmstate-runtime --lib ram::mapping`, in `.ci/run`), except the vectored write, which
+//! needs system calls Miri does not have.
+//!
 //! Guest memory is shared with code the migration does not synchronise with (vCPU
 //! threads here, a real guest under KVM), so a copy may see a page half-way through a
 //! guest write. That is harmless by construction: a page is copied only after its dirty
@@ -61,7 +65,8 @@ impl Mapping {
     pub(crate) fn anonymous(bytes: usize) -> io::Result<Mapping> {
         assert_eq!(bytes % 8, 0, "a mapping holds whole words");
         let mut map = MmapMut::map_anon(bytes.max(1))?;
-        if bytes > 0 {
+        // (Miri runs the mapping's tests but has no `madvise`.)
+        if bytes > 0 && !cfg!(miri) {
             let _ = map.advise(Advice::HugePage);
         }
         let base = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
@@ -349,6 +354,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot call sendmsg or writev")]
     fn vectored_writes_send_buffers_and_guest_memory_in_order() {
         let map = Arc::new(Mapping::anonymous(2 * 4096).unwrap());
         map.copy_in(0, &[1u8; 4096]);

@@ -15,7 +15,7 @@
 //! `load_cleanup` has run.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::config::Configuration;
@@ -25,6 +25,7 @@ use super::records::{Command, Footers, Record, RecordReader, SectionHeader, Sect
 use super::vmdesc::{self, VmDesc};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
 use crate::migrate::return_path::{self, Message};
+use crate::transport::ReadAhead;
 use crate::registry::{PartMut, Registry};
 use crate::state::VmState;
 use crate::wire::{Limits, Reader};
@@ -201,7 +202,8 @@ pub fn load_file(
         })?;
         opts.skip_unknown = Some(desc);
     }
-    let mut src = crc32c::Crc32cReader::new(BufReader::with_capacity(1 << 20, file).take(end));
+    // Read ahead in a thread: the next MiB arrives while this one is parsed and stored.
+    let mut src = crc32c::Crc32cReader::new(ReadAhead::new(file.take(end)));
     let mut r = Reader::from_io(&mut src).with_limits(opts.limits);
     let loaded = load_stream(registry, &mut r, &opts);
     drop(r);

@@ -25,9 +25,9 @@ use super::records::{Command, Footers, Record, RecordReader, SectionHeader, Sect
 use super::vmdesc::{self, VmDesc};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
 use crate::migrate::return_path::{self, Message};
-use crate::transport::ReadAhead;
 use crate::registry::{PartMut, Registry};
 use crate::state::VmState;
+use crate::transport::ReadAhead;
 use crate::wire::{Limits, Reader};
 
 /// How a stream is loaded.

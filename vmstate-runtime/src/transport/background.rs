@@ -105,9 +105,10 @@ impl<W: Write + Send + 'static> BackgroundWriter<W> {
         match sent {
             Some(true) => Ok(()),
             // The thread stopped: it met an error.
-            _ => Err(self.stop().err().unwrap_or_else(|| {
-                io::Error::other("the background writer has already stopped")
-            })),
+            _ => Err(self
+                .stop()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the background writer has already stopped"))),
         }
     }
 
@@ -283,7 +284,9 @@ mod tests {
 
     #[test]
     fn a_background_writer_writes_everything_in_order() {
-        let data: Vec<u8> = (0..(5 * CHUNK + 123)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(5 * CHUNK + 123))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let mut w = BackgroundWriter::new(Vec::new());
         for piece in data.chunks(300_001) {
             w.write_all(piece).unwrap();

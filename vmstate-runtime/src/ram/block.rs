@@ -167,6 +167,23 @@ impl RamBlock {
         GuestPages::new(self.memory.clone(), page * self.page_size, self.page_size)
     }
 
+    /// Records writes made behind the block's back (by a KVM vCPU, or DMA through the
+    /// memory's host address), one 64-page word of a dirty log at a time: bit `i` of
+    /// `bits` is page `word * 64 + i`. Those pages become dirty and are known to hold
+    /// data (a page never written otherwise is sent as a zero page without being read).
+    pub fn note_guest_writes(&self, word: usize, bits: u64) {
+        // Populated first: the migration must not see the page dirty yet still "never
+        // written" (it would send it as a zero page).
+        self.populated.or_word(word, bits);
+        self.dirty.or_word(word, bits);
+    }
+
+    /// The block's memory (for a KVM memory slot).
+    #[cfg(feature = "kvm")]
+    pub(crate) fn mapping(&self) -> &Arc<Mapping> {
+        &self.memory
+    }
+
     /// Whether page `page` may hold non-zero bytes (it was written since creation).
     #[inline]
     pub fn is_populated(&self, page: usize) -> bool {

@@ -205,6 +205,72 @@ impl GuestPages {
     }
 }
 
+/// A mapping registered with a KVM VM as a guest memory slot; the slot is deleted when
+/// this is dropped, and the mapping is kept alive until then.
+#[cfg(feature = "kvm")]
+pub(crate) struct KvmSlot {
+    vm: Arc<kvm_ioctls::VmFd>,
+    slot: u32,
+    guest_phys_addr: u64,
+    map: Arc<Mapping>,
+}
+
+#[cfg(feature = "kvm")]
+impl KvmSlot {
+    /// Makes `map` guest memory at `guest_phys_addr` in slot `slot` of `vm`, with
+    /// KVM's dirty log on.
+    pub(crate) fn register(
+        vm: Arc<kvm_ioctls::VmFd>,
+        slot: u32,
+        guest_phys_addr: u64,
+        map: Arc<Mapping>,
+    ) -> io::Result<KvmSlot> {
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot,
+            flags: kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES,
+            guest_phys_addr,
+            memory_size: map.len as u64,
+            userspace_addr: map.base.as_ptr() as u64,
+        };
+        // SAFETY: the region is the whole live mapping `map`, which the returned
+        // `KvmSlot` keeps alive (an `Arc`) until its `Drop` has deleted the slot, so the
+        // kernel never reaches unmapped or reused memory through it. KVM refuses a slot
+        // that overlaps another one (EEXIST), which is the other requirement.
+        unsafe { vm.set_user_memory_region(region) }.map_err(io::Error::from)?;
+        Ok(KvmSlot {
+            vm,
+            slot,
+            guest_phys_addr,
+            map,
+        })
+    }
+
+    /// The VM and slot number.
+    pub(crate) fn vm(&self) -> &kvm_ioctls::VmFd {
+        &self.vm
+    }
+
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+#[cfg(feature = "kvm")]
+impl Drop for KvmSlot {
+    fn drop(&mut self) {
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot: self.slot,
+            flags: 0,
+            guest_phys_addr: self.guest_phys_addr,
+            memory_size: 0,
+            userspace_addr: self.map.base.as_ptr() as u64,
+        };
+        // SAFETY: a size of 0 deletes the slot: the kernel stops using the mapping,
+        // which `self.map` still holds alive during the call.
+        let _ = unsafe { self.vm.set_user_memory_region(region) };
+    }
+}
+
 /// One piece of a vectored write: bytes of an ordinary buffer, or guest memory.
 pub(crate) enum Piece<'a> {
     Bytes(&'a [u8]),

@@ -6,6 +6,8 @@ mod dirty;
 pub mod format;
 mod guest_ram;
 mod handler;
+#[cfg(feature = "kvm")]
+mod kvm;
 pub(crate) mod mapping;
 pub mod records;
 #[cfg(feature = "vm-memory")]
@@ -16,6 +18,8 @@ pub use block::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RamBlock};
 pub use dirty::DirtyBitmap;
 pub use guest_ram::GuestRam;
 pub use handler::{RAM_VERSION, RamCounters, RamHandler, RamStats};
+#[cfg(feature = "kvm")]
+pub use kvm::KvmRam;
 pub use mapping::GuestPages;
 #[cfg(feature = "vm-memory")]
 pub use vm_memory::VmMemoryRam;

@@ -167,3 +167,28 @@ fn kvm_guest_state_round_trips_through_a_stream_while_stopped() {
     let reports = dst.console.lock().unwrap().reports;
     assert!(reports > src.console.lock().unwrap().reports);
 }
+
+#[test]
+#[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
+fn kvm_example_ends_agree_and_verify_the_migration() {
+    use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let destination = std::thread::spawn(move || {
+        run_destination(listener, RAM, quiet()).map_err(|e| e.to_string())
+    });
+    let cfg = SourceConfig {
+        ram: RAM,
+        working_set_pages: PAGES,
+        downtime_limit: Duration::from_millis(100),
+        max_bandwidth: None,
+        max_time: Duration::from_secs(60),
+        warm_up: Duration::from_millis(50),
+    };
+    let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
+    destination.join().unwrap().unwrap();
+    assert_eq!(outcome.differing_pages, 0);
+    assert!(outcome.differing_devices.is_empty());
+    assert_eq!(outcome.destination_passes.0, outcome.source_last_pass + 1);
+    assert!(outcome.verified());
+}

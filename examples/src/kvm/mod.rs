@@ -10,6 +10,7 @@
 //! the next pass it reports is the one after the last the source reported.
 
 pub mod cpu;
+pub mod live;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -10,9 +10,12 @@
 //! - [`destination`]: registries that real QEMU streams load into.
 //! - [`fixture`]: test support to find a section's payload and the vmdesc trailer in a
 //!   stream, written independently of the runtime.
+//! - [`qemu`]: a QEMU process driven over QMP, for the tests and benchmarks that need a
+//!   real QEMU.
 
 pub mod certs;
 pub mod destination;
 pub mod evolving;
 pub mod fixture;
+pub mod qemu;
 pub mod qemu10;

@@ -8,6 +8,7 @@
 //! cargo run --release --example kvm-migration                      # 1 GiB, 256 MiB working set
 //! cargo run --release --example kvm-migration -- --ram 512M --working-set 64M --downtime-ms 50
 //! cargo run --release --example kvm-migration -- --json
+//! cargo run --release --example kvm-migration -- --paused --working-set 256M   # a paused guest
 //! # two hosts (both with /dev/kvm): the destination first, then the source
 //! cargo run --release --example kvm-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example kvm-migration -- --connect desthost:4444 --ram 1G
@@ -26,8 +27,8 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use vmstate::migrate::MigrationStats;
-use vmstate_examples::kvm::LineSink;
 use vmstate_examples::kvm::live::{self, Outcome, PASSES_AFTER_RESUME, SourceConfig};
+use vmstate_examples::kvm::{FILLED, LineSink, Workload};
 
 /// Live-migrate a KVM guest between two processes over loopback TCP.
 #[derive(Parser, Debug, Clone)]
@@ -39,6 +40,10 @@ struct Args {
     /// Bytes of RAM the guest keeps rewriting (one store per 4 KiB page per pass).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     working_set: u64,
+    /// Instead of rewriting its working set, the guest fills it with pseudo-random
+    /// data and is paused; the paused guest is migrated.
+    #[arg(long)]
+    paused: bool,
     /// Downtime limit in milliseconds.
     #[arg(long, default_value_t = 300)]
     downtime_ms: u64,
@@ -133,7 +138,15 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
     };
     let cfg = SourceConfig {
         ram: args.ram,
-        working_set_pages: pages.max(1),
+        workload: match args.paused {
+            true => Workload::Fill {
+                pages: pages.max(1),
+                seed: 0x2545_f491,
+            },
+            false => Workload::Rewrite {
+                pages: pages.max(1),
+            },
+        },
         downtime_limit: Duration::from_millis(args.downtime_ms),
         max_bandwidth: args.max_bandwidth,
         max_time: Duration::from_secs(args.max_time),
@@ -162,7 +175,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
             return Err("the destination process failed".into());
         }
     }
-    report(args, cfg.working_set_pages, &outcome);
+    report(args, cfg.workload.pages(), &outcome);
     Ok(if outcome.verified() {
         ExitCode::SUCCESS
     } else {
@@ -238,7 +251,7 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
     }
     println!("KVM guest live migration {:?}", s.status);
     println!(
-        "  guest              1 vCPU under KVM, {} RAM, rewriting {} pages ({}) per pass",
+        "  guest              1 vCPU under KVM, {} RAM, working set {} pages ({})",
         human(args.ram),
         pages,
         human(u64::from(pages) * 4096)
@@ -268,10 +281,13 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
         "  pages              {} full, {} zero, {} sent again after the guest rewrote them",
         ram.normal_pages, ram.zero_pages, ram.redirtied_pages
     );
-    println!(
-        "  guest              stopped after pass {} on the source; on the destination it reported passes {} to {}",
-        o.source_last_pass, o.destination_passes.0, o.destination_passes.1
-    );
+    match o.source_last_pass {
+        FILLED => println!("  guest              paused with its working set filled"),
+        last => println!(
+            "  guest              stopped after pass {last} on the source; on the destination it reported passes {} to {}",
+            o.destination_passes.0, o.destination_passes.1
+        ),
+    }
     if o.verified() {
         println!(
             "  verification       OK: {} pages, the vCPU and the console equal the source at switchover, and the guest went on",

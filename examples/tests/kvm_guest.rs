@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vmstate::migrate::{CancelToken, IncomingParams, MigrationParams, migrate_over, receive};
-use vmstate_examples::kvm::{CpuState, KvmMachine, MACHINE_TYPE, WORKING_SET_BASE};
+use vmstate_examples::kvm::{CpuState, KvmMachine, MACHINE_TYPE, WORKING_SET_BASE, Workload};
 
 const RAM: u64 = 64 << 20;
 /// 16 MiB of working set: the guest rewrites it while the rounds go out.
@@ -47,7 +47,7 @@ struct Landed {
 #[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
 fn kvm_guest_migrates_live_and_goes_on_counting() {
     let mut src = KvmMachine::new(RAM, quiet()).unwrap();
-    src.boot(PAGES).unwrap();
+    src.boot(Workload::Rewrite { pages: PAGES }).unwrap();
     src.start().unwrap();
     wait_for_pass(&src, 3);
 
@@ -138,7 +138,7 @@ fn kvm_guest_migrates_live_and_goes_on_counting() {
 #[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
 fn kvm_guest_state_round_trips_through_a_stream_while_stopped() {
     let mut src = KvmMachine::new(RAM, quiet()).unwrap();
-    src.boot(64).unwrap();
+    src.boot(Workload::Rewrite { pages: 64 }).unwrap();
     src.start().unwrap();
     wait_for_pass(&src, 10);
     src.stop().unwrap();
@@ -179,7 +179,7 @@ fn kvm_example_ends_agree_and_verify_the_migration() {
     });
     let cfg = SourceConfig {
         ram: RAM,
-        working_set_pages: PAGES,
+        workload: Workload::Rewrite { pages: PAGES },
         downtime_limit: Duration::from_millis(100),
         max_bandwidth: None,
         max_time: Duration::from_secs(60),
@@ -191,4 +191,151 @@ fn kvm_example_ends_agree_and_verify_the_migration() {
     assert!(outcome.differing_devices.is_empty());
     assert_eq!(outcome.destination_passes.0, outcome.source_last_pass + 1);
     assert!(outcome.verified());
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
+fn kvm_paused_guest_with_random_memory_migrates_whole() {
+    use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let destination = std::thread::spawn(move || {
+        run_destination(listener, RAM, quiet()).map_err(|e| e.to_string())
+    });
+    let cfg = SourceConfig {
+        ram: RAM,
+        workload: Workload::Fill {
+            pages: 1024,
+            seed: 0x1234_5678,
+        },
+        downtime_limit: Duration::from_millis(100),
+        max_bandwidth: None,
+        max_time: Duration::from_secs(60),
+        warm_up: Duration::from_millis(10),
+    };
+    let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
+    destination.join().unwrap().unwrap();
+    assert!(outcome.verified(), "{outcome:?}");
+    let ram = outcome.stats.ram.unwrap();
+    assert!(
+        ram.normal_pages >= 1024,
+        "the filled pages went whole: {ram:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
+fn kvm_fill_guest_writes_the_documented_sequence() {
+    use vmstate_examples::kvm::{FILLED, fill_words};
+    let mut m = KvmMachine::new(RAM, quiet()).unwrap();
+    m.boot(Workload::Fill { pages: 8, seed: 7 }).unwrap();
+    m.start().unwrap();
+    wait_for_pass(&m, FILLED);
+    m.stop().unwrap();
+    for (i, expected) in fill_words(7).take(8 * 1024).enumerate() {
+        assert_eq!(
+            word_at(&m, WORKING_SET_BASE + 4 * i as u64),
+            expected,
+            "word {i}"
+        );
+    }
+    assert_eq!(
+        word_at(&m, WORKING_SET_BASE + 8 * 4096),
+        0,
+        "nothing past the pages"
+    );
+}
+
+/// QEMU under KVM booting `image` with `-kernel` (multiboot) in a 64 MiB `pc`.
+fn qemu_running(dir: &std::path::Path, image: &[u8]) -> compat_tests::qemu::Qemu {
+    let path = dir.join("guest.img");
+    std::fs::write(&path, image).unwrap();
+    compat_tests::qemu::Qemu::start_with(
+        dir,
+        "guest",
+        &["-no-user-config", "-nodefaults", "-display", "none"],
+        &[
+            "-accel",
+            "kvm",
+            "-M",
+            "pc",
+            "-m",
+            "64M",
+            "-kernel",
+            path.to_str().unwrap(),
+        ],
+    )
+}
+
+/// `len` bytes of QEMU's guest memory at `addr` (QMP `pmemsave`).
+fn qemu_memory(
+    q: &mut compat_tests::qemu::Qemu,
+    dir: &std::path::Path,
+    addr: u64,
+    len: u64,
+) -> Vec<u8> {
+    let file = dir.join("mem.bin");
+    q.execute(
+        "pmemsave",
+        serde_json::json!({"val": addr, "size": len, "filename": file.to_str().unwrap()}),
+    );
+    std::fs::read(&file).unwrap()
+}
+
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmstate-kvm-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+#[ignore = "needs /dev/kvm and qemu-system-x86_64 (run by .ci/run where /dev/kvm exists)"]
+fn kvm_qemu_boots_the_same_image_and_fills_the_same_memory() {
+    use vmstate_examples::kvm::{fill_words, guest_image};
+    let dir = scratch_dir("qemu-fill");
+    let mut q = qemu_running(&dir, &guest_image(Workload::Fill { pages: 64, seed: 7 }));
+    let expected: Vec<u8> = fill_words(7)
+        .take(64 * 1024)
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = qemu_memory(&mut q, &dir, WORKING_SET_BASE, 64 * 4096);
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QEMU's guest never filled its memory"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    q.quit();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "needs /dev/kvm and qemu-system-x86_64 (run by .ci/run where /dev/kvm exists)"]
+fn kvm_qemu_runs_the_rewriting_guest_pass_after_pass() {
+    use vmstate_examples::kvm::guest_image;
+    let dir = scratch_dir("qemu-rewrite");
+    let mut q = qemu_running(&dir, &guest_image(Workload::Rewrite { pages: 256 }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mem = qemu_memory(&mut q, &dir, WORKING_SET_BASE, 256 * 4096);
+        let counters: Vec<u32> = mem
+            .chunks_exact(4096)
+            .map(|p| u32::from_le_bytes(p[..4].try_into().unwrap()))
+            .collect();
+        // The copy is not atomic (the guest runs on, a pass takes microseconds), so
+        // only this is certain: once every page holds a counter of 3 or more, the
+        // guest has made at least three passes over all of them.
+        if counters.iter().all(|&c| c >= 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "QEMU's guest made no passes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    q.quit();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

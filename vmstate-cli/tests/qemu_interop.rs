@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::ok;
-use common::qemu::{BASE, QEMU, Qemu};
+use compat_tests::qemu::{BASE, QEMU, Qemu};
 use serde_json::{Value, json};
 
 /// The machine configurations: name, arguments.

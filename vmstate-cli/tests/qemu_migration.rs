@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::qemu::Qemu;
+use compat_tests::qemu::Qemu;
 use serde_json::json;
 use vmstate::migrate::{
     CancelToken, GuestControl, IncomingParams, MigrationParams, Status, migrate_over, receive,

@@ -16,7 +16,7 @@ use vmstate::migrate::{
     CancelToken, IncomingParams, MigrationParams, MigrationStats, OnTimeout, migrate_over, receive,
 };
 
-use super::{KvmMachine, LineSink, MACHINE_TYPE};
+use super::{FILLED, KvmMachine, LineSink, MACHINE_TYPE, Workload};
 use crate::machine::Digest;
 
 /// Passes the destination's guest reports before the destination answers.
@@ -29,15 +29,17 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 pub struct SourceConfig {
     /// Guest RAM in bytes.
     pub ram: u64,
-    /// Pages the guest rewrites, pass after pass.
-    pub working_set_pages: u32,
+    /// What the guest does. A [`Workload::Fill`] guest is paused once its memory is
+    /// filled, and migrated paused.
+    pub workload: Workload,
     /// Downtime limit.
     pub downtime_limit: Duration,
     /// Bandwidth cap in bytes per second.
     pub max_bandwidth: Option<u64>,
     /// Force the switchover after this long.
     pub max_time: Duration,
-    /// How long the guest runs before the migration starts.
+    /// How long a rewriting guest runs after its first pass before the migration
+    /// starts.
     pub warm_up: Duration,
 }
 
@@ -59,12 +61,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// True when the destination's state equals the source's at switchover and its
-    /// guest went on from the next pass.
+    /// True when the destination's state equals the source's at switchover and (for a
+    /// rewriting guest) its guest went on from the next pass.
     pub fn verified(&self) -> bool {
         self.differing_pages == 0
             && self.differing_devices.is_empty()
-            && self.destination_passes.0 > self.source_last_pass
+            && (self.source_last_pass == FILLED
+                || self.destination_passes.0 == self.source_last_pass + 1)
     }
 }
 
@@ -106,6 +109,12 @@ pub fn run_destination(listener: TcpListener, ram: u64, on_line: LineSink) -> An
     let resumed_from = machine.console.lock().unwrap().last_pass;
     let reports = machine.console.lock().unwrap().reports;
     machine.start()?;
+    if resumed_from == FILLED {
+        // A filled guest only spins: there are no passes to wait for.
+        std::thread::sleep(Duration::from_millis(50));
+        machine.stop()?;
+        return answer(&listener, &loaded, (0, 0));
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         let c = machine.console.lock().unwrap().clone();
@@ -125,12 +134,17 @@ pub fn run_destination(listener: TcpListener, ram: u64, on_line: LineSink) -> An
     }
     machine.stop()?;
     let last = machine.console.lock().unwrap().last_pass;
+    answer(&listener, &loaded, (first, last))
+}
+
+/// Answers the source's second connection: the digest, then the first and last pass.
+fn answer(listener: &TcpListener, loaded: &Digest, passes: (u32, u32)) -> AnyResult<()> {
     let (mut verify, _) = listener.accept()?;
     let bytes = loaded.to_bytes();
     verify.write_all(&(bytes.len() as u64).to_be_bytes())?;
     verify.write_all(&bytes)?;
-    verify.write_all(&first.to_be_bytes())?;
-    verify.write_all(&last.to_be_bytes())?;
+    verify.write_all(&passes.0.to_be_bytes())?;
+    verify.write_all(&passes.1.to_be_bytes())?;
     verify.flush()?;
     Ok(())
 }
@@ -144,9 +158,25 @@ pub fn run_source(
     progress: &mut dyn FnMut(&MigrationStats),
 ) -> AnyResult<Outcome> {
     let mut machine = KvmMachine::new(cfg.ram, on_line)?;
-    machine.boot(cfg.working_set_pages)?;
+    machine.boot(cfg.workload)?;
     machine.start()?;
-    std::thread::sleep(cfg.warm_up);
+    // Migrate once the guest has touched its whole working set: after its first pass
+    // and the warm-up (a rewriting guest), or paused once filled (a filling one).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ready = |pass: u32| match cfg.workload {
+        Workload::Rewrite { .. } => pass >= 1,
+        Workload::Fill { .. } => pass == FILLED,
+    };
+    while !ready(machine.console.lock().unwrap().last_pass) {
+        if Instant::now() > deadline {
+            return Err("the guest did not go through its working set within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match cfg.workload {
+        Workload::Rewrite { .. } => std::thread::sleep(cfg.warm_up),
+        Workload::Fill { .. } => machine.stop()?, // migrated paused
+    }
 
     let sock = TcpStream::connect(addr)?;
     sock.set_nodelay(true)?;

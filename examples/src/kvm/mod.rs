@@ -3,7 +3,7 @@
 //! ([`KvmRam`], with KVM's dirty log feeding the migration), its vCPU state and its
 //! console described with `#[derive(VmState)]` and saved as device sections.
 //!
-//! The guest ([`guest_program`]) stores a pass counter into the first word of every
+//! The guest ([`guest_image`]) stores a pass counter into the first word of every
 //! page of its working set, pass after pass, and reports each finished pass on I/O port
 //! [`PORT_PASS`]; the VMM turns each report into a console line. A destination that
 //! loads the RAM, the vCPU state and the console resumes the guest where it stopped:
@@ -26,17 +26,51 @@ pub use cpu::CpuState;
 
 /// The machine type name written in the stream's configuration section.
 pub const MACHINE_TYPE: &str = "vmstate-kvm-demo-1.0";
-/// Where the guest program is loaded and starts.
-pub const CODE_ADDR: u64 = 0x1000;
-/// Where the working set starts (1 MiB).
-pub const WORKING_SET_BASE: u64 = 0x10_0000;
+/// Where the guest image (a 32-byte multiboot header, then the program) is loaded.
+pub const IMAGE_ADDR: u64 = 0x10_0000;
+/// The program's first instruction, right after the header.
+pub const ENTRY: u64 = IMAGE_ADDR + 32;
+/// Where the working set starts (2 MiB).
+pub const WORKING_SET_BASE: u64 = 0x20_0000;
 /// The port the guest reports each finished pass on (the pass number, 32 bits).
 pub const PORT_PASS: u16 = 0x80;
 /// The port the guest reports its position on every 4096 pages (pages left).
 pub const PORT_PROGRESS: u16 = 0x81;
+/// What the guest reports on [`PORT_PASS`] once a [`Workload::Fill`] is done.
+pub const FILLED: u32 = u32::MAX;
 
-/// The guest program for a working set of `pages` pages at [`WORKING_SET_BASE`],
-/// assembled by hand (32-bit code; offsets on the left):
+/// What the guest program does with its working set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Store the pass number into the first word of each of `pages` pages, pass after
+    /// pass, reporting each finished pass.
+    Rewrite {
+        /// Pages in the working set.
+        pages: u32,
+    },
+    /// Fill `pages` pages with pseudo-random words (xorshift32 from `seed`), report
+    /// [`FILLED`], then spin reporting nothing new: a guest to pause and migrate.
+    Fill {
+        /// Pages to fill.
+        pages: u32,
+        /// The generator's seed (not 0).
+        seed: u32,
+    },
+}
+
+impl Workload {
+    /// Pages the workload touches.
+    pub fn pages(&self) -> u32 {
+        match *self {
+            Workload::Rewrite { pages } | Workload::Fill { pages, .. } => pages,
+        }
+    }
+}
+
+/// The guest image for `workload`: a multiboot (version 1) header, so that QEMU's
+/// `-kernel` loads and enters it exactly as this VMM does (at [`ENTRY`], in flat 32-bit
+/// protected mode, paging off), then the program, assembled by hand. The rewrite
+/// program (offsets from [`ENTRY`]):
 ///
 /// ```text
 ///  0: 31 db              xor  ebx, ebx            ; pass = 0
@@ -58,8 +92,62 @@ pub const PORT_PROGRESS: u16 = 0x81;
 /// ```
 ///
 /// The reports every 4096 pages give the VMM a chance to stop the vCPU within a few
-/// milliseconds, whatever the working set.
-pub fn guest_program(pages: u32) -> Vec<u8> {
+/// milliseconds, whatever the working set. The fill program:
+///
+/// ```text
+///  0: bf <base>          mov  edi, WORKING_SET_BASE
+///  5: b9 <pages*1024>    mov  ecx, dwords
+/// 10: b8 <seed>          mov  eax, seed
+/// 15: 89 c2              mov  edx, eax            ; xorshift32
+/// 17: c1 e2 0d           shl  edx, 13
+/// 20: 31 d0              xor  eax, edx
+/// 22: 89 c2              mov  edx, eax
+/// 24: c1 ea 11           shr  edx, 17
+/// 27: 31 d0              xor  eax, edx
+/// 29: 89 c2              mov  edx, eax
+/// 31: c1 e2 05           shl  edx, 5
+/// 34: 31 d0              xor  eax, edx
+/// 36: ab                 stosd                    ; [edi] = eax, edi += 4
+/// 37: 49                 dec  ecx
+/// 38: 75 e7              jnz  15
+/// 40: b8 ff ff ff ff     mov  eax, FILLED
+/// 45: e7 80              out  PORT_PASS, eax
+/// 47: e7 81              out  PORT_PROGRESS, eax  ; spin, exiting to the VMM
+/// 49: eb fc              jmp  47
+/// ```
+pub fn guest_image(workload: Workload) -> Vec<u8> {
+    let program = match workload {
+        Workload::Rewrite { pages } => rewrite_program(pages),
+        Workload::Fill { pages, seed } => fill_program(pages, seed),
+    };
+    let mut image = multiboot_header().to_vec();
+    image.extend(program);
+    image
+}
+
+/// A multiboot header with the address fields ("a.out kludge"): the image is loaded
+/// whole at [`IMAGE_ADDR`] and entered at [`ENTRY`].
+fn multiboot_header() -> [u8; 32] {
+    const MAGIC: u32 = 0x1bad_b002;
+    const FLAGS: u32 = 1 << 16; // the address fields are valid
+    let fields = [
+        MAGIC,
+        FLAGS,
+        0u32.wrapping_sub(MAGIC.wrapping_add(FLAGS)), // checksum
+        IMAGE_ADDR as u32,                            // header_addr
+        IMAGE_ADDR as u32,                            // load_addr
+        0,                                            // load_end_addr: the whole file
+        0,                                            // bss_end_addr: no bss
+        ENTRY as u32,                                 // entry_addr
+    ];
+    let mut out = [0u8; 32];
+    for (chunk, f) in out.chunks_exact_mut(4).zip(fields) {
+        chunk.copy_from_slice(&f.to_le_bytes());
+    }
+    out
+}
+
+fn rewrite_program(pages: u32) -> Vec<u8> {
     assert!(pages > 0, "the working set needs a page");
     let mut code = vec![0x31, 0xdb, 0x43, 0xbf];
     code.extend((WORKING_SET_BASE as u32).to_le_bytes());
@@ -100,6 +188,66 @@ pub fn guest_program(pages: u32) -> Vec<u8> {
     ]);
     debug_assert_eq!(code.len(), 44);
     code
+}
+
+fn fill_program(pages: u32, seed: u32) -> Vec<u8> {
+    assert!(pages > 0 && seed != 0, "a page to fill and a non-zero seed");
+    let mut code = vec![0xbf];
+    code.extend((WORKING_SET_BASE as u32).to_le_bytes());
+    code.push(0xb9);
+    code.extend((pages * 1024).to_le_bytes());
+    code.push(0xb8);
+    code.extend(seed.to_le_bytes());
+    code.extend([
+        0x89,
+        0xc2,
+        0xc1,
+        0xe2,
+        0x0d,
+        0x31,
+        0xd0, // x ^= x << 13
+        0x89,
+        0xc2,
+        0xc1,
+        0xea,
+        0x11,
+        0x31,
+        0xd0, // x ^= x >> 17
+        0x89,
+        0xc2,
+        0xc1,
+        0xe2,
+        0x05,
+        0x31,
+        0xd0, // x ^= x << 5
+        0xab, // stosd
+        0x49, // dec ecx
+        0x75,
+        0xe7, // jnz fill
+        0xb8,
+        0xff,
+        0xff,
+        0xff,
+        0xff, // mov eax, FILLED
+        0xe7,
+        PORT_PASS as u8, // out PORT_PASS, eax
+        0xe7,
+        PORT_PROGRESS as u8, // spin: out PORT_PROGRESS, eax
+        0xeb,
+        0xfc, // jmp spin
+    ]);
+    debug_assert_eq!(code.len(), 51);
+    code
+}
+
+/// The words [`Workload::Fill`] stores, in order (to check a filled guest's memory).
+pub fn fill_words(seed: u32) -> impl Iterator<Item = u32> {
+    std::iter::successors(Some(seed), |&x| {
+        let x = x ^ (x << 13);
+        let x = x ^ (x >> 17);
+        Some(x ^ (x << 5))
+    })
+    .skip(1)
 }
 
 /// The VMM's console: what the guest reported, as a device.
@@ -168,18 +316,20 @@ impl KvmMachine {
         })
     }
 
-    /// Loads the guest program for a working set of `pages` pages and puts the vCPU at
-    /// its first instruction in flat 32-bit protected mode.
-    pub fn boot(&mut self, pages: u32) -> AnyResult<()> {
-        let end = WORKING_SET_BASE + u64::from(pages) * 4096;
+    /// Loads the guest image for `workload` and puts the vCPU at its entry as a
+    /// multiboot loader leaves it: flat 32-bit protected mode, paging off, EAX holding
+    /// the multiboot magic.
+    pub fn boot(&mut self, workload: Workload) -> AnyResult<()> {
+        let end = WORKING_SET_BASE + u64::from(workload.pages()) * 4096;
         if end > self.block.len() {
             return Err(format!(
-                "a working set of {pages} pages ends at 0x{end:x}, past the RAM's 0x{:x} bytes",
+                "a working set of {} pages ends at 0x{end:x}, past the RAM's 0x{:x} bytes",
+                workload.pages(),
                 self.block.len()
             )
             .into());
         }
-        self.block.write(CODE_ADDR, &guest_program(pages));
+        self.block.write(IMAGE_ADDR, &guest_image(workload));
         let vcpu = self.vcpu.as_ref().ok_or("the vCPU is running")?;
         let mut sregs = vcpu.get_sregs()?;
         let flat = |selector, type_| kvm_bindings::kvm_segment {
@@ -210,7 +360,8 @@ impl KvmMachine {
         sregs.cr0 |= 1; // protected mode, no paging
         vcpu.set_sregs(&sregs)?;
         let mut regs = vcpu.get_regs()?;
-        regs.rip = CODE_ADDR;
+        regs.rip = ENTRY;
+        regs.rax = 0x2bad_b002; // the multiboot loader's magic
         regs.rflags = 2;
         vcpu.set_regs(&regs)?;
         *self.cpu.lock().unwrap() = CpuState::capture(vcpu)?;
@@ -293,7 +444,10 @@ fn run_vcpu(
                 c.reports += 1;
                 c.last_pass = pass;
                 drop(c);
-                on_line(&format!("guest: pass {pass} done"));
+                match pass {
+                    FILLED => on_line("guest: memory filled"),
+                    _ => on_line(&format!("guest: pass {pass} done")),
+                }
             }
             VcpuExit::IoOut(PORT_PROGRESS, _) => {}
             other => return Err(format!("the guest stopped unexpectedly: {other:?}").into()),

@@ -3,8 +3,6 @@
 
 use std::process::{Command, Output};
 
-pub mod qemu;
-
 /// Runs `vmstate ARGS` and returns what it printed and its exit status.
 pub fn vmstate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmstate"))

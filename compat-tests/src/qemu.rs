@@ -1,4 +1,5 @@
-//! A QEMU process driven over QMP, shared by the tests that need a real QEMU.
+//! A QEMU process driven over QMP, shared by the tests (and the benchmark scripts'
+//! helpers) that need a real QEMU. Failures panic: this is test support.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// The QEMU binary the tests run.
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// Arguments every VM gets (the vectors' command line, minus -M/-m and QMP).
@@ -27,6 +29,7 @@ pub const BASE: &[&str] = &[
 
 /// A running QEMU with a QMP connection; killed on drop.
 pub struct Qemu {
+    /// The QEMU process.
     pub child: Child,
     qmp: BufReader<UnixStream>,
     stderr_path: PathBuf,
@@ -40,12 +43,20 @@ impl Drop for Qemu {
 }
 
 impl Qemu {
+    /// Starts QEMU with [`BASE`] and `args`, its QMP socket and stderr file in `dir`
+    /// (named after `tag`), and negotiates QMP.
     pub fn start(dir: &Path, tag: &str, args: &[&str]) -> Qemu {
+        Qemu::start_with(dir, tag, BASE, args)
+    }
+
+    /// [`start`](Self::start) with other base arguments than [`BASE`] (for a VM under
+    /// KVM, say, which `BASE`'s `-accel tcg` would prevent).
+    pub fn start_with(dir: &Path, tag: &str, base: &[&str], args: &[&str]) -> Qemu {
         let sock = dir.join(format!("{tag}.sock"));
         let stderr_path = dir.join(format!("{tag}.stderr"));
         let _ = std::fs::remove_file(&sock);
         let mut cmd = Command::new(QEMU);
-        cmd.args(BASE)
+        cmd.args(base)
             .args(args)
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", sock.display()))
@@ -84,10 +95,12 @@ impl Qemu {
         q
     }
 
+    /// What QEMU wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The next QMP message (a reply or an event).
     pub fn read_message(&mut self) -> Value {
         let mut line = String::new();
         match self.qmp.read_line(&mut line) {
@@ -151,6 +164,7 @@ impl Qemu {
         }
     }
 
+    /// Asks QEMU to quit and waits for it (killing it after 10 s).
     pub fn quit(mut self) {
         let mut s = self.qmp.get_ref();
         let _ = writeln!(s, "{}", json!({"execute": "quit"}));

@@ -1,0 +1,357 @@
+//! The race against QEMU on the same guest: QEMU 10 under KVM and this project's KVM
+//! example migrate the same guest program (the multiboot image of
+//! `vmstate_examples::kvm`, loaded at the same address, its working set at the same
+//! place), with the same RAM size, working set, downtime limit and bandwidth, over
+//! loopback TCP, interleaved run by run; each run is followed by a raw loopback copy of
+//! the bytes it sent, the yardstick for throughput.
+//!
+//! ```text
+//! cargo run --release --example kvm-race                     # 3 runs of each row
+//! cargo run --release --example kvm-race -- --runs 5 --rows paused,64M
+//! ```
+//!
+//! Rows: `paused` (the guest fills 256 MiB with pseudo-random words and is paused, then
+//! migrated), and `64M`, `256M`, `768M` (the guest keeps rewriting a working set of that
+//! size while it is migrated). QEMU: `qemu-system-x86_64 -accel kvm -M pc -m RAM -kernel
+//! IMAGE`, migrated with QMP (`migrate`, polling `query-migrate` every 10 ms), its
+//! `max-bandwidth` set to the same cap (unlimited: 1 TB/s) and its `downtime-limit` to
+//! the same limit. Ours: the `kvm-migration` example's two ends, the destination in a
+//! second process. A run that has not converged after `--max-time` seconds is forced to
+//! switch over (ours: `OnTimeout::ForceSwitchover`; QEMU: its downtime limit raised to
+//! 100 s), and the table says so. Needs `/dev/kvm` and QEMU 10 (`.ci/run` installs it).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use compat_tests::qemu::Qemu;
+use serde_json::json;
+use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
+use vmstate_examples::kvm::{LineSink, WORKING_SET_BASE, Workload, fill_words, guest_image};
+
+/// QEMU and this project migrating the same KVM guest, interleaved.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Runs of each row and each side.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 1024)]
+    ram_mib: u64,
+    /// Downtime limit in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    downtime_ms: u64,
+    /// Bandwidth cap in MiB/s (default: unlimited).
+    #[arg(long)]
+    max_bandwidth_mib: Option<u64>,
+    /// Force the switchover after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    max_time: u64,
+    /// Rows to run: paused, 64M, 256M, 768M.
+    #[arg(long, value_delimiter = ',', default_value = "paused,64M,256M,768M")]
+    rows: Vec<String>,
+    /// (Internal) run our destination, listening on ADDR.
+    #[arg(long, hide = true)]
+    listen: Option<String>,
+}
+
+/// One migration's figures.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    total_ms: f64,
+    downtime_ms: f64,
+    setup_ms: f64,
+    rounds: f64,
+    bytes: f64,
+    /// Throughput as a fraction of a raw loopback copy of the same bytes.
+    raw_ratio: f64,
+    forced: bool,
+}
+
+fn quiet() -> LineSink {
+    Arc::new(|_: &str| {})
+}
+
+fn workload(row: &str) -> Workload {
+    match row {
+        "paused" => Workload::Fill {
+            pages: 65536,
+            seed: 0x2545_f491,
+        },
+        size => {
+            let mib: u32 = size
+                .trim_end_matches(['M', 'm'])
+                .parse()
+                .unwrap_or_else(|_| {
+                    panic!("row '{size}' is neither 'paused' nor a size like 256M")
+                });
+            Workload::Rewrite { pages: mib * 256 }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(addr) = &args.listen {
+        let listener = TcpListener::bind(addr).unwrap();
+        println!("LISTENING {}", listener.local_addr().unwrap());
+        std::io::stdout().flush().unwrap();
+        return match run_destination(listener, args.ram_mib << 20, quiet()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kvm-race destination: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let dir = std::env::temp_dir().join(format!("vmstate-kvm-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut table = Vec::new();
+    for row in &args.rows {
+        let w = workload(row);
+        let image = dir.join(format!("{row}.img"));
+        std::fs::write(&image, guest_image(w)).unwrap();
+        let (mut qemu, mut ours) = (Vec::new(), Vec::new());
+        for i in 0..args.runs {
+            eprintln!("{row}: run {} of {}", i + 1, args.runs);
+            qemu.push(run_qemu(&args, &dir, &image, w));
+            ours.push(run_ours(&args, w));
+        }
+        table.push((row.clone(), median_run(&qemu), median_run(&ours)));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    print_table(&args, &table);
+    ExitCode::SUCCESS
+}
+
+/// A raw loopback TCP copy of `bytes` bytes in 1 MiB writes and reads.
+fn raw_copy(bytes: u64) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let t = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < bytes {
+            let n = sock.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got += n as u64;
+        }
+    });
+    let mut sock = TcpStream::connect(addr).unwrap();
+    let chunk = vec![0xa5u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(1 << 20) as usize;
+        sock.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    reader.join().unwrap();
+    t.elapsed()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn qemu_vm(dir: &Path, tag: &str, args: &Args, image: &Path, extra: &[&str]) -> Qemu {
+    let ram = format!("{}M", args.ram_mib);
+    let mut all = vec![
+        "-accel",
+        "kvm",
+        "-M",
+        "pc",
+        "-m",
+        &ram,
+        "-kernel",
+        image.to_str().unwrap(),
+    ];
+    all.extend_from_slice(extra);
+    Qemu::start_with(
+        dir,
+        tag,
+        &["-no-user-config", "-nodefaults", "-display", "none"],
+        &all,
+    )
+}
+
+fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
+    let port = free_port();
+    let mut dst = qemu_vm(dir, "dst", args, image, &["-incoming", "defer"]);
+    let mut src = qemu_vm(dir, "src", args, image, &[]);
+    let bandwidth = args.max_bandwidth_mib.map_or(1u64 << 40, |m| m << 20);
+    src.execute(
+        "migrate-set-parameters",
+        json!({"downtime-limit": args.downtime_ms, "max-bandwidth": bandwidth}),
+    );
+    settle(&mut src, dir, w);
+    dst.execute(
+        "migrate-incoming",
+        json!({"uri": format!("tcp:127.0.0.1:{port}")}),
+    );
+    src.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    let started = Instant::now();
+    let mut forced = false;
+    let reply = loop {
+        let r = src.execute("query-migrate", json!({}));
+        match r["status"].as_str().unwrap_or("") {
+            "completed" => break r,
+            "failed" | "cancelled" => panic!("QEMU's migration failed: {r}"),
+            _ => {}
+        }
+        if !forced && started.elapsed() > Duration::from_secs(args.max_time) {
+            forced = true;
+            src.execute("migrate-set-parameters", json!({"downtime-limit": 100_000}));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    src.quit();
+    dst.quit();
+    let bytes = reply["ram"]["transferred"].as_f64().unwrap_or(0.0);
+    let total_ms = reply["total-time"].as_f64().unwrap_or(0.0);
+    Run {
+        total_ms,
+        downtime_ms: reply["downtime"].as_f64().unwrap_or(0.0),
+        setup_ms: reply["setup-time"].as_f64().unwrap_or(0.0),
+        rounds: reply["ram"]["dirty-sync-count"].as_f64().unwrap_or(0.0),
+        bytes,
+        raw_ratio: raw_copy(bytes as u64).as_secs_f64() * 1e3 / total_ms,
+        forced,
+    }
+}
+
+/// Lets QEMU's guest run as ours does before its migration: a rewriting guest until
+/// it finished a pass (the firmware boots it first, which takes a while), then 200 ms
+/// more; a filling one until its memory is filled (the last word written), then it is
+/// paused.
+fn settle(src: &mut Qemu, dir: &Path, w: Workload) {
+    let file: PathBuf = dir.join("word.bin");
+    let word_at = |src: &mut Qemu, addr: u64| {
+        src.execute(
+            "pmemsave",
+            json!({"val": addr, "size": 4, "filename": file.to_str().unwrap()}),
+        );
+        let b = std::fs::read(&file).unwrap();
+        u32::from_le_bytes(b[..4].try_into().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    match w {
+        Workload::Rewrite { pages } => {
+            let last_page = WORKING_SET_BASE + u64::from(pages - 1) * 4096;
+            while word_at(src, last_page) < 1 {
+                assert!(Instant::now() < deadline, "QEMU's guest never made a pass");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Workload::Fill { pages, seed } => {
+            let last = fill_words(seed).nth(pages as usize * 1024 - 1).unwrap();
+            let addr = WORKING_SET_BASE + u64::from(pages) * 4096 - 4;
+            while word_at(src, addr) != last {
+                assert!(
+                    Instant::now() < deadline,
+                    "QEMU's guest never filled its memory"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            src.execute("stop", json!({}));
+        }
+    }
+}
+
+fn run_ours(args: &Args, w: Workload) -> Run {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--ram-mib",
+            &args.ram_mib.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.strip_prefix("LISTENING ").unwrap().trim().to_string();
+    let cfg = SourceConfig {
+        ram: args.ram_mib << 20,
+        workload: w,
+        downtime_limit: Duration::from_millis(args.downtime_ms),
+        max_bandwidth: args.max_bandwidth_mib.map(|m| m << 20),
+        max_time: Duration::from_secs(args.max_time),
+        warm_up: Duration::from_millis(200),
+    };
+    let o = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
+    assert!(child.wait().unwrap().success(), "our destination failed");
+    assert!(o.verified(), "our migration did not verify: {o:?}");
+    let s = o.stats;
+    let total_ms = s.total_time.as_secs_f64() * 1e3;
+    Run {
+        total_ms,
+        downtime_ms: s.downtime.as_secs_f64() * 1e3,
+        setup_ms: s.setup_time.as_secs_f64() * 1e3,
+        rounds: s.rounds as f64,
+        bytes: s.transferred as f64,
+        raw_ratio: raw_copy(s.transferred).as_secs_f64() * 1e3 / total_ms,
+        forced: s.forced_switchover,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The median of each figure over the runs (figure by figure).
+fn median_run(runs: &[Run]) -> Run {
+    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    Run {
+        total_ms: m(|r| r.total_ms),
+        downtime_ms: m(|r| r.downtime_ms),
+        setup_ms: m(|r| r.setup_ms),
+        rounds: m(|r| r.rounds),
+        bytes: m(|r| r.bytes),
+        raw_ratio: m(|r| r.raw_ratio),
+        forced: runs.iter().any(|r| r.forced),
+    }
+}
+
+fn print_table(args: &Args, table: &[(String, Run, Run)]) {
+    println!(
+        "KVM guest, {} MiB RAM, downtime limit {} ms, bandwidth {}, {} runs each, medians",
+        args.ram_mib,
+        args.downtime_ms,
+        args.max_bandwidth_mib
+            .map_or("unlimited".to_string(), |m| format!("{m} MiB/s")),
+        args.runs
+    );
+    println!(
+        "| row | side | total ms | downtime ms | setup ms | rounds | MiB sent | throughput / raw loopback |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (row, qemu, ours) in table {
+        for (side, r) in [("QEMU 10.0.2", qemu), ("vmstate", ours)] {
+            println!(
+                "| {row} | {side} | {:.1}{} | {:.1} | {:.1} | {:.0} | {:.1} | {:.2} |",
+                r.total_ms,
+                if r.forced { " (forced)" } else { "" },
+                r.downtime_ms,
+                r.setup_ms,
+                r.rounds,
+                r.bytes / 1_048_576.0,
+                r.raw_ratio
+            );
+        }
+    }
+}

@@ -40,8 +40,8 @@ struct Args {
     /// Bytes of RAM the guest keeps rewriting (one store per 4 KiB page per pass).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     working_set: u64,
-    /// Instead of rewriting its working set, the guest fills it with pseudo-random
-    /// data and is paused; the paused guest is migrated.
+    /// Instead of rewriting its working set, the guest finds it filled with
+    /// pseudo-random data and is paused; the paused guest is migrated.
     #[arg(long)]
     paused: bool,
     /// Downtime limit in milliseconds.
@@ -139,7 +139,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
     let cfg = SourceConfig {
         ram: args.ram,
         workload: match args.paused {
-            true => Workload::Fill {
+            true => Workload::Preloaded {
                 pages: pages.max(1),
                 seed: 0x2545_f491,
             },

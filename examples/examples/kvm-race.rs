@@ -10,7 +10,8 @@
 //! cargo run --release --example kvm-race -- --runs 5 --rows paused,64M
 //! ```
 //!
-//! Rows: `paused` (the guest fills 256 MiB with pseudo-random words and is paused, then
+//! Rows: `paused` (256 MiB of pseudo-random words placed in the guest's memory before
+//! it starts, by this VMM and by QEMU's `-device loader`; the guest is paused, then
 //! migrated), and `64M`, `256M`, `768M` (the guest keeps rewriting a working set of that
 //! size while it is migrated). QEMU: `qemu-system-x86_64 -accel kvm -M pc -m RAM -kernel
 //! IMAGE`, migrated with QMP (`migrate`, polling `query-migrate` every 10 ms), its
@@ -31,7 +32,9 @@ use clap::Parser;
 use compat_tests::qemu::Qemu;
 use serde_json::json;
 use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
-use vmstate_examples::kvm::{LineSink, WORKING_SET_BASE, Workload, fill_words, guest_image};
+use vmstate_examples::kvm::{
+    LineSink, WORKING_SET_BASE, Workload, fill_words, guest_image, preload,
+};
 
 /// QEMU and this project migrating the same KVM guest, interleaved.
 #[derive(Parser, Debug)]
@@ -78,7 +81,7 @@ fn quiet() -> LineSink {
 
 fn workload(row: &str) -> Workload {
     match row {
-        "paused" => Workload::Fill {
+        "paused" => Workload::Preloaded {
             pages: 65536,
             seed: 0x2545_f491,
         },
@@ -186,8 +189,24 @@ fn qemu_vm(dir: &Path, tag: &str, args: &Args, image: &Path, extra: &[&str]) -> 
 
 fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
     let port = free_port();
-    let mut dst = qemu_vm(dir, "dst", args, image, &["-incoming", "defer"]);
-    let mut src = qemu_vm(dir, "src", args, image, &[]);
+    // Preloaded memory goes in with QEMU's generic loader, on both ends (the same
+    // devices).
+    let loader = preload(w).map(|data| {
+        let file = dir.join("preload.bin");
+        std::fs::write(&file, data).unwrap();
+        format!(
+            "loader,file={},addr=0x{WORKING_SET_BASE:x},force-raw=on",
+            file.display()
+        )
+    });
+    let extra: Vec<&str> = loader
+        .iter()
+        .flat_map(|l| ["-device", l.as_str()])
+        .collect();
+    let mut dst_args = vec!["-incoming", "defer"];
+    dst_args.extend(&extra);
+    let mut dst = qemu_vm(dir, "dst", args, image, &dst_args);
+    let mut src = qemu_vm(dir, "src", args, image, &extra);
     let bandwidth = args.max_bandwidth_mib.map_or(1u64 << 40, |m| m << 20);
     src.execute(
         "migrate-set-parameters",
@@ -252,6 +271,14 @@ fn settle(src: &mut Qemu, dir: &Path, w: Workload) {
                 std::thread::sleep(Duration::from_millis(20));
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        Workload::Preloaded { .. } => {
+            // The program writes FILLED just below the working set once it runs.
+            while word_at(src, WORKING_SET_BASE - 4) != vmstate_examples::kvm::FILLED {
+                assert!(Instant::now() < deadline, "QEMU's guest never started");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            src.execute("stop", json!({}));
         }
         Workload::Fill { pages, seed } => {
             let last = fill_words(seed).nth(pages as usize * 1024 - 1).unwrap();

@@ -204,7 +204,7 @@ fn kvm_paused_guest_with_random_memory_migrates_whole() {
     });
     let cfg = SourceConfig {
         ram: RAM,
-        workload: Workload::Fill {
+        workload: Workload::Preloaded {
             pages: 1024,
             seed: 0x1234_5678,
         },

@@ -29,8 +29,8 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 pub struct SourceConfig {
     /// Guest RAM in bytes.
     pub ram: u64,
-    /// What the guest does. A [`Workload::Fill`] guest is paused once its memory is
-    /// filled, and migrated paused.
+    /// What the guest does. A [`Workload::Fill`] or [`Workload::Preloaded`] guest is
+    /// paused once its memory is filled, and migrated paused.
     pub workload: Workload,
     /// Downtime limit.
     pub downtime_limit: Duration,
@@ -165,7 +165,7 @@ pub fn run_source(
     let deadline = Instant::now() + Duration::from_secs(120);
     let ready = |pass: u32| match cfg.workload {
         Workload::Rewrite { .. } => pass >= 1,
-        Workload::Fill { .. } => pass == FILLED,
+        Workload::Fill { .. } | Workload::Preloaded { .. } => pass == FILLED,
     };
     while !ready(machine.console.lock().unwrap().last_pass) {
         if Instant::now() > deadline {
@@ -175,7 +175,7 @@ pub fn run_source(
     }
     match cfg.workload {
         Workload::Rewrite { .. } => std::thread::sleep(cfg.warm_up),
-        Workload::Fill { .. } => machine.stop()?, // migrated paused
+        Workload::Fill { .. } | Workload::Preloaded { .. } => machine.stop()?, // migrated paused
     }
 
     let sock = TcpStream::connect(addr)?;

@@ -56,13 +56,26 @@ pub enum Workload {
         /// The generator's seed (not 0).
         seed: u32,
     },
+    /// The same pseudo-random words as [`Workload::Fill`], but placed in memory by the
+    /// VMM before the guest starts ([`preload`]; QEMU: `-device loader`); the guest
+    /// only writes [`FILLED`] just below the working set, reports it, and spins. A
+    /// paused guest with random memory, on machines where filling it from inside the
+    /// guest is slow.
+    Preloaded {
+        /// Pages of random words.
+        pages: u32,
+        /// The generator's seed (not 0).
+        seed: u32,
+    },
 }
 
 impl Workload {
     /// Pages the workload touches.
     pub fn pages(&self) -> u32 {
         match *self {
-            Workload::Rewrite { pages } | Workload::Fill { pages, .. } => pages,
+            Workload::Rewrite { pages }
+            | Workload::Fill { pages, .. }
+            | Workload::Preloaded { pages, .. } => pages,
         }
     }
 }
@@ -119,6 +132,7 @@ pub fn guest_image(workload: Workload) -> Vec<u8> {
     let program = match workload {
         Workload::Rewrite { pages } => rewrite_program(pages),
         Workload::Fill { pages, seed } => fill_program(pages, seed),
+        Workload::Preloaded { .. } => preloaded_program(),
     };
     let mut image = multiboot_header().to_vec();
     image.extend(program);
@@ -240,6 +254,29 @@ fn fill_program(pages: u32, seed: u32) -> Vec<u8> {
     code
 }
 
+/// The preloaded guest's program: `mov eax, FILLED; mov [WORKING_SET_BASE - 4], eax;
+/// out PORT_PASS, eax; spin: out PORT_PROGRESS, eax; jmp spin`.
+fn preloaded_program() -> Vec<u8> {
+    let mut code = vec![0xb8, 0xff, 0xff, 0xff, 0xff, 0xa3];
+    code.extend((WORKING_SET_BASE as u32 - 4).to_le_bytes());
+    code.extend([0xe7, PORT_PASS as u8, 0xe7, PORT_PROGRESS as u8, 0xeb, 0xfc]);
+    code
+}
+
+/// The bytes a [`Workload::Preloaded`] guest finds at [`WORKING_SET_BASE`] (none for
+/// the others).
+pub fn preload(workload: Workload) -> Option<Vec<u8>> {
+    match workload {
+        Workload::Preloaded { pages, seed } => Some(
+            fill_words(seed)
+                .take(pages as usize * 1024)
+                .flat_map(u32::to_le_bytes)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// The words [`Workload::Fill`] stores, in order (to check a filled guest's memory).
 pub fn fill_words(seed: u32) -> impl Iterator<Item = u32> {
     std::iter::successors(Some(seed), |&x| {
@@ -330,6 +367,9 @@ impl KvmMachine {
             .into());
         }
         self.block.write(IMAGE_ADDR, &guest_image(workload));
+        if let Some(data) = preload(workload) {
+            self.block.write(WORKING_SET_BASE, &data);
+        }
         let vcpu = self.vcpu.as_ref().ok_or("the vCPU is running")?;
         let mut sregs = vcpu.get_sregs()?;
         let flat = |selector, type_| kvm_bindings::kvm_segment {

@@ -21,8 +21,8 @@
 //! switch over (ours: `OnTimeout::ForceSwitchover`; QEMU: its downtime limit raised to
 //! 100 s), and the table says so. Needs `/dev/kvm` and QEMU 10 (`.ci/run` installs it).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use compat_tests::qemu::Qemu;
 use serde_json::json;
+use vmstate_examples::cli::{median, raw_loopback_copy as raw_copy};
 use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
 use vmstate_examples::kvm::{
     LineSink, WORKING_SET_BASE, Workload, fill_words, guest_image, preload,
@@ -129,33 +130,6 @@ fn main() -> ExitCode {
     std::fs::remove_dir_all(&dir).unwrap();
     print_table(&args, &table);
     ExitCode::SUCCESS
-}
-
-/// A raw loopback TCP copy of `bytes` bytes in 1 MiB writes and reads.
-fn raw_copy(bytes: u64) -> Duration {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let t = Instant::now();
-    let reader = std::thread::spawn(move || {
-        let (mut sock, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut got = 0u64;
-        while got < bytes {
-            let n = sock.read(&mut buf).unwrap();
-            assert!(n > 0);
-            got += n as u64;
-        }
-    });
-    let mut sock = TcpStream::connect(addr).unwrap();
-    let chunk = vec![0xa5u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(1 << 20) as usize;
-        sock.write_all(&chunk[..n]).unwrap();
-        left -= n as u64;
-    }
-    reader.join().unwrap();
-    t.elapsed()
 }
 
 fn free_port() -> u16 {
@@ -333,11 +307,6 @@ fn run_ours(args: &Args, w: Workload) -> Run {
         raw_ratio: raw_copy(s.transferred).as_secs_f64() * 1e3 / total_ms,
         forced: s.forced_switchover,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The median of each figure over the runs (figure by figure).

@@ -12,11 +12,11 @@
 //! the copy's time over the migration's (the migration's throughput as a fraction of
 //! the raw copy's); the median and the range of the pairs are printed.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::time::Duration;
 
 use clap::Parser;
+use vmstate_examples::cli::{median, raw_loopback_copy as raw_copy};
 use vmstate_examples::machine::Workload;
 use vmstate_examples::machine::live::{Outcome, SourceConfig, run_destination, run_source};
 
@@ -54,39 +54,6 @@ fn migrate(ram: u64) -> Outcome {
     dst.join().unwrap().unwrap();
     assert!(o.verified(), "the destination differs from the source");
     o
-}
-
-/// Copies `bytes` bytes through a fresh loopback TCP connection (1 MiB writes and
-/// reads, as the migration's stream does).
-fn raw_copy(bytes: u64) -> Duration {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let t = Instant::now();
-    let reader = std::thread::spawn(move || {
-        let (mut sock, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut got = 0u64;
-        while got < bytes {
-            let n = sock.read(&mut buf).unwrap();
-            assert!(n > 0, "the copy ended early");
-            got += n as u64;
-        }
-    });
-    let mut sock = TcpStream::connect(addr).unwrap();
-    let chunk = vec![0xa5u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        sock.write_all(&chunk[..n]).unwrap();
-        left -= n as u64;
-    }
-    reader.join().unwrap();
-    t.elapsed()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -28,10 +28,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use vmstate::migrate::MigrationStats;
 use vmstate::transport::tls::{Endpoint, TlsClient, TlsCredentials, TlsServer};
+use vmstate_examples::cli::{human, ms, parse_size, progress_bar, show_progress};
 use vmstate_examples::machine::Workload;
 use vmstate_examples::machine::live::{self, Outcome, SourceConfig};
 
@@ -122,20 +121,6 @@ impl Args {
             ),
         }
     }
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("'{s}' is not a size like 512M or 2G"))
 }
 
 fn main() -> ExitCode {
@@ -292,38 +277,6 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
     })
 }
 
-fn progress_bar(ram: u64) -> ProgressBar {
-    let bar = ProgressBar::new(ram);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bytes:>10} sent {wide_msg}")
-            .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
-}
-
-fn show_progress(bar: &ProgressBar, s: &MigrationStats) {
-    bar.set_position(s.transferred);
-    bar.set_message(format!(
-        "{:?}, round {}, remaining {}, dirty {}/s, {}/s",
-        s.status,
-        s.rounds,
-        human(s.remaining),
-        human(s.dirty_rate),
-        human(s.bandwidth)
-    ));
-}
-
-fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    match bytes {
-        0..1_024 => format!("{bytes} B"),
-        1_024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
-        _ => format!("{:.2} GiB", b / 1_073_741_824.0),
-    }
-}
-
 fn report(args: &Args, o: &Outcome) {
     let s = &o.stats;
     let ram = s.ram.unwrap_or_default();
@@ -419,8 +372,4 @@ fn report(args: &Args, o: &Outcome) {
             o.differing_pages, o.differing_devices
         );
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -27,6 +27,14 @@ pub const BASE: &[&str] = &[
     "-S",
 ];
 
+/// A loopback TCP port free at the time of the call, for a QEMU to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// A running QEMU with a QMP connection; killed on drop.
 pub struct Qemu {
     /// The QEMU process.

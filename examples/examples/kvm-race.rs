@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use compat_tests::qemu::Qemu;
+use compat_tests::qemu::{Qemu, free_port};
 use serde_json::json;
 use vmstate_examples::cli::{median, raw_loopback_copy as raw_copy};
 use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
@@ -130,14 +130,6 @@ fn main() -> ExitCode {
     std::fs::remove_dir_all(&dir).unwrap();
     print_table(&args, &table);
     ExitCode::SUCCESS
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn qemu_vm(dir: &Path, tag: &str, args: &Args, image: &Path, extra: &[&str]) -> Qemu {

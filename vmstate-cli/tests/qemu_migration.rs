@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compat_tests::qemu::Qemu;
+use compat_tests::qemu::{Qemu, free_port};
 use serde_json::json;
 use vmstate::migrate::{
     CancelToken, GuestControl, IncomingParams, MigrationParams, Status, migrate_over, receive,
@@ -49,14 +49,6 @@ fn ram_bytes(ram: &RamBlock, at: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     ram.read(at, &mut out);
     out
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A source guest with nothing running: the test only checks stop/resume.

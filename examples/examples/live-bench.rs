@@ -12,13 +12,9 @@
 //! the copy's time over the migration's (the migration's throughput as a fraction of
 //! the raw copy's); the median and the range of the pairs are printed.
 
-use std::net::TcpListener;
-use std::time::Duration;
-
 use clap::Parser;
 use vmstate_examples::cli::{median, raw_loopback_copy as raw_copy};
-use vmstate_examples::machine::Workload;
-use vmstate_examples::machine::live::{Outcome, SourceConfig, run_destination, run_source};
+use vmstate_examples::machine::live::migrate_locally;
 
 /// Live migration against a raw loopback copy, pair by pair.
 #[derive(Parser, Debug)]
@@ -31,31 +27,6 @@ struct Args {
     ram: String,
 }
 
-fn migrate(ram: u64) -> Outcome {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let dst =
-        std::thread::spawn(move || run_destination(listener, ram, None).map_err(|e| e.to_string()));
-    let cfg = SourceConfig {
-        ram,
-        workload: Workload {
-            vcpus: 1,
-            working_set: ram / 4,
-            dirty_rate: None,
-        },
-        downtime_limit: Duration::from_millis(300),
-        max_bandwidth: None,
-        max_time: Duration::from_secs(120),
-        warm_up: Duration::from_millis(200),
-        auto_converge: false,
-        tls: None,
-    };
-    let o = run_source(&cfg, &addr, &mut |_| {}).unwrap();
-    dst.join().unwrap().unwrap();
-    assert!(o.verified(), "the destination differs from the source");
-    o
-}
-
 fn main() {
     let args = Args::parse();
     let ram = args
@@ -65,9 +36,9 @@ fn main() {
         .expect("RAM in MiB")
         << 20;
     let (mut ratios, mut totals, mut raws, mut sent) = (vec![], vec![], vec![], vec![]);
-    migrate(ram); // warm-up
+    migrate_locally(ram, None); // warm-up
     for _ in 0..args.pairs {
-        let o = migrate(ram);
+        let o = migrate_locally(ram, None);
         let raw = raw_copy(o.stats.transferred);
         let total = o.stats.total_time;
         ratios.push(raw.as_secs_f64() / total.as_secs_f64());

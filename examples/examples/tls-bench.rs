@@ -7,14 +7,10 @@
 //! cargo run --release --example tls-bench -- --runs 3 --ram 512M
 //! ```
 
-use std::net::TcpListener;
-use std::time::Duration;
-
 use clap::Parser;
 use compat_tests::certs::TestPki;
 use vmstate::transport::tls::{TlsClient, TlsServer};
-use vmstate_examples::machine::Workload;
-use vmstate_examples::machine::live::{Outcome, SourceConfig, run_destination, run_source};
+use vmstate_examples::machine::live::{Outcome, migrate_locally};
 
 /// Live migration over plain TCP against mutual TLS, alternately.
 #[derive(Parser, Debug)]
@@ -25,33 +21,6 @@ struct Args {
     /// Guest RAM in MiB (M suffix optional).
     #[arg(long, default_value = "1024M")]
     ram: String,
-}
-
-fn run(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (server, client) = tls.unzip();
-    let dst = std::thread::spawn(move || {
-        run_destination(listener, ram, server.as_ref()).map_err(|e| e.to_string())
-    });
-    let cfg = SourceConfig {
-        ram,
-        workload: Workload {
-            vcpus: 1,
-            working_set: ram / 4,
-            dirty_rate: None,
-        },
-        downtime_limit: Duration::from_millis(300),
-        max_bandwidth: None,
-        max_time: Duration::from_secs(120),
-        warm_up: Duration::from_millis(200),
-        auto_converge: false,
-        tls: client,
-    };
-    let o = run_source(&cfg, &addr, &mut |_| {}).unwrap();
-    dst.join().unwrap().unwrap();
-    assert!(o.verified(), "the destination differs from the source");
-    o
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -77,8 +46,8 @@ fn main() {
     };
     let (mut tcp, mut over_tls) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
-        tcp.push(run(ram, None));
-        over_tls.push(run(ram, tls()));
+        tcp.push(migrate_locally(ram, None));
+        over_tls.push(migrate_locally(ram, tls()));
     }
     std::fs::remove_dir_all(&dir).unwrap();
     let stat = |v: &[Outcome], f: &dyn Fn(&Outcome) -> f64| median(v.iter().map(f).collect());

@@ -166,3 +166,36 @@ pub fn run_source(
         differing_devices: source_digest.differing_devices(&dest),
     })
 }
+
+/// The main example's default migration (a quarter of `ram` rewritten by one vCPU,
+/// 300 ms downtime limit, no bandwidth cap) with both ends in this process, the
+/// destination in a thread, over TLS when `tls` is given; panics unless it verifies.
+/// What the benchmarks built on the main example run.
+pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let addr = listener.local_addr().expect("its address").to_string();
+    let (server, client) = tls.unzip();
+    let dst = std::thread::spawn(move || {
+        run_destination(listener, ram, server.as_ref()).map_err(|e| e.to_string())
+    });
+    let cfg = SourceConfig {
+        ram,
+        workload: Workload {
+            vcpus: 1,
+            working_set: ram / 4,
+            dirty_rate: None,
+        },
+        downtime_limit: Duration::from_millis(300),
+        max_bandwidth: None,
+        max_time: Duration::from_secs(120),
+        warm_up: Duration::from_millis(200),
+        auto_converge: false,
+        tls: client,
+    };
+    let o = run_source(&cfg, &addr, &mut |_| {}).expect("the source's migration");
+    dst.join()
+        .expect("the destination thread")
+        .expect("the destination's migration");
+    assert!(o.verified(), "the destination differs from the source");
+    o
+}

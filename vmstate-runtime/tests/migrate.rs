@@ -451,3 +451,76 @@ fn without_auto_converge_such_a_guest_never_converges() {
         "no throttle without auto-converge"
     );
 }
+
+/// A guest that is already paused: stopping it records how many RAM pages had been
+/// sent by then.
+struct Paused {
+    stats: Arc<vmstate::ram::RamStats>,
+    pages_at_stop: Option<u64>,
+}
+
+impl GuestControl for Paused {
+    fn stop(&mut self) -> vmstate::Result<()> {
+        let c = self.stats.get();
+        self.pages_at_stop = Some(c.normal_pages + c.zero_pages);
+        Ok(())
+    }
+    fn resume(&mut self) {}
+}
+
+#[test]
+fn a_paused_guest_has_all_its_pages_sent_before_the_switchover() {
+    // 64 MiB of written pages at 100 MiB/s: rounds of 10 MiB, and after the first one
+    // everything left fits the 300 ms limit; nothing is ever re-dirtied.
+    const PAUSED_PAGES: u64 = 16384;
+    let ram = Arc::new(RamBlock::new("ram0", PAUSED_PAGES * 4096).unwrap());
+    for p in 0..PAUSED_PAGES {
+        ram.write_u64(p * 4096, p + 1);
+    }
+    let handler = RamHandler::new(vec![ram.clone()]).unwrap();
+    let mut guest = Paused {
+        stats: handler.stats(),
+        pages_at_stop: None,
+    };
+    let mut reg = Registry::new();
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .unwrap();
+    let mut params = MigrationParams::new(MACHINE);
+    params.downtime_limit = Duration::from_millis(300);
+    params.max_bandwidth = Some(100 << 20);
+    params.ram_stats = Some(guest.stats.clone());
+    let (w, r) = pipe();
+    let dst = std::thread::spawn(move || {
+        let copy = Arc::new(RamBlock::new("ram0", PAUSED_PAGES * 4096).unwrap());
+        let mut reg = Registry::new();
+        reg.register_iterative(
+            "ram",
+            RAM_VERSION,
+            RamHandler::new(vec![copy.clone()]).unwrap(),
+            Registration::new(),
+        )
+        .unwrap();
+        load_stream(&mut reg, &mut Reader::from_io(r), &LoadOptions::default()).unwrap();
+        copy
+    });
+    let stats = migrate(
+        &mut reg,
+        w,
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let copy = dst.join().unwrap();
+    assert!(same_ram(&ram, &copy));
+    assert!(
+        stats.rounds > 1,
+        "the rate limit splits the pages into rounds"
+    );
+    assert_eq!(
+        guest.pages_at_stop,
+        Some(PAUSED_PAGES),
+        "every page was sent before the guest was stopped"
+    );
+}

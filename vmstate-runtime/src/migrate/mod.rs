@@ -6,7 +6,10 @@
 //! sent within the downtime limit (`threshold = bandwidth × downtime_limit`). Once the
 //! remaining state fits, it stops the guest through [`GuestControl::stop`], sends the
 //! rest and every device, and waits for the destination
-//! ([`GuestControl::wait_destination`]) to measure the real downtime.
+//! ([`GuestControl::wait_destination`]) to measure the real downtime. One exception:
+//! while the last round found nothing newly dirtied (a paused or idle guest), the rest
+//! is sent with the guest still running, as stopping early would only lengthen the
+//! downtime.
 //!
 //! With `auto_converge`, a guest that dirties memory faster than the link drains it is
 //! slowed down through [`GuestControl::throttle`], as QEMU's auto-converge does.
@@ -82,7 +85,9 @@ pub struct MigrationParams {
     pub max_total_time: Option<Duration>,
     /// What happens when `max_total_time` runs out.
     pub on_timeout: OnTimeout,
-    /// RAM counters to report, if the registry has a RAM handler.
+    /// RAM counters to report, if the registry has a RAM handler. They also tell the
+    /// driver what a round consumed in pages (rather than stream bytes), which is how it
+    /// knows that nothing was re-dirtied and sends the rest before stopping the guest.
     pub ram_stats: Option<Arc<RamStats>>,
     /// Slow the guest down when it dirties memory faster than the link drains it
     /// (QEMU's `auto-converge` capability; off by default, as in QEMU). Needs a
@@ -184,7 +189,8 @@ pub struct MigrationStats {
     pub total_time: Duration,
     /// Time spent in setup (header and START sections).
     pub setup_time: Duration,
-    /// Guest stopped on the source until the destination could run it (0 until then).
+    /// From the request to stop the guest on the source until the destination could
+    /// run it (0 until then), as QEMU measures it.
     pub downtime: Duration,
     /// Downtime predicted from the remaining dirty bytes and the bandwidth.
     pub expected_downtime: Duration,
@@ -362,6 +368,8 @@ fn run(
     let limit_ms = params.downtime_limit.as_secs_f64() * 1000.0;
     let mut bandwidth_bpms: Option<f64> = None; // bytes per millisecond
     let mut remaining = session.pending(false).total();
+    // Whether the last round sent pending state and nothing was newly dirtied.
+    let mut last_round_quiet = false;
     let mut auto = AutoConverge::new(params.auto_converge_period);
     loop {
         let round = format!("round {}", stats.rounds + 1);
@@ -398,7 +406,10 @@ fn run(
                 return Err(failure(&round, session.bytes_written(), e));
             }
         }
-        if acked && bandwidth_bpms.is_some() && remaining <= threshold {
+        // Nothing re-dirtied and something left: one more round costs the guest
+        // nothing and takes its pages out of the downtime.
+        let quiet = remaining > 0 && last_round_quiet;
+        if acked && bandwidth_bpms.is_some() && remaining <= threshold && !quiet {
             remaining = session.pending(true).total(); // QEMU's exact pass
             if remaining <= threshold {
                 break;
@@ -446,6 +457,7 @@ fn run(
         // What is dirty now, minus what was left of the old dirty set: newly dirtied.
         let redirtied = (now_pending + consumed).saturating_sub(remaining);
         remaining = now_pending;
+        last_round_quiet = redirtied == 0 && consumed > 0;
         if params.auto_converge
             && let Some(percent) = auto.after_round(sent, redirtied, elapsed)
         {
@@ -483,10 +495,10 @@ fn run(
     if cancel.is_cancelled() {
         return finish_cancelled(session, stats, start, ram(), progress, None);
     }
+    let stopped = Instant::now();
     guest
         .stop()
         .map_err(|e| failure("switchover", session.bytes_written(), e))?;
-    let stopped = Instant::now();
     stats.status = Status::Device;
     progress(&stats);
     let completed = match session.complete() {

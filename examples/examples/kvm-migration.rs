@@ -2,13 +2,15 @@
 //! vCPU under KVM and rewrites its working set pass after pass, KVM's dirty log feeds
 //! the migration rounds, and the destination's guest goes on from the next pass.
 //! Progress display, final report, and a page-by-page check of the destination's state
-//! against the source's at switchover (with the vCPU's and the console's state).
+//! against the source's at switchover (with each vCPU's, the chipset's and the consoles'
+//! state).
 //!
 //! ```text
 //! cargo run --release --example kvm-migration                      # 1 GiB, 256 MiB working set
 //! cargo run --release --example kvm-migration -- --ram 512M --working-set 64M --downtime-ms 50
 //! cargo run --release --example kvm-migration -- --json
 //! cargo run --release --example kvm-migration -- --paused --working-set 256M   # a paused guest
+//! cargo run --release --example kvm-migration -- --vcpus 2          # two vCPUs, a slice each
 //! # two hosts (both with /dev/kvm): the destination first, then the source
 //! cargo run --release --example kvm-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example kvm-migration -- --connect desthost:4444 --ram 1G
@@ -26,7 +28,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::json;
 use vmstate_examples::cli::{human, ms, parse_size, progress_bar, show_progress};
-use vmstate_examples::kvm::live::{self, Outcome, PASSES_AFTER_RESUME, SourceConfig};
+use vmstate_examples::kvm::live::{
+    self, DestinationConfig, Outcome, PASSES_AFTER_RESUME, SourceConfig,
+};
 use vmstate_examples::kvm::{FILLED, LineSink, Workload};
 
 /// Live-migrate a KVM guest between two processes over loopback TCP.
@@ -39,6 +43,13 @@ struct Args {
     /// Bytes of RAM the guest keeps rewriting (one store per 4 KiB page per pass).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     working_set: u64,
+    /// vCPUs; each rewrites its own slice of the working set.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    vcpus: u32,
+    /// Fault in the destination's guest memory before the migration starts (QEMU's
+    /// -mem-prealloc), so that placing pages does not wait for the kernel's zeroing.
+    #[arg(long)]
+    prealloc: bool,
     /// Instead of rewriting its working set, the guest finds it filled with
     /// pseudo-random data and is paused; the paused guest is migrated.
     #[arg(long)]
@@ -83,8 +94,7 @@ fn main() -> ExitCode {
 /// The destination: print the address, load the guest, let it run a few passes.
 fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
     let listener = TcpListener::bind(addr)?;
-    println!("LISTENING {}", listener.local_addr()?);
-    std::io::stdout().flush()?;
+    let local = listener.local_addr()?;
     // The guest's serial lines after it resumed here (a pass takes milliseconds, so
     // only the first few are shown).
     let shown = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -93,16 +103,27 @@ fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
             eprintln!("[destination] {line}");
         }
     });
-    live::run_destination(listener, args.ram, on_line)?;
+    let cfg = DestinationConfig {
+        ram: args.ram,
+        vcpus: args.vcpus,
+        preallocate: args.prealloc,
+    };
+    live::run_destination(listener, &cfg, on_line, || {
+        println!("LISTENING {local}");
+        let _ = std::io::stdout().flush();
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Starts this program again as the destination on a free loopback port.
 fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()])
+        .args(["--vcpus", &args.vcpus.to_string()]);
+    if args.prealloc {
+        cmd.arg("--prealloc");
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     let addr = line
@@ -123,6 +144,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
     };
     let cfg = SourceConfig {
         ram: args.ram,
+        vcpus: args.vcpus,
         workload: match args.paused {
             true => Workload::Preloaded {
                 pages: pages.max(1),
@@ -141,10 +163,8 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
     // The source's serial lines: every 100th pass, above the progress line.
     let bar_lines = bar.clone();
     let on_line: LineSink = Arc::new(move |line: &str| {
-        let pass = line
-            .split_whitespace()
-            .nth(2)
-            .and_then(|p| p.parse::<u32>().ok());
+        let mut words = line.split_whitespace().skip_while(|w| *w != "pass");
+        let pass = words.nth(1).and_then(|p| p.parse::<u32>().ok());
         if pass.is_some_and(|p| p % 100 == 1) {
             match bar_lines.is_hidden() {
                 true => eprintln!("[source] {line}"),
@@ -188,9 +208,9 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
             "forced_switchover": s.forced_switchover,
             "ram_bytes": args.ram,
             "working_set_pages": pages,
-            "source_last_pass": o.source_last_pass,
-            "destination_first_pass": o.destination_passes.0,
-            "destination_last_pass": o.destination_passes.1,
+            "vcpus": args.vcpus,
+            "source_last_passes": o.source_last_passes,
+            "destination_passes": o.destination_passes,
             "verified": o.verified(),
             "differing_pages": o.differing_pages,
             "differing_devices": o.differing_devices,
@@ -200,7 +220,9 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
     }
     println!("KVM guest live migration {:?}", s.status);
     println!(
-        "  guest              1 vCPU under KVM, {} RAM, working set {} pages ({})",
+        "  guest              {} vCPU{} under KVM, {} RAM, working set {} pages ({})",
+        args.vcpus,
+        if args.vcpus == 1 { "" } else { "s" },
         human(args.ram),
         pages,
         human(u64::from(pages) * 4096)
@@ -230,22 +252,29 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
         "  pages              {} full, {} zero, {} sent again after the guest rewrote them",
         ram.normal_pages, ram.zero_pages, ram.redirtied_pages
     );
-    match o.source_last_pass {
-        FILLED => println!("  guest              paused with its working set filled"),
-        last => println!(
-            "  guest              stopped after pass {last} on the source; on the destination it reported passes {} to {}",
-            o.destination_passes.0, o.destination_passes.1
-        ),
+    if o.source_last_passes.first() == Some(&FILLED) {
+        println!("  guest              paused with its working set filled");
+    } else {
+        for (i, (last, (first, then))) in o
+            .source_last_passes
+            .iter()
+            .zip(&o.destination_passes)
+            .enumerate()
+        {
+            println!(
+                "  guest vCPU {i}       stopped after pass {last} on the source; on the destination it reported passes {first} to {then}"
+            );
+        }
     }
     if o.verified() {
         println!(
-            "  verification       OK: {} pages, the vCPU and the console equal the source at switchover, and the guest went on",
+            "  verification       OK: {} pages, the vCPUs, the chipset and the consoles equal the source at switchover, and the guest went on",
             o.pages
         );
     } else {
         println!(
-            "  verification       FAILED: {} pages differ, devices {:?}, destination passes {:?} after {}",
-            o.differing_pages, o.differing_devices, o.destination_passes, o.source_last_pass
+            "  verification       FAILED: {} pages differ, devices {:?}, destination passes {:?} after {:?}",
+            o.differing_pages, o.differing_devices, o.destination_passes, o.source_last_passes
         );
     }
 }

@@ -19,7 +19,10 @@
 //! the same limit. Ours: the `kvm-migration` example's two ends, the destination in a
 //! second process. A run that has not converged after `--max-time` seconds is forced to
 //! switch over (ours: `OnTimeout::ForceSwitchover`; QEMU: its downtime limit raised to
-//! 100 s), and the table says so. Needs `/dev/kvm` and QEMU 10 (`.ci/run` installs it).
+//! 100 s), and the table says so. With `--prealloc`, both destinations fault in their
+//! guest memory before the migration (QEMU: `-mem-prealloc`; ours:
+//! `DestinationConfig::preallocate`). Needs `/dev/kvm` and QEMU 10 (`.ci/run` installs
+//! it).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -32,7 +35,7 @@ use clap::Parser;
 use compat_tests::qemu::{Qemu, free_port};
 use serde_json::json;
 use vmstate_examples::cli::{median, raw_loopback_copy as raw_copy};
-use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
+use vmstate_examples::kvm::live::{DestinationConfig, SourceConfig, run_destination, run_source};
 use vmstate_examples::kvm::{
     LineSink, WORKING_SET_BASE, Workload, fill_words, guest_image, preload,
 };
@@ -58,6 +61,9 @@ struct Args {
     /// Rows to run: paused, 64M, 256M, 768M.
     #[arg(long, value_delimiter = ',', default_value = "paused,64M,256M,768M")]
     rows: Vec<String>,
+    /// Both destinations fault in their guest memory before the migration starts.
+    #[arg(long)]
+    prealloc: bool,
     /// (Internal) run our destination, listening on ADDR.
     #[arg(long, hide = true)]
     listen: Option<String>,
@@ -102,9 +108,17 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(addr) = &args.listen {
         let listener = TcpListener::bind(addr).unwrap();
-        println!("LISTENING {}", listener.local_addr().unwrap());
-        std::io::stdout().flush().unwrap();
-        return match run_destination(listener, args.ram_mib << 20, quiet()) {
+        let local = listener.local_addr().unwrap();
+        let cfg = DestinationConfig {
+            ram: args.ram_mib << 20,
+            vcpus: 1,
+            preallocate: args.prealloc,
+        };
+        let ready = || {
+            println!("LISTENING {local}");
+            std::io::stdout().flush().unwrap();
+        };
+        return match run_destination(listener, &cfg, quiet(), ready) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kvm-race destination: {e}");
@@ -170,6 +184,9 @@ fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
         .flat_map(|l| ["-device", l.as_str()])
         .collect();
     let mut dst_args = vec!["-incoming", "defer"];
+    if args.prealloc {
+        dst_args.push("-mem-prealloc");
+    }
     dst_args.extend(&extra);
     let mut dst = qemu_vm(dir, "dst", args, image, &dst_args);
     let mut src = qemu_vm(dir, "src", args, image, &extra);
@@ -269,6 +286,7 @@ fn run_ours(args: &Args, w: Workload) -> Run {
             "--ram-mib",
             &args.ram_mib.to_string(),
         ])
+        .args(args.prealloc.then_some("--prealloc"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -279,6 +297,7 @@ fn run_ours(args: &Args, w: Workload) -> Run {
     let addr = line.strip_prefix("LISTENING ").unwrap().trim().to_string();
     let cfg = SourceConfig {
         ram: args.ram_mib << 20,
+        vcpus: 1,
         workload: w,
         downtime_limit: Duration::from_millis(args.downtime_ms),
         max_bandwidth: args.max_bandwidth_mib.map(|m| m << 20),

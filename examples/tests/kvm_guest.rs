@@ -21,7 +21,7 @@ fn quiet() -> vmstate_examples::kvm::LineSink {
 /// Waits until the guest has reported pass `pass`.
 fn wait_for_pass(m: &KvmMachine, pass: u32) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while m.console.lock().unwrap().last_pass < pass {
+    while m.consoles[0].lock().unwrap().last_pass < pass {
         assert!(
             Instant::now() < deadline,
             "the guest never reached pass {pass}"
@@ -34,6 +34,47 @@ fn word_at(m: &KvmMachine, addr: u64) -> u32 {
     let mut b = [0u8; 4];
     m.block.read(addr, &mut b);
     u32::from_le_bytes(b)
+}
+
+/// The example's destination end on a thread: its address and its result.
+fn example_destination(
+    vcpus: u32,
+    preallocate: bool,
+) -> (String, std::thread::JoinHandle<Result<(), String>>) {
+    use vmstate_examples::kvm::live::{DestinationConfig, run_destination};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cfg = DestinationConfig {
+        ram: RAM,
+        vcpus,
+        preallocate,
+    };
+    let handle = std::thread::spawn(move || {
+        run_destination(listener, &cfg, quiet(), || {}).map_err(|e| e.to_string())
+    });
+    (addr, handle)
+}
+
+/// Saves a stopped machine into a stream and loads it into a new machine with as many
+/// vCPUs.
+fn through_a_stream(src: &KvmMachine) -> KvmMachine {
+    let (mut reg, _) = src.registry().unwrap();
+    let mut stream = Vec::new();
+    vmstate::stream::save_snapshot(
+        &mut reg,
+        &mut stream,
+        vmstate::stream::StreamConfig::new(MACHINE_TYPE),
+    )
+    .unwrap();
+    let dst = KvmMachine::with_vcpus(RAM, src.vcpu_count(), quiet()).unwrap();
+    let (mut reg, _) = dst.registry().unwrap();
+    vmstate::stream::load_stream(
+        &mut reg,
+        &mut vmstate::Reader::from_slice(&stream),
+        &vmstate::stream::LoadOptions::default(),
+    )
+    .unwrap();
+    dst
 }
 
 /// What the destination held when its guest was about to start.
@@ -69,8 +110,8 @@ fn kvm_guest_migrates_live_and_goes_on_counting() {
                 let pages = (0..dst.block.pages())
                     .map(|p| dst.block.page_checksum(p))
                     .collect();
-                let cpu = dst.cpu.lock().unwrap().clone();
-                let last_pass = dst.console.lock().unwrap().last_pass;
+                let cpu = dst.cpus[0].lock().unwrap().clone();
+                let last_pass = dst.consoles[0].lock().unwrap().last_pass;
                 starting = Some(Landed {
                     pages,
                     cpu,
@@ -120,8 +161,8 @@ fn kvm_guest_migrates_live_and_goes_on_counting() {
         .filter(|&p| src.block.page_checksum(p) != pages[p])
         .count();
     assert_eq!(differing, 0, "pages differ at the switchover");
-    assert_eq!(cpu, *src.cpu.lock().unwrap(), "the vCPU state differs");
-    let source_pass = src.console.lock().unwrap().last_pass;
+    assert_eq!(cpu, *src.cpus[0].lock().unwrap(), "the vCPU state differs");
+    let source_pass = src.consoles[0].lock().unwrap().last_pass;
     assert_eq!(last_pass, source_pass);
     assert!(source_pass >= 3);
 
@@ -158,27 +199,24 @@ fn kvm_guest_state_round_trips_through_a_stream_while_stopped() {
         &vmstate::stream::LoadOptions::default(),
     )
     .unwrap();
-    assert_eq!(*dst.cpu.lock().unwrap(), *src.cpu.lock().unwrap());
-    let stopped_at = src.console.lock().unwrap().last_pass;
+    assert_eq!(*dst.cpus[0].lock().unwrap(), *src.cpus[0].lock().unwrap());
+    let stopped_at = src.consoles[0].lock().unwrap().last_pass;
     dst.start().unwrap();
     wait_for_pass(&dst, stopped_at + 1);
     dst.stop().unwrap();
     // The pass after the last one reported: the guest did not restart from scratch.
-    let reports = dst.console.lock().unwrap().reports;
-    assert!(reports > src.console.lock().unwrap().reports);
+    let reports = dst.consoles[0].lock().unwrap().reports;
+    assert!(reports > src.consoles[0].lock().unwrap().reports);
 }
 
 #[test]
 #[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
 fn kvm_example_ends_agree_and_verify_the_migration() {
-    use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let destination = std::thread::spawn(move || {
-        run_destination(listener, RAM, quiet()).map_err(|e| e.to_string())
-    });
+    use vmstate_examples::kvm::live::{SourceConfig, run_source};
+    let (addr, destination) = example_destination(1, false);
     let cfg = SourceConfig {
         ram: RAM,
+        vcpus: 1,
         workload: Workload::Rewrite { pages: PAGES },
         downtime_limit: Duration::from_millis(100),
         max_bandwidth: None,
@@ -189,21 +227,22 @@ fn kvm_example_ends_agree_and_verify_the_migration() {
     destination.join().unwrap().unwrap();
     assert_eq!(outcome.differing_pages, 0);
     assert!(outcome.differing_devices.is_empty());
-    assert_eq!(outcome.destination_passes.0, outcome.source_last_pass + 1);
+    assert_eq!(
+        outcome.destination_passes[0].0,
+        outcome.source_last_passes[0] + 1
+    );
     assert!(outcome.verified());
 }
 
 #[test]
 #[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
 fn kvm_paused_guest_with_random_memory_migrates_whole() {
-    use vmstate_examples::kvm::live::{SourceConfig, run_destination, run_source};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let destination = std::thread::spawn(move || {
-        run_destination(listener, RAM, quiet()).map_err(|e| e.to_string())
-    });
+    use vmstate_examples::kvm::live::{SourceConfig, run_source};
+    // A preallocated destination, as `kvm-migration --prealloc` makes it.
+    let (addr, destination) = example_destination(1, true);
     let cfg = SourceConfig {
         ram: RAM,
+        vcpus: 1,
         workload: Workload::Preloaded {
             pages: 1024,
             seed: 0x1234_5678,
@@ -338,4 +377,139 @@ fn kvm_qemu_runs_the_rewriting_guest_pass_after_pass() {
     }
     q.quit();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
+fn kvm_two_vcpus_migrate_live_each_going_on_from_its_own_pass() {
+    use vmstate_examples::kvm::live::{SourceConfig, run_source};
+    let (addr, destination) = example_destination(2, false);
+    let cfg = SourceConfig {
+        ram: RAM,
+        vcpus: 2,
+        workload: Workload::Rewrite { pages: PAGES },
+        downtime_limit: Duration::from_millis(100),
+        max_bandwidth: None,
+        max_time: Duration::from_secs(60),
+        warm_up: Duration::from_millis(50),
+    };
+    let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
+    destination.join().unwrap().unwrap();
+    assert_eq!(outcome.differing_pages, 0);
+    assert!(outcome.differing_devices.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.source_last_passes.len(), 2);
+    for (last, (first, _)) in outcome
+        .source_last_passes
+        .iter()
+        .zip(&outcome.destination_passes)
+    {
+        assert!(*last >= 1, "each vCPU made a pass on the source");
+        assert_eq!(*first, last + 1, "each vCPU goes on from its own next pass");
+    }
+    assert!(outcome.verified());
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
+fn kvm_each_vcpu_rewrites_only_its_own_slice() {
+    use vmstate_examples::kvm::vcpu_slice;
+    let w = Workload::Rewrite { pages: 12 };
+    let mut m = KvmMachine::with_vcpus(RAM, 3, quiet()).unwrap();
+    m.boot(w).unwrap();
+    m.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.last_passes().iter().any(|&p| p < 5) {
+        assert!(Instant::now() < deadline, "a vCPU made no passes");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    m.stop().unwrap();
+    let passes = m.last_passes();
+    for (i, &pass) in passes.iter().enumerate() {
+        let (base, pages) = vcpu_slice(w, 3, i as u32);
+        assert_eq!(pages, 4);
+        for p in 0..u64::from(pages) {
+            // A vCPU stopped mid-pass has pages holding this pass or the next.
+            let c = word_at(&m, base + p * 4096);
+            assert!(
+                c == pass || c == pass + 1,
+                "vCPU {i}'s page {p} holds {c} after pass {pass}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
+fn kvm_halted_vcpu_is_kicked_out_and_stays_halted_after_loading() {
+    use vmstate_examples::kvm::FILLED;
+    // vCPU 0 fills nothing and spins; vCPU 1 halts with interrupts off, inside KVM,
+    // where only the kick's signal reaches it.
+    let mut src = KvmMachine::with_vcpus(RAM, 2, quiet()).unwrap();
+    src.boot(Workload::Preloaded { pages: 4, seed: 9 }).unwrap();
+    src.start().unwrap();
+    wait_for_pass(&src, FILLED);
+    std::thread::sleep(Duration::from_millis(20)); // vCPU 1 reaches its HLT
+    src.stop().expect("both vCPUs stop, the halted one too");
+    let halted = kvm_bindings::KVM_MP_STATE_HALTED;
+    assert_eq!(src.cpus[1].lock().unwrap().mp_state, halted);
+    assert_eq!(
+        src.cpus[0].lock().unwrap().mp_state,
+        kvm_bindings::KVM_MP_STATE_RUNNABLE
+    );
+
+    let mut dst = through_a_stream(&src);
+    assert_eq!(dst.cpus[1].lock().unwrap().mp_state, halted);
+    dst.start().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    dst.stop().unwrap();
+    // KVM took the state: the vCPU is still halted, at the same instruction.
+    let (a, b) = (
+        src.cpus[1].lock().unwrap().clone(),
+        dst.cpus[1].lock().unwrap().clone(),
+    );
+    assert_eq!(b.mp_state, halted);
+    assert_eq!(b.regs.rip, a.regs.rip);
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
+fn kvm_xsave_area_and_interrupt_controllers_reach_the_destinations_kvm() {
+    let mut src = KvmMachine::new(RAM, quiet()).unwrap();
+    src.boot(Workload::Rewrite { pages: 64 }).unwrap();
+    // XMM0 in the XSAVE area (legacy region, offset 160; its header's XSTATE_BV at
+    // offset 512 says which components hold data) and the IOAPIC's register
+    // select (offset 8 of kvm_ioapic_state): state the guest never touches, set only
+    // in the XSAVE area and the chipset, so they survive only if KVM took them.
+    let pattern: Vec<u8> = (1..=16).collect();
+    {
+        let xsave = &mut src.cpus[0].lock().unwrap().xsave;
+        xsave.area[160..176].copy_from_slice(&pattern);
+        xsave.area[512] |= 2; // XSTATE_BV: the SSE component is in use, not in reset
+    }
+    src.chipset.lock().unwrap().ioapic[8] = 0x12;
+    src.start().unwrap();
+    wait_for_pass(&src, 2);
+    src.stop().unwrap();
+    assert_eq!(
+        &src.cpus[0].lock().unwrap().xsave.area[160..176],
+        &pattern[..]
+    );
+    assert_eq!(
+        src.cpus[0].lock().unwrap().fpu.xmm[..16],
+        pattern[..],
+        "KVM's FPU view shows the XSAVE area's XMM0"
+    );
+    assert_eq!(src.chipset.lock().unwrap().ioapic[8], 0x12);
+
+    let mut dst = through_a_stream(&src);
+    // Make the loaded FPU view disagree: only the XSAVE area carries XMM0 now.
+    dst.cpus[0].lock().unwrap().fpu.xmm[..16].fill(0);
+    dst.start().unwrap();
+    wait_for_pass(&dst, src.consoles[0].lock().unwrap().last_pass + 1);
+    dst.stop().unwrap();
+    assert_eq!(
+        &dst.cpus[0].lock().unwrap().xsave.area[160..176],
+        &pattern[..]
+    );
+    assert_eq!(dst.chipset.lock().unwrap().ioapic[8], 0x12);
 }

@@ -1,18 +1,21 @@
 //! A vCPU's state as KVM keeps it, described with `#[derive(VmState)]` so that it
 //! travels as a device section (`kvm-cpu`, one instance per vCPU): general registers,
 //! segment and control registers, the x87/SSE state, a set of MSRs, the local APIC's
-//! registers and the pending events.
+//! registers and the pending events (version 1), and since version 2 the whole XSAVE
+//! area (AVX and later), XCR0 and the multiprocessing state (running, halted, waiting
+//! for a startup IPI). A version 1 section still loads: its vCPU keeps the x87/SSE
+//! state of `fpu` and is runnable.
 //!
-//! Not included: the XSAVE area beyond SSE (AVX and later; the example's guest uses
-//! none, and restoring it needs `KVM_SET_XSAVE`, which kvm-ioctls marks unsafe) and
-//! the in-kernel PIC and IOAPIC (the guest runs with interrupts off).
+//! The VM-wide state (the in-kernel PIC, IOAPIC and clock) is
+//! [`Chipset`](super::chipset::Chipset).
 
 use kvm_bindings::{
-    Msrs, kvm_dtable, kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs,
-    kvm_vcpu_events,
+    Msrs, kvm_dtable, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_segment,
+    kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
 };
-use kvm_ioctls::VcpuFd;
+use kvm_ioctls::{VcpuFd, VmFd};
 use vmstate::VmState;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// The MSRs saved with each vCPU: the time-stamp counter, SYSENTER and SYSCALL targets,
 /// the PAT and the kernel GS base.
@@ -167,9 +170,29 @@ pub struct Events {
     pub triple_fault_pending: u8,
 }
 
+/// The XSAVE area (`KVM_GET_XSAVE`): x87, SSE, AVX and every later state component
+/// the host's KVM offers, in the processor's XSAVE layout.
+#[derive(VmState, Clone, Debug, PartialEq)]
+#[vmstate(name = "kvm-cpu/xsave")]
+pub struct Xsave {
+    /// The 4 KiB area.
+    #[vmstate(buffer)]
+    pub area: [u8; 4096],
+}
+
+impl Default for Xsave {
+    fn default() -> Self {
+        Xsave { area: [0; 4096] }
+    }
+}
+
+/// KVM's multiprocessing state: runnable, halted, or an application processor still
+/// waiting for INIT and startup IPIs.
+pub const MP_STATE_RUNNABLE: u32 = kvm_bindings::KVM_MP_STATE_RUNNABLE;
+
 /// Everything KVM keeps about one vCPU that a migration must carry.
-#[derive(VmState, Default, Clone, Debug, PartialEq)]
-#[vmstate(name = "kvm-cpu", version = 1)]
+#[derive(VmState, Clone, Debug, PartialEq)]
+#[vmstate(name = "kvm-cpu", version = 2, min_version = 1, post_load = Self::loaded)]
 #[allow(missing_docs)]
 pub struct CpuState {
     pub regs: Regs,
@@ -178,6 +201,35 @@ pub struct CpuState {
     pub msrs: [Msr; 10],
     pub lapic: Lapic,
     pub events: Events,
+    /// The whole XSAVE area; when present it supersedes `fpu`.
+    #[vmstate(since = 2)]
+    pub xsave: Xsave,
+    /// Whether `xsave` was loaded (a version 1 section has none).
+    #[vmstate(skip)]
+    pub has_xsave: bool,
+    /// Extended control register 0 (which XSAVE components the guest enabled).
+    #[vmstate(since = 2)]
+    pub xcr0: u64,
+    /// `KVM_MP_STATE_*`.
+    #[vmstate(since = 2)]
+    pub mp_state: u32,
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        CpuState {
+            regs: Regs::default(),
+            sregs: Sregs::default(),
+            fpu: Fpu::default(),
+            msrs: [Msr::default(); 10],
+            lapic: Lapic::default(),
+            events: Events::default(),
+            xsave: Xsave::default(),
+            has_xsave: false,
+            xcr0: 1, // x87 only, the architectural reset value
+            mp_state: MP_STATE_RUNNABLE,
+        }
+    }
 }
 
 type KvmResult<T> = Result<T, kvm_ioctls::Error>;
@@ -201,6 +253,18 @@ impl CpuState {
                 data: e.data,
             };
         }
+        let xcrs = vcpu.get_xcrs()?;
+        let xcr0 = xcrs.xcrs[..(xcrs.nr_xcrs as usize).min(xcrs.xcrs.len())]
+            .iter()
+            .find(|x| x.xcr == 0)
+            .map_or(1, |x| x.value);
+        let mut xsave = Xsave::default();
+        xsave.area.copy_from_slice(
+            vcpu.get_xsave()?
+                .as_bytes()
+                .get(..4096)
+                .unwrap_or(&[0; 4096]),
+        );
         Ok(CpuState {
             regs: Regs::from_kvm(&vcpu.get_regs()?),
             sregs: Sregs::from_kvm(&vcpu.get_sregs()?),
@@ -210,15 +274,32 @@ impl CpuState {
                 regs: vcpu.get_lapic()?.regs.map(|b| b as u8),
             },
             events: Events::from_kvm(&vcpu.get_vcpu_events()?),
+            xsave,
+            has_xsave: true,
+            xcr0,
+            mp_state: vcpu.get_mp_state()?.mp_state,
         })
     }
 
-    /// Gives a vCPU this state (before it runs). The order follows QEMU's
-    /// `kvm_arch_put_registers`: special registers before MSRs, the LAPIC, then events.
-    pub fn restore(&self, vcpu: &VcpuFd) -> KvmResult<()> {
-        vcpu.set_sregs(&self.sregs.to_kvm())?;
+    /// Gives a vCPU of `vm` this state (before it runs). The order follows QEMU's
+    /// `kvm_arch_put_registers`: general registers, XSAVE and XCRs, special registers,
+    /// MSRs, the multiprocessing state, the LAPIC, then events.
+    pub fn restore(&self, vm: &VmFd, vcpu: &VcpuFd) -> KvmResult<()> {
         vcpu.set_regs(&self.regs.to_kvm())?;
         vcpu.set_fpu(&self.fpu.to_kvm())?;
+        if self.has_xsave {
+            let area =
+                kvm_xsave::read_from_bytes(&self.xsave.area).expect("kvm_xsave is the 4 KiB area");
+            vmstate::ram::set_vcpu_xsave(vm, vcpu, &area)
+                .map_err(|_| kvm_ioctls::Error::new(libc::EINVAL))?;
+            let mut xcrs = kvm_xcrs {
+                nr_xcrs: 1,
+                ..Default::default()
+            };
+            xcrs.xcrs[0].value = self.xcr0;
+            vcpu.set_xcrs(&xcrs)?;
+        }
+        vcpu.set_sregs(&self.sregs.to_kvm())?;
         let entries = self.msrs.map(|m| kvm_msr_entry {
             index: m.index,
             data: m.data,
@@ -232,15 +313,28 @@ impl CpuState {
         for (out, b) in lapic.regs.iter_mut().zip(self.lapic.regs) {
             *out = b as _;
         }
+        vcpu.set_mp_state(kvm_mp_state {
+            mp_state: self.mp_state,
+        })?;
         vcpu.set_lapic(&lapic)?;
         vcpu.set_vcpu_events(&self.events.to_kvm())?;
+        Ok(())
+    }
+
+    /// Called after loading: a version 1 section carried no XSAVE area.
+    fn loaded(&mut self, version: u32) -> Result<(), std::convert::Infallible> {
+        self.has_xsave = version >= 2;
+        if version < 2 {
+            self.xcr0 = 1;
+            self.mp_state = MP_STATE_RUNNABLE;
+        }
         Ok(())
     }
 }
 
 /// EIO, for an MSR KVM would not read or write.
 fn libc_eio() -> i32 {
-    5
+    libc::EIO
 }
 
 impl Regs {
@@ -464,5 +558,33 @@ impl Events {
         e.flags |= kvm_bindings::KVM_VCPUEVENT_VALID_NMI_PENDING
             | kvm_bindings::KVM_VCPUEVENT_VALID_SIPI_VECTOR;
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_section_loads_without_the_xsave_area() {
+        let mut state = CpuState::default();
+        state.regs.rip = 0x10_0020;
+        state.mp_state = kvm_bindings::KVM_MP_STATE_HALTED;
+        state.has_xsave = true;
+        let v2 = state.to_bytes().unwrap();
+        // Version 1 is version 2 without the fields added in 2, which come last: the
+        // 4 KiB XSAVE area, XCR0 (8 bytes) and the MP state (4 bytes).
+        let v1 = &v2[..v2.len() - 4096 - 8 - 4];
+        let mut loaded = CpuState::default();
+        loaded.load_bytes(v1, 1).unwrap();
+        assert_eq!(loaded.regs.rip, 0x10_0020);
+        assert!(!loaded.has_xsave, "no XSAVE area to give KVM");
+        assert_eq!(loaded.mp_state, MP_STATE_RUNNABLE);
+        assert_eq!(loaded.xcr0, 1);
+
+        let mut again = CpuState::default();
+        again.load_bytes(&v2, 2).unwrap();
+        assert!(again.has_xsave);
+        assert_eq!(again.mp_state, kvm_bindings::KVM_MP_STATE_HALTED);
     }
 }

@@ -29,6 +29,8 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 pub struct SourceConfig {
     /// Guest RAM in bytes.
     pub ram: u64,
+    /// vCPUs (the destination must have as many).
+    pub vcpus: u32,
     /// What the guest does. A [`Workload::Fill`] or [`Workload::Preloaded`] guest is
     /// paused once its memory is filled, and migrated paused.
     pub workload: Workload,
@@ -43,54 +45,88 @@ pub struct SourceConfig {
     pub warm_up: Duration,
 }
 
+/// The destination's settings.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Guest RAM in bytes (the source's).
+    pub ram: u64,
+    /// vCPUs (the source's).
+    pub vcpus: u32,
+    /// Fault in all guest memory before the migration starts (QEMU's
+    /// `-mem-prealloc`), so that placing pages does not pay the kernel's zeroing.
+    pub preallocate: bool,
+}
+
 /// What a finished migration reports.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// The driver's statistics.
     pub stats: MigrationStats,
-    /// The last pass the guest reported on the source.
-    pub source_last_pass: u32,
-    /// The first and last pass the destination's guest reported.
-    pub destination_passes: (u32, u32),
+    /// The last pass each vCPU reported on the source.
+    pub source_last_passes: Vec<u32>,
+    /// The first and last pass each vCPU reported on the destination.
+    pub destination_passes: Vec<(u32, u32)>,
     /// RAM pages compared.
     pub pages: usize,
     /// Pages whose contents differ between source and destination at switchover.
     pub differing_pages: usize,
-    /// Devices (the vCPU, the console) whose state differs.
+    /// Devices (the vCPUs, the chipset, the consoles) whose state differs.
     pub differing_devices: Vec<String>,
 }
 
 impl Outcome {
     /// True when the destination's state equals the source's at switchover and (for a
-    /// rewriting guest) its guest went on from the next pass.
+    /// rewriting guest) each vCPU went on from its next pass.
     pub fn verified(&self) -> bool {
         self.differing_pages == 0
             && self.differing_devices.is_empty()
-            && (self.source_last_pass == FILLED
-                || self.destination_passes.0 == self.source_last_pass + 1)
+            && self.source_last_passes.len() == self.destination_passes.len()
+            && self
+                .source_last_passes
+                .iter()
+                .zip(&self.destination_passes)
+                .all(|(&last, &(first, _))| last == FILLED || first == last + 1)
     }
 }
 
-/// The digest of a stopped (or not yet started) machine.
+/// The digest of a stopped (or not yet started) machine: a checksum per page and the
+/// saved bytes of every device.
 pub fn digest(m: &KvmMachine) -> AnyResult<Digest> {
     use vmstate::VmState;
+    let mut devices = vec![("kvm-chipset".into(), m.chipset.lock().unwrap().to_bytes()?)];
+    for (i, cpu) in m.cpus.iter().enumerate() {
+        devices.push((format!("kvm-cpu {i}"), cpu.lock().unwrap().to_bytes()?));
+    }
+    for (i, console) in m.consoles.iter().enumerate() {
+        devices.push((
+            format!("kvm-console {i}"),
+            console.lock().unwrap().to_bytes()?,
+        ));
+    }
     Ok(Digest {
         pages: (0..m.block.pages())
             .map(|p| m.block.page_checksum(p))
             .collect(),
-        devices: vec![
-            ("kvm-cpu".into(), m.cpu.lock().unwrap().to_bytes()?),
-            ("kvm-console".into(), m.console.lock().unwrap().to_bytes()?),
-        ],
+        devices,
     })
 }
 
-/// The destination: accepts the migration on `listener` into a new VM with `ram`
-/// bytes, starts the guest once the source let go, waits for its next passes, then
+/// The destination: creates its VM, calls `ready` (to announce the address: only now
+/// is a preallocated VM's memory in place), accepts the migration on `listener`,
+/// starts the guest once the source let go, waits for each vCPU's next passes, then
 /// answers one more connection with the digest and the passes.
-pub fn run_destination(listener: TcpListener, ram: u64, on_line: LineSink) -> AnyResult<()> {
-    let mut machine = KvmMachine::new(ram, on_line)?;
+pub fn run_destination(
+    listener: TcpListener,
+    cfg: &DestinationConfig,
+    on_line: LineSink,
+    ready: impl FnOnce(),
+) -> AnyResult<()> {
+    let mut machine = KvmMachine::with_vcpus(cfg.ram, cfg.vcpus, on_line)?;
+    if cfg.preallocate {
+        machine.preallocate()?;
+    }
     let (mut reg, _) = machine.registry()?;
+    ready();
     let (sock, _) = listener.accept()?;
     sock.set_nodelay(true)?;
     let mut loaded = None;
@@ -106,45 +142,64 @@ pub fn run_destination(listener: TcpListener, ram: u64, on_line: LineSink) -> An
         },
     )?;
     let loaded = loaded.ok_or("the source never let the guest go")?;
-    let resumed_from = machine.console.lock().unwrap().last_pass;
-    let reports = machine.console.lock().unwrap().reports;
+    let resumed_from = machine.last_passes();
+    let reports: Vec<u64> = machine
+        .consoles
+        .iter()
+        .map(|c| c.lock().unwrap().reports)
+        .collect();
     machine.start()?;
-    if resumed_from == FILLED {
+    if resumed_from[0] == FILLED {
         // A filled guest only spins: there are no passes to wait for.
         std::thread::sleep(Duration::from_millis(50));
         machine.stop()?;
-        return answer(&listener, &loaded, (0, 0));
+        let none = vec![(0, 0); resumed_from.len()];
+        return answer(&listener, &loaded, &none);
     }
+    // Each vCPU's first pass after the resume, once it reported one.
+    let mut first: Vec<Option<u32>> = vec![None; resumed_from.len()];
     let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        let c = machine.console.lock().unwrap().clone();
-        if c.reports > reports {
-            break c.last_pass.saturating_sub((c.reports - reports - 1) as u32);
+    loop {
+        let mut done = true;
+        for (i, console) in machine.consoles.iter().enumerate() {
+            let c = console.lock().unwrap().clone();
+            if first[i].is_none() && c.reports > reports[i] {
+                first[i] = Some(
+                    c.last_pass
+                        .saturating_sub((c.reports - reports[i] - 1) as u32),
+                );
+            }
+            done &= c.last_pass >= resumed_from[i] + PASSES_AFTER_RESUME;
         }
-        if Instant::now() > deadline {
-            return Err("the guest reported nothing after it was resumed".into());
+        if done && first.iter().all(Option::is_some) {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    while machine.console.lock().unwrap().last_pass < resumed_from + PASSES_AFTER_RESUME {
         if Instant::now() > deadline {
             return Err("the resumed guest stopped making progress".into());
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     machine.stop()?;
-    let last = machine.console.lock().unwrap().last_pass;
-    answer(&listener, &loaded, (first, last))
+    let passes: Vec<(u32, u32)> = first
+        .into_iter()
+        .zip(machine.last_passes())
+        .map(|(f, last)| (f.unwrap_or(0), last))
+        .collect();
+    answer(&listener, &loaded, &passes)
 }
 
-/// Answers the source's second connection: the digest, then the first and last pass.
-fn answer(listener: &TcpListener, loaded: &Digest, passes: (u32, u32)) -> AnyResult<()> {
+/// Answers the source's second connection: the digest, then each vCPU's first and
+/// last pass.
+fn answer(listener: &TcpListener, loaded: &Digest, passes: &[(u32, u32)]) -> AnyResult<()> {
     let (mut verify, _) = listener.accept()?;
     let bytes = loaded.to_bytes();
     verify.write_all(&(bytes.len() as u64).to_be_bytes())?;
     verify.write_all(&bytes)?;
-    verify.write_all(&passes.0.to_be_bytes())?;
-    verify.write_all(&passes.1.to_be_bytes())?;
+    verify.write_all(&(passes.len() as u32).to_be_bytes())?;
+    for (first, last) in passes {
+        verify.write_all(&first.to_be_bytes())?;
+        verify.write_all(&last.to_be_bytes())?;
+    }
     verify.flush()?;
     Ok(())
 }
@@ -157,17 +212,17 @@ pub fn run_source(
     on_line: LineSink,
     progress: &mut dyn FnMut(&MigrationStats),
 ) -> AnyResult<Outcome> {
-    let mut machine = KvmMachine::new(cfg.ram, on_line)?;
+    let mut machine = KvmMachine::with_vcpus(cfg.ram, cfg.vcpus, on_line)?;
     machine.boot(cfg.workload)?;
     machine.start()?;
-    // Migrate once the guest has touched its whole working set: after its first pass
-    // and the warm-up (a rewriting guest), or paused once filled (a filling one).
+    // Migrate once the guest has touched its whole working set: after each vCPU's
+    // first pass and the warm-up (a rewriting guest), or paused once filled.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let ready = |pass: u32| match cfg.workload {
-        Workload::Rewrite { .. } => pass >= 1,
-        Workload::Fill { .. } | Workload::Preloaded { .. } => pass == FILLED,
+    let ready = |passes: &[u32]| match cfg.workload {
+        Workload::Rewrite { .. } => passes.iter().all(|&p| p >= 1),
+        Workload::Fill { .. } | Workload::Preloaded { .. } => passes[0] == FILLED,
     };
-    while !ready(machine.console.lock().unwrap().last_pass) {
+    while !ready(&machine.last_passes()) {
         if Instant::now() > deadline {
             return Err("the guest did not go through its working set within 120 s".into());
         }
@@ -197,29 +252,47 @@ pub fn run_source(
     )?;
     // The guest is stopped here for good: its state is the state at switchover.
     let mine = digest(&machine)?;
-    let source_last_pass = machine.console.lock().unwrap().last_pass;
+    let source_last_passes = machine.last_passes();
 
     let mut verify = TcpStream::connect(addr)?;
     verify.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut len = [0u8; 8];
-    verify.read_exact(&mut len)?;
-    let len = usize::try_from(u64::from_be_bytes(len))?;
+    let len = usize::try_from(read_u64(&mut verify)?)?;
     if len > 256 << 20 {
         return Err(format!("a digest of {len} bytes is implausible").into());
     }
     let mut bytes = vec![0u8; len];
     verify.read_exact(&mut bytes)?;
     let theirs = Digest::from_bytes(&bytes).ok_or("malformed digest from the destination")?;
-    let mut passes = [0u8; 8];
-    verify.read_exact(&mut passes)?;
-    let first = u32::from_be_bytes(passes[..4].try_into()?);
-    let last = u32::from_be_bytes(passes[4..].try_into()?);
+    let count = read_u32(&mut verify)?;
+    if count != machine.vcpu_count() {
+        return Err(format!(
+            "the destination has {count} vCPUs, the source {}",
+            machine.vcpu_count()
+        )
+        .into());
+    }
+    let mut destination_passes = Vec::new();
+    for _ in 0..count {
+        destination_passes.push((read_u32(&mut verify)?, read_u32(&mut verify)?));
+    }
     Ok(Outcome {
         stats,
-        source_last_pass,
-        destination_passes: (first, last),
+        source_last_passes,
+        destination_passes,
         pages: mine.pages.len(),
         differing_pages: mine.differing_pages(&theirs),
         differing_devices: mine.differing_devices(&theirs),
     })
+}
+
+fn read_u64(r: &mut impl Read) -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn read_u32(r: &mut impl Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_be_bytes(b))
 }

@@ -1,34 +1,46 @@
-//! A minimal KVM virtual machine: one vCPU running a program of its own in 32-bit
-//! protected mode, its memory a [`RamBlock`] registered as a KVM memory slot
-//! ([`KvmRam`], with KVM's dirty log feeding the migration), its vCPU state and its
-//! console described with `#[derive(VmState)]` and saved as device sections.
+//! A minimal KVM virtual machine: one or more vCPUs running a program of its own in
+//! 32-bit protected mode, its memory a [`RamBlock`] registered as a KVM memory slot
+//! ([`KvmRam`], with KVM's dirty log feeding the migration), its vCPU state, its
+//! in-kernel interrupt controllers and its console described with `#[derive(VmState)]`
+//! and saved as device sections.
 //!
 //! The guest ([`guest_image`]) stores a pass counter into the first word of every
 //! page of its working set, pass after pass, and reports each finished pass on I/O port
-//! [`PORT_PASS`]; the VMM turns each report into a console line. A destination that
-//! loads the RAM, the vCPU state and the console resumes the guest where it stopped:
-//! the next pass it reports is the one after the last the source reported.
+//! [`PORT_PASS`]; the VMM turns each report into a console line. With several vCPUs,
+//! each runs its own copy of the program over its own slice of the working set. A
+//! destination that loads the RAM, the vCPU state, the chipset and the consoles resumes
+//! the guest where it stopped: the next pass each vCPU reports is the one after the
+//! last it reported on the source.
+//!
+//! Stopping: the vCPU threads are asked with a flag and kicked out of `KVM_RUN` with a
+//! signal ([`KICK_SIGNAL`]), so a vCPU stops within microseconds wherever the guest is,
+//! even halted inside the kernel.
 
+pub mod chipset;
 pub mod cpu;
 pub mod live;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 use vmstate::migrate::GuestControl;
 use vmstate::ram::{KvmRam, RAM_VERSION, RamBlock, RamHandler, RamStats};
 use vmstate::{Registration, Registry, VmState};
 
+pub use chipset::Chipset;
 pub use cpu::CpuState;
 
 /// The machine type name written in the stream's configuration section.
 pub const MACHINE_TYPE: &str = "vmstate-kvm-demo-1.0";
 /// Where the guest image (a 32-byte multiboot header, then the program) is loaded.
 pub const IMAGE_ADDR: u64 = 0x10_0000;
-/// The program's first instruction, right after the header.
+/// The program's first instruction, right after the header (vCPU 0's entry; see
+/// [`vcpu_entry`]).
 pub const ENTRY: u64 = IMAGE_ADDR + 32;
 /// Where the working set starts (2 MiB).
 pub const WORKING_SET_BASE: u64 = 0x20_0000;
@@ -128,16 +140,68 @@ impl Workload {
 /// 47: e7 81              out  PORT_PROGRESS, eax  ; spin, exiting to the VMM
 /// 49: eb fc              jmp  47
 /// ```
+///
+/// That is the image for one vCPU, the one QEMU boots. [`smp_guest_image`] adds a
+/// program for each further vCPU.
 pub fn guest_image(workload: Workload) -> Vec<u8> {
-    let program = match workload {
-        Workload::Rewrite { pages } => rewrite_program(pages),
-        Workload::Fill { pages, seed } => fill_program(pages, seed),
-        Workload::Preloaded { .. } => preloaded_program(),
-    };
+    smp_guest_image(workload, 1)
+}
+
+/// The guest image for `workload` on `vcpus` vCPUs: the header, then one program per
+/// vCPU, vCPU `i` entering at [`vcpu_entry`]`(workload, i)`. A rewriting guest's
+/// working set is split into `vcpus` slices ([`vcpu_slice`]), each vCPU running the
+/// rewrite program over its own; a filling or preloaded guest's vCPU 0 runs the
+/// program for the whole working set and the others halt with interrupts off
+/// (`cli; hlt; jmp`), a state that only a signal gets them out of.
+pub fn smp_guest_image(workload: Workload, vcpus: u32) -> Vec<u8> {
+    assert!(vcpus >= 1, "a machine needs a vCPU");
     let mut image = multiboot_header().to_vec();
-    image.extend(program);
+    for i in 0..vcpus {
+        image.extend(match workload {
+            Workload::Rewrite { .. } => {
+                let (base, pages) = vcpu_slice(workload, vcpus, i);
+                rewrite_program(base, pages)
+            }
+            Workload::Fill { pages, seed } if i == 0 => fill_program(pages, seed),
+            Workload::Preloaded { .. } if i == 0 => preloaded_program(),
+            _ => halt_program(),
+        });
+    }
     image
 }
+
+/// Where vCPU `index` of a machine running `workload` starts.
+pub fn vcpu_entry(workload: Workload, index: u32) -> u64 {
+    let first = match workload {
+        Workload::Rewrite { .. } => REWRITE_LEN,
+        Workload::Fill { .. } => FILL_LEN,
+        Workload::Preloaded { .. } => PRELOADED_LEN,
+    };
+    match index {
+        0 => ENTRY,
+        i => {
+            let each = match workload {
+                Workload::Rewrite { .. } => REWRITE_LEN,
+                _ => HALT_LEN,
+            };
+            ENTRY + first as u64 + u64::from(i - 1) * each as u64
+        }
+    }
+}
+
+/// The guest address and page count of vCPU `index`'s slice of a rewriting guest's
+/// working set (the whole working set for the other workloads' vCPU 0).
+pub fn vcpu_slice(workload: Workload, vcpus: u32, index: u32) -> (u64, u32) {
+    let pages = u64::from(workload.pages());
+    let (n, i) = (u64::from(vcpus), u64::from(index));
+    let (first, end) = (pages * i / n, pages * (i + 1) / n);
+    (WORKING_SET_BASE + first * 4096, (end - first) as u32)
+}
+
+const REWRITE_LEN: usize = 44;
+const FILL_LEN: usize = 51;
+const PRELOADED_LEN: usize = 16;
+const HALT_LEN: usize = 4;
 
 /// A multiboot header with the address fields ("a.out kludge"): the image is loaded
 /// whole at [`IMAGE_ADDR`] and entered at [`ENTRY`].
@@ -161,10 +225,10 @@ fn multiboot_header() -> [u8; 32] {
     out
 }
 
-fn rewrite_program(pages: u32) -> Vec<u8> {
-    assert!(pages > 0, "the working set needs a page");
+fn rewrite_program(base: u64, pages: u32) -> Vec<u8> {
+    assert!(pages > 0, "each vCPU's working set needs a page");
     let mut code = vec![0x31, 0xdb, 0x43, 0xbf];
-    code.extend((WORKING_SET_BASE as u32).to_le_bytes());
+    code.extend((base as u32).to_le_bytes());
     code.push(0xb9);
     code.extend(pages.to_le_bytes());
     code.extend([
@@ -200,7 +264,7 @@ fn rewrite_program(pages: u32) -> Vec<u8> {
         0xeb,
         0xd6, // jmp pass
     ]);
-    debug_assert_eq!(code.len(), 44);
+    debug_assert_eq!(code.len(), REWRITE_LEN);
     code
 }
 
@@ -250,7 +314,7 @@ fn fill_program(pages: u32, seed: u32) -> Vec<u8> {
         0xeb,
         0xfc, // jmp spin
     ]);
-    debug_assert_eq!(code.len(), 51);
+    debug_assert_eq!(code.len(), FILL_LEN);
     code
 }
 
@@ -260,7 +324,14 @@ fn preloaded_program() -> Vec<u8> {
     let mut code = vec![0xb8, 0xff, 0xff, 0xff, 0xff, 0xa3];
     code.extend((WORKING_SET_BASE as u32 - 4).to_le_bytes());
     code.extend([0xe7, PORT_PASS as u8, 0xe7, PORT_PROGRESS as u8, 0xeb, 0xfc]);
+    debug_assert_eq!(code.len(), PRELOADED_LEN);
     code
+}
+
+/// An idle vCPU: `cli; hlt; jmp hlt`. KVM keeps a halted vCPU inside `KVM_RUN` (the
+/// interrupt controllers are in the kernel), so only a signal brings it back.
+fn halt_program() -> Vec<u8> {
+    vec![0xfa, 0xf4, 0xeb, 0xfd]
 }
 
 /// The bytes a [`Workload::Preloaded`] guest finds at [`WORKING_SET_BASE`] (none for
@@ -287,26 +358,48 @@ pub fn fill_words(seed: u32) -> impl Iterator<Item = u32> {
     .skip(1)
 }
 
-/// The VMM's console: what the guest reported, as a device.
+/// The VMM's console for one vCPU: what that vCPU reported, as a device (one
+/// instance per vCPU).
 #[derive(VmState, Default, Clone, Debug, PartialEq)]
 #[vmstate(name = "kvm-console", version = 1)]
 pub struct Console {
     /// Pass reports received.
     pub reports: u64,
-    /// The last pass the guest reported.
+    /// The last pass the vCPU reported.
     pub last_pass: u32,
 }
 
-/// What the vCPU thread does with each console line.
+/// What the vCPU threads do with each console line.
 pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 type AnyResult<T> = Result<T, AnyError>;
 
-/// A running vCPU thread and the flag that asks it to stop.
+/// The signal that kicks a vCPU thread out of `KVM_RUN` (the first real-time signal,
+/// with a handler that does nothing: its arrival is the point).
+#[allow(non_snake_case)]
+pub fn KICK_SIGNAL() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the kick handler once per process (without one, the signal would kill it).
+fn install_kick_handler() -> AnyResult<()> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            register_signal_handler(KICK_SIGNAL(), on_kick)
+                .map_err(|e| format!("cannot install the vCPU kick handler: {e}"))
+        })
+        .clone()
+        .map_err(AnyError::from)
+}
+
+/// Running vCPU threads and the flag that asks them to stop.
 struct Running {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<AnyResult<VcpuFd>>,
+    threads: Vec<JoinHandle<AnyResult<VcpuFd>>>,
 }
 
 /// The virtual machine.
@@ -317,45 +410,95 @@ pub struct KvmMachine {
     pub block: Arc<RamBlock>,
     /// Guest RAM as a KVM memory slot.
     pub ram: Arc<KvmRam>,
-    /// The vCPU's state while it is stopped (saved and loaded as `kvm-cpu`).
-    pub cpu: Arc<Mutex<CpuState>>,
-    /// The console (saved and loaded as `kvm-console`).
-    pub console: Arc<Mutex<Console>>,
+    /// Each vCPU's state while the machine is stopped (saved and loaded as `kvm-cpu`,
+    /// instance = vCPU index).
+    pub cpus: Vec<Arc<Mutex<CpuState>>>,
+    /// Each vCPU's console (saved and loaded as `kvm-console`, instance = vCPU index).
+    pub consoles: Vec<Arc<Mutex<Console>>>,
+    /// The in-kernel interrupt controllers and clock while stopped (`kvm-chipset`).
+    pub chipset: Arc<Mutex<Chipset>>,
     on_line: LineSink,
-    vcpu: Option<VcpuFd>,
+    /// The vCPUs while stopped (empty while they run).
+    vcpus: Vec<VcpuFd>,
     running: Option<Running>,
 }
 
 impl KvmMachine {
     /// A VM with `ram` bytes of memory at guest address 0, the in-kernel interrupt
-    /// controllers, and one vCPU with the host's supported CPUID. Nothing runs yet:
-    /// [`boot`](Self::boot) it, or load a migrated guest into it and
-    /// [`start`](Self::start) it.
+    /// controllers, and one vCPU; see [`with_vcpus`](Self::with_vcpus).
     pub fn new(ram: u64, on_line: LineSink) -> AnyResult<KvmMachine> {
+        KvmMachine::with_vcpus(ram, 1, on_line)
+    }
+
+    /// A VM with `ram` bytes of memory at guest address 0, the in-kernel interrupt
+    /// controllers, and `vcpus` vCPUs with the host's supported CPUID. Nothing runs
+    /// yet: [`boot`](Self::boot) it, or load a migrated guest into it and
+    /// [`start`](Self::start) it.
+    pub fn with_vcpus(ram: u64, vcpus: u32, on_line: LineSink) -> AnyResult<KvmMachine> {
+        if vcpus == 0 {
+            return Err("a machine needs at least one vCPU".into());
+        }
+        install_kick_handler()?;
         let kvm = Kvm::new()?;
         let vm = Arc::new(kvm.create_vm()?);
         vm.set_tss_address(0xfffb_d000)?;
         vm.create_irq_chip()?;
         let block = Arc::new(RamBlock::new("pc.ram", ram)?);
         let slot = Arc::new(KvmRam::new(block.clone(), vm.clone(), 0, 0)?);
-        let vcpu = vm.create_vcpu(0)?;
-        vcpu.set_cpuid2(&kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?)?;
-        let cpu = CpuState::capture(&vcpu)?;
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
+        let mut fds = Vec::new();
+        let mut cpus = Vec::new();
+        for i in 0..vcpus {
+            let vcpu = vm.create_vcpu(u64::from(i))?;
+            vcpu.set_cpuid2(&cpuid)?;
+            cpus.push(Arc::new(Mutex::new(CpuState::capture(&vcpu)?)));
+            fds.push(vcpu);
+        }
+        let chipset = Chipset::capture(&vm)?;
         Ok(KvmMachine {
             vm,
             block,
             ram: slot,
-            cpu: Arc::new(Mutex::new(cpu)),
-            console: Arc::default(),
+            cpus,
+            consoles: (0..vcpus).map(|_| Arc::default()).collect(),
+            chipset: Arc::new(Mutex::new(chipset)),
             on_line,
-            vcpu: Some(vcpu),
+            vcpus: fds,
             running: None,
         })
     }
 
-    /// Loads the guest image for `workload` and puts the vCPU at its entry as a
-    /// multiboot loader leaves it: flat 32-bit protected mode, paging off, EAX holding
-    /// the multiboot magic.
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> u32 {
+        self.cpus.len() as u32
+    }
+
+    /// The last pass each vCPU reported.
+    pub fn last_passes(&self) -> Vec<u32> {
+        self.consoles
+            .iter()
+            .map(|c| c.lock().unwrap().last_pass)
+            .collect()
+    }
+
+    /// Pass reports received from all vCPUs.
+    pub fn reports(&self) -> u64 {
+        self.consoles
+            .iter()
+            .map(|c| c.lock().unwrap().reports)
+            .sum()
+    }
+
+    /// Faults in all guest memory now (QEMU's `-mem-prealloc`), so that loading a
+    /// migrated guest does not pay the kernel's page zeroing on the way.
+    pub fn preallocate(&self) -> AnyResult<()> {
+        Ok(self.block.preallocate()?)
+    }
+
+    /// Loads the guest image for `workload` and puts each vCPU at its entry as a
+    /// multiboot loader leaves the first: flat 32-bit protected mode, paging off, EAX
+    /// holding the multiboot magic. The other vCPUs are made runnable at once (their
+    /// state set directly, as no startup IPI is needed for it).
     pub fn boot(&mut self, workload: Workload) -> AnyResult<()> {
         let end = WORKING_SET_BASE + u64::from(workload.pages()) * 4096;
         if end > self.block.len() {
@@ -366,93 +509,153 @@ impl KvmMachine {
             )
             .into());
         }
-        self.block.write(IMAGE_ADDR, &guest_image(workload));
+        let n = self.vcpu_count();
+        if matches!(workload, Workload::Rewrite { pages } if pages < n) {
+            return Err(format!("{n} vCPUs need a working set of at least {n} pages").into());
+        }
+        if self.vcpus.len() != n as usize {
+            return Err("the vCPUs are running".into());
+        }
+        self.block.write(IMAGE_ADDR, &smp_guest_image(workload, n));
         if let Some(data) = preload(workload) {
             self.block.write(WORKING_SET_BASE, &data);
         }
-        let vcpu = self.vcpu.as_ref().ok_or("the vCPU is running")?;
-        let mut sregs = vcpu.get_sregs()?;
-        let flat = |selector, type_| kvm_bindings::kvm_segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector,
-            type_,
-            present: 1,
-            dpl: 0,
-            db: 1,
-            s: 1,
-            l: 0,
-            g: 1,
-            avl: 0,
-            unusable: 0,
-            padding: 0,
-        };
-        sregs.cs = flat(0x08, 0xb);
-        for seg in [
-            &mut sregs.ds,
-            &mut sregs.es,
-            &mut sregs.fs,
-            &mut sregs.gs,
-            &mut sregs.ss,
-        ] {
-            *seg = flat(0x10, 0x3);
+        for (i, vcpu) in self.vcpus.iter().enumerate() {
+            let mut sregs = vcpu.get_sregs()?;
+            let flat = |selector, type_| kvm_bindings::kvm_segment {
+                base: 0,
+                limit: 0xffff_ffff,
+                selector,
+                type_,
+                present: 1,
+                dpl: 0,
+                db: 1,
+                s: 1,
+                l: 0,
+                g: 1,
+                avl: 0,
+                unusable: 0,
+                padding: 0,
+            };
+            sregs.cs = flat(0x08, 0xb);
+            for seg in [
+                &mut sregs.ds,
+                &mut sregs.es,
+                &mut sregs.fs,
+                &mut sregs.gs,
+                &mut sregs.ss,
+            ] {
+                *seg = flat(0x10, 0x3);
+            }
+            sregs.cr0 |= 1; // protected mode, no paging
+            vcpu.set_sregs(&sregs)?;
+            let mut regs = vcpu.get_regs()?;
+            regs.rip = vcpu_entry(workload, i as u32);
+            regs.rax = 0x2bad_b002; // the multiboot loader's magic
+            regs.rflags = 2;
+            vcpu.set_regs(&regs)?;
+            let mut state = CpuState::capture(vcpu)?;
+            // An application processor starts out waiting for INIT and SIPI.
+            state.mp_state = cpu::MP_STATE_RUNNABLE;
+            *self.cpus[i].lock().unwrap() = state;
         }
-        sregs.cr0 |= 1; // protected mode, no paging
-        vcpu.set_sregs(&sregs)?;
-        let mut regs = vcpu.get_regs()?;
-        regs.rip = ENTRY;
-        regs.rax = 0x2bad_b002; // the multiboot loader's magic
-        regs.rflags = 2;
-        vcpu.set_regs(&regs)?;
-        *self.cpu.lock().unwrap() = CpuState::capture(vcpu)?;
         Ok(())
     }
 
     /// A registry with everything a migration carries: RAM (the `ram` section), the
-    /// vCPU and the console; and the RAM handler's counters.
+    /// chipset, each vCPU and each console; and the RAM handler's counters.
     pub fn registry(&self) -> AnyResult<(Registry, Arc<RamStats>)> {
         let mut reg = Registry::new();
         let ram = RamHandler::new(vec![self.ram.clone()])?;
         let stats = ram.stats();
         reg.register_iterative("ram", RAM_VERSION, ram, Registration::new())?;
-        reg.register_device(self.cpu.clone(), Registration::new())?;
-        reg.register_device(self.console.clone(), Registration::new())?;
+        reg.register_device(self.chipset.clone(), Registration::new())?;
+        for (i, cpu) in self.cpus.iter().enumerate() {
+            reg.register_device(cpu.clone(), Registration::new().instance(i as u32))?;
+        }
+        for (i, console) in self.consoles.iter().enumerate() {
+            reg.register_device(console.clone(), Registration::new().instance(i as u32))?;
+        }
         Ok((reg, stats))
     }
 
-    /// Gives the vCPU the state in [`cpu`](Self::cpu) and runs it in its own thread.
+    /// Gives the VM the state in [`chipset`](Self::chipset) and each vCPU its state
+    /// in [`cpus`](Self::cpus), and runs each vCPU in its own thread.
     pub fn start(&mut self) -> AnyResult<()> {
-        let vcpu = self.vcpu.take().ok_or("the vCPU is already running")?;
-        if let Err(e) = self.cpu.lock().unwrap().restore(&vcpu) {
-            self.vcpu = Some(vcpu);
-            return Err(e.into());
+        if self.running.is_some() {
+            return Err("the vCPUs are already running".into());
+        }
+        self.chipset.lock().unwrap().restore(&self.vm)?;
+        for (vcpu, cpu) in self.vcpus.iter().zip(&self.cpus) {
+            cpu.lock().unwrap().restore(&self.vm, vcpu)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, console, on_line) = (stop.clone(), self.console.clone(), self.on_line.clone());
-        let thread = std::thread::Builder::new()
-            .name("vcpu0".into())
-            .spawn(move || run_vcpu(vcpu, &flag, &console, &*on_line))?;
-        self.running = Some(Running { stop, thread });
+        let many = self.vcpus.len() > 1;
+        let mut threads = Vec::new();
+        for (i, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            let flag = stop.clone();
+            let console = self.consoles[i].clone();
+            let on_line = self.on_line.clone();
+            let name = if many {
+                format!("vcpu{i} ")
+            } else {
+                String::new()
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .spawn(move || run_vcpu(vcpu, &flag, &console, &name, &*on_line));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.running = Some(Running { stop, threads });
+                    let _ = self.stop();
+                    return Err(e.into());
+                }
+            }
+        }
+        self.running = Some(Running { stop, threads });
         Ok(())
     }
 
-    /// Stops the vCPU (within one report of the guest, a few milliseconds) and saves
-    /// its state into [`cpu`](Self::cpu).
+    /// Stops the vCPUs (each kicked out of the guest by a signal, within microseconds)
+    /// and saves their state into [`cpus`](Self::cpus) and the chipset's into
+    /// [`chipset`](Self::chipset).
     pub fn stop(&mut self) -> AnyResult<()> {
         let Some(running) = self.running.take() else {
             return Ok(());
         };
         running.stop.store(true, Ordering::SeqCst);
-        let vcpu = running
-            .thread
-            .join()
-            .map_err(|_| "the vCPU thread panicked")??;
-        *self.cpu.lock().unwrap() = CpuState::capture(&vcpu)?;
-        self.vcpu = Some(vcpu);
+        // A signal that arrives just before a thread enters KVM_RUN is lost, so the
+        // kick repeats until every thread has left.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running.threads.iter().any(|t| !t.is_finished()) {
+            for t in running.threads.iter().filter(|t| !t.is_finished()) {
+                let _ = t.kill(KICK_SIGNAL());
+            }
+            if Instant::now() > deadline {
+                return Err("a vCPU thread did not stop within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let mut first_error = None;
+        for t in running.threads {
+            match t.join() {
+                Ok(Ok(vcpu)) => self.vcpus.push(vcpu),
+                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Err(_) => first_error = first_error.or(Some("a vCPU thread panicked".into())),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for (vcpu, cpu) in self.vcpus.iter().zip(&self.cpus) {
+            *cpu.lock().unwrap() = CpuState::capture(vcpu)?;
+        }
+        *self.chipset.lock().unwrap() = Chipset::capture(&self.vm)?;
         Ok(())
     }
 
-    /// Whether the vCPU thread runs.
+    /// Whether the vCPU threads run.
     pub fn is_running(&self) -> bool {
         self.running.is_some()
     }
@@ -464,19 +667,23 @@ impl Drop for KvmMachine {
     }
 }
 
-/// The vCPU loop: runs the guest until asked to stop, turning pass reports into
-/// console lines; then completes the last port write inside KVM (an `immediate_exit`
-/// run, as KVM's documentation asks before reading a vCPU's state) and hands the vCPU
-/// back.
+/// EINTR: `KVM_RUN` was interrupted by a signal (the kick).
+const EINTR: i32 = libc::EINTR;
+
+/// A vCPU thread: runs the guest until asked to stop, turning pass reports into
+/// console lines (prefixed with `name`); then completes any pending port write inside
+/// KVM (an `immediate_exit` run, as KVM's documentation asks before reading a vCPU's
+/// state) and hands the vCPU back.
 fn run_vcpu(
     mut vcpu: VcpuFd,
     stop: &AtomicBool,
     console: &Mutex<Console>,
+    name: &str,
     on_line: &(dyn Fn(&str) + Send + Sync),
 ) -> AnyResult<VcpuFd> {
-    while !stop.load(Ordering::Relaxed) {
-        match vcpu.run()? {
-            VcpuExit::IoOut(PORT_PASS, data) => {
+    while !stop.load(Ordering::Acquire) {
+        match vcpu.run() {
+            Ok(VcpuExit::IoOut(PORT_PASS, data)) => {
                 let mut word = [0u8; 4];
                 word[..data.len().min(4)].copy_from_slice(&data[..data.len().min(4)]);
                 let pass = u32::from_le_bytes(word);
@@ -485,17 +692,21 @@ fn run_vcpu(
                 c.last_pass = pass;
                 drop(c);
                 match pass {
-                    FILLED => on_line("guest: memory filled"),
-                    _ => on_line(&format!("guest: pass {pass} done")),
+                    FILLED => on_line(&format!("guest: {name}memory filled")),
+                    _ => on_line(&format!("guest: {name}pass {pass} done")),
                 }
             }
-            VcpuExit::IoOut(PORT_PROGRESS, _) => {}
-            other => return Err(format!("the guest stopped unexpectedly: {other:?}").into()),
+            Ok(VcpuExit::IoOut(PORT_PROGRESS, _)) => {}
+            Ok(other) => {
+                return Err(format!("the guest stopped unexpectedly: {other:?}").into());
+            }
+            Err(e) if e.errno() == EINTR => {} // kicked: look at the flag
+            Err(e) => return Err(e.into()),
         }
     }
     vcpu.set_kvm_immediate_exit(1);
     let completed = match vcpu.run() {
-        Err(e) if e.errno() == 4 => Ok(()), // EINTR: pending I/O completed, nothing run
+        Err(e) if e.errno() == EINTR => Ok(()), // pending I/O completed, nothing run
         Err(e) => Err(AnyError::from(e)),
         Ok(exit) => Err(format!("an immediate-exit run returned {exit:?}").into()),
     };
@@ -507,12 +718,12 @@ fn run_vcpu(
 impl GuestControl for KvmMachine {
     fn stop(&mut self) -> vmstate::Result<()> {
         KvmMachine::stop(self)
-            .map_err(|e| vmstate::Error::invalid("vCPU", format!("cannot stop the vCPU: {e}")))
+            .map_err(|e| vmstate::Error::invalid("vCPU", format!("cannot stop the vCPUs: {e}")))
     }
 
     fn resume(&mut self) {
         if let Err(e) = self.start() {
-            (self.on_line)(&format!("vmm: cannot resume the vCPU: {e}"));
+            (self.on_line)(&format!("vmm: cannot resume the vCPUs: {e}"));
         }
     }
 }

@@ -41,6 +41,17 @@ pub trait GuestRam: Send + Sync {
     }
     /// Writes a page received from a stream.
     fn load_page(&self, page: usize, data: &[u8]);
+    /// Writes `data` at byte `at` of page `page` (an XBZRLE record's changed run),
+    /// leaving the rest of the page as it is. The default reads the page, patches the
+    /// copy and loads it back.
+    ///
+    /// Panics if the range is outside the page.
+    fn patch_page(&self, page: usize, at: usize, data: &[u8]) {
+        let mut copy = vec![0; self.page_size()];
+        self.copy_page(page, &mut copy);
+        copy[at..at + data.len()].copy_from_slice(data);
+        self.load_page(page, &copy);
+    }
     /// Zeroes a page received as a zero page.
     fn zero_page(&self, page: usize);
 }

@@ -64,6 +64,20 @@ impl KvmRam {
     }
 }
 
+/// Gives a stopped vCPU of `vm` its XSAVE area (`KVM_SET_XSAVE`: x87, SSE, AVX and
+/// later registers), as read with `VcpuFd::get_xsave`. kvm-ioctls makes this call
+/// `unsafe`, as KVM may read more than the 4 KiB `kvm_xsave` on a VM with dynamically
+/// enabled features (AMX); this asks KVM for the VM's area size first and refuses such
+/// VMs with an error.
+pub fn set_vcpu_xsave(
+    vm: &VmFd,
+    vcpu: &kvm_ioctls::VcpuFd,
+    xsave: &kvm_bindings::kvm_xsave,
+) -> Result<()> {
+    super::mapping::set_xsave(vm, vcpu, xsave)
+        .map_err(|e| Error::invalid("vCPU XSAVE area", format!("KVM_SET_XSAVE failed: {e}")))
+}
+
 impl GuestRam for KvmRam {
     fn name(&self) -> &str {
         self.block.name()
@@ -115,6 +129,9 @@ impl GuestRam for KvmRam {
     }
     fn load_page(&self, page: usize, data: &[u8]) {
         self.block.load_page(page, data)
+    }
+    fn patch_page(&self, page: usize, at: usize, data: &[u8]) {
+        self.block.patch_page(page, at, data)
     }
     fn zero_page(&self, page: usize) {
         self.block.zero_page(page)

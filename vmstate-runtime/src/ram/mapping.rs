@@ -77,6 +77,15 @@ impl Mapping {
         })
     }
 
+    /// Faults in every page for writing now (`MADV_POPULATE_WRITE`, Linux 5.14), so
+    /// that later writes find memory already zeroed and mapped.
+    pub(crate) fn populate(&self) -> io::Result<()> {
+        if self.len == 0 || cfg!(miri) {
+            return Ok(());
+        }
+        self._map.advise(Advice::PopulateWrite)
+    }
+
     /// Size in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -269,6 +278,31 @@ impl Drop for KvmSlot {
         // which `self.map` still holds alive during the call.
         let _ = unsafe { self.vm.set_user_memory_region(region) };
     }
+}
+
+/// Gives a stopped vCPU of `vm` the XSAVE area `xsave` (`KVM_SET_XSAVE`): the x87,
+/// SSE, AVX and later register state. Refused (`Unsupported`) when KVM says this VM's
+/// area is larger than the classic 4 KiB `kvm_xsave` (dynamically enabled features such
+/// as AMX), which would make KVM read past it.
+#[cfg(feature = "kvm")]
+pub(crate) fn set_xsave(
+    vm: &kvm_ioctls::VmFd,
+    vcpu: &kvm_ioctls::VcpuFd,
+    xsave: &kvm_bindings::kvm_xsave,
+) -> io::Result<()> {
+    // 0: the kernel predates KVM_CAP_XSAVE2 and its area is the classic size.
+    let needed = vm.check_extension_int(kvm_ioctls::Cap::Xsave2);
+    if usize::try_from(needed).unwrap_or(usize::MAX) > std::mem::size_of_val(xsave) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this VM's XSAVE area takes {needed} bytes, more than KVM_SET_XSAVE's 4 KiB"),
+        ));
+    }
+    // SAFETY: kvm-ioctls marks this unsafe because KVM reads as many bytes as the VM's
+    // XSAVE area takes, which may exceed `kvm_xsave` once a process has enabled dynamic
+    // features. KVM has just said (KVM_CAP_XSAVE2) that this VM's area fits in the
+    // `kvm_xsave` borrowed here, so KVM reads only inside it.
+    unsafe { vcpu.set_xsave(xsave) }.map_err(io::Error::from)
 }
 
 /// One piece of a vectored write: bytes of an ordinary buffer, or guest memory.

@@ -19,7 +19,7 @@ pub use dirty::DirtyBitmap;
 pub use guest_ram::GuestRam;
 pub use handler::{RAM_VERSION, RamCounters, RamHandler, RamStats};
 #[cfg(feature = "kvm")]
-pub use kvm::KvmRam;
+pub use kvm::{KvmRam, set_vcpu_xsave};
 pub use mapping::GuestPages;
 #[cfg(feature = "vm-memory")]
 pub use vm_memory::VmMemoryRam;

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../compat-tests/fixtures/qemu-10.0.2
-for t in load_stream decode records ram_load device_load schema_check; do mkdir -p corpus/$t; done
+for t in load_stream decode records ram_load device_load schema_check xbzrle; do mkdir -p corpus/$t; done
 for f in "$fixtures"/*.mig; do
     cp "$f" corpus/decode/
     cp "$f" corpus/records/

@@ -99,18 +99,32 @@ pub fn none() -> Registry {
 /// `globalstate`; returns the registry and the block (to fill it on a source or check
 /// it on a destination).
 pub fn none_with_ram(ram_bytes: u64) -> (Registry, Arc<RamBlock>) {
+    let (reg, ram, _) = none_with_handler(ram_bytes, |h| h);
+    (reg, ram)
+}
+
+/// [`none_with_ram`] whose RAM handler sends with XBZRLE and a cache of `cache_bytes`;
+/// also returns the handler's counters.
+pub fn none_with_xbzrle(
+    ram_bytes: u64,
+    cache_bytes: u64,
+) -> (Registry, Arc<RamBlock>, Arc<RamStats>) {
+    none_with_handler(ram_bytes, |h| h.with_xbzrle(cache_bytes))
+}
+
+fn none_with_handler(
+    ram_bytes: u64,
+    configure: impl FnOnce(RamHandler) -> RamHandler,
+) -> (Registry, Arc<RamBlock>, Arc<RamStats>) {
     let mut reg = Registry::new();
     let ram = Arc::new(RamBlock::new("ram", ram_bytes).expect("a RAM block"));
-    reg.register_iterative(
-        "ram",
-        RAM_VERSION,
-        RamHandler::new(vec![ram.clone()]).expect("one block"),
-        Registration::new(),
-    )
-    .expect("a fresh idstr");
+    let handler = configure(RamHandler::new(vec![ram.clone()]).expect("one block"));
+    let stats = handler.stats();
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .expect("a fresh idstr");
     add(&mut reg, CpuTimers::default());
     let mut gs = GlobalState::default();
     gs.set_runstate("running");
     add(&mut reg, gs);
-    (reg, ram)
+    (reg, ram, stats)
 }

@@ -6,6 +6,7 @@
 //! cargo run --release --example live-migration                 # everything, defaults
 //! cargo run --release --example live-migration -- --ram 2G --working-set 512M --dirty-rate 200M
 //! cargo run --release --example live-migration -- --json       # final report as JSON
+//! cargo run --release --example live-migration -- --working-set 768M --downtime-ms 50 --xbzrle 1G
 //! # two hosts: start the destination first, then the source
 //! cargo run --release --example live-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example live-migration -- --connect desthost:4444 --ram 1G
@@ -60,6 +61,10 @@ struct Args {
     /// (QEMU's auto-converge).
     #[arg(long)]
     auto_converge: bool,
+    /// Send pages sent before as XBZRLE deltas, with a cache of this size (K, M, G
+    /// suffixes; QEMU's xbzrle capability and xbzrle-cache-size).
+    #[arg(long, value_name = "CACHE_SIZE", value_parser = parse_size)]
+    xbzrle: Option<u64>,
     /// Give up after this many seconds and force the switchover.
     #[arg(long, default_value_t = 120)]
     max_time: u64,
@@ -247,6 +252,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
         max_time: Duration::from_secs(args.max_time),
         warm_up: Duration::from_millis(200),
         auto_converge: args.auto_converge,
+        xbzrle_cache: args.xbzrle,
         tls: match args.wants_tls() {
             true => {
                 let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
@@ -295,6 +301,19 @@ fn report(args: &Args, o: &Outcome) {
             "rounds": s.rounds,
             "normal_pages": ram.normal_pages,
             "zero_pages": ram.zero_pages,
+            "xbzrle": args.xbzrle.map(|_| json!({
+                "cache_size": ram.xbzrle_cache_size,
+                "pages": ram.xbzrle_pages,
+                "bytes": ram.xbzrle_bytes,
+                "unchanged_pages": ram.xbzrle_unchanged,
+                "cache_hits": ram.xbzrle_cache_hits,
+                "cache_misses": ram.xbzrle_cache_misses,
+                "cache_miss_rate": ram.xbzrle_cache_miss_rate(),
+                "overflows": ram.xbzrle_overflows,
+                "encoding_rate": ram.xbzrle_encoding_rate(),
+                "bytes_saved": ram.xbzrle_bytes_saved(),
+            })),
+            "redirtied_pages": ram.redirtied_pages,
             "forced_switchover": s.forced_switchover,
             "tls": args.wants_tls(),
             "throttle_percent": s.throttle_percent,
@@ -355,6 +374,28 @@ fn report(args: &Args, o: &Outcome) {
         "  pages              {} full, {} zero",
         ram.normal_pages, ram.zero_pages
     );
+    if args.xbzrle.is_some() {
+        let per_page = match ram.xbzrle_pages {
+            0 => 0.0,
+            n => ram.xbzrle_bytes as f64 / n as f64,
+        };
+        println!(
+            "  XBZRLE             {} pages in {} ({per_page:.1} bytes each), {} unchanged, {} saved",
+            ram.xbzrle_pages,
+            human(ram.xbzrle_bytes),
+            ram.xbzrle_unchanged,
+            human(ram.xbzrle_bytes_saved())
+        );
+        println!(
+            "  XBZRLE cache       {}: {} hits, {} misses ({:.1}%), {} overflows, encoding rate {:.0}",
+            human(ram.xbzrle_cache_size),
+            ram.xbzrle_cache_hits,
+            ram.xbzrle_cache_misses,
+            100.0 * ram.xbzrle_cache_miss_rate(),
+            ram.xbzrle_overflows,
+            ram.xbzrle_encoding_rate()
+        );
+    }
     println!(
         "  dirty rate         {}/s (last round); the guest made {} page writes",
         human(s.dirty_rate),

@@ -1,7 +1,8 @@
 //! The KVM guest (`vmstate_examples::kvm`) migrated live between two VMs: its own code
 //! runs on a real vCPU, KVM's dirty log feeds the rounds, and on the destination the
-//! guest goes on counting from where it stopped. Needs `/dev/kvm`; `.ci/run` runs these
-//! tests where it exists.
+//! guest goes on counting from where it stopped. The `kvm_*` tests need `/dev/kvm`;
+//! `.ci/run` runs them where it exists. The `qemu_*` tests run the same guest program
+//! in QEMU under TCG (no `/dev/kvm` needed) as a source of real guest writes.
 
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -287,6 +288,11 @@ fn kvm_fill_guest_writes_the_documented_sequence() {
 
 /// QEMU under KVM booting `image` with `-kernel` (multiboot) in a 64 MiB `pc`.
 fn qemu_running(dir: &std::path::Path, image: &[u8]) -> compat_tests::qemu::Qemu {
+    qemu_running_on(dir, image, "kvm")
+}
+
+/// QEMU with accelerator `accel` booting `image` in a 64 MiB `pc`.
+fn qemu_running_on(dir: &std::path::Path, image: &[u8], accel: &str) -> compat_tests::qemu::Qemu {
     let path = dir.join("guest.img");
     std::fs::write(&path, image).unwrap();
     compat_tests::qemu::Qemu::start_with(
@@ -295,7 +301,7 @@ fn qemu_running(dir: &std::path::Path, image: &[u8]) -> compat_tests::qemu::Qemu
         &["-no-user-config", "-nodefaults", "-display", "none"],
         &[
             "-accel",
-            "kvm",
+            accel,
             "-M",
             "pc",
             "-m",
@@ -512,4 +518,118 @@ fn kvm_xsave_area_and_interrupt_controllers_reach_the_destinations_kvm() {
         &pattern[..]
     );
     assert_eq!(dst.chipset.lock().unwrap().ioapic[8], 0x12);
+}
+
+/// QEMU 10 with XBZRLE migrates the rewriting guest (under TCG) to a file, pass after
+/// pass, until its cache has sent XBZRLE pages; this project loads the file, applying
+/// those pages, and holds the memory QEMU's stopped guest holds.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (run by .ci/run)"]
+fn qemu_xbzrle_source_loads_here_with_the_guests_memory() {
+    use serde_json::json;
+    use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
+    use vmstate::{Registration, Registry};
+    use vmstate_examples::kvm::guest_image;
+    use vmstate_tools::decode::{DecodeOptions, Payload, RamRecord, RecordBody, decode_file};
+
+    const SET: u32 = 1024; // 4 MiB rewritten, pass after pass
+    let dir = scratch_dir("qemu-xbzrle");
+    let mut q = qemu_running_on(&dir, &guest_image(Workload::Rewrite { pages: SET }), "tcg");
+    // Once the guest has made a pass: every page of the working set holds a counter.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while qemu_memory(
+        &mut q,
+        &dir,
+        WORKING_SET_BASE + u64::from(SET - 1) * 4096,
+        4,
+    ) == [0; 4]
+    {
+        assert!(Instant::now() < deadline, "QEMU's guest made no pass");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "xbzrle", "state": true}]}),
+    );
+    // Slow enough for several passes, and a limit no pass meets, until it is raised.
+    q.execute(
+        "migrate-set-parameters",
+        json!({"xbzrle-cache-size": 16u64 << 20, "max-bandwidth": 32u64 << 20, "downtime-limit": 1}),
+    );
+    let file = dir.join("xbzrle.mig");
+    q.execute(
+        "migrate",
+        json!({"uri": format!("exec:cat > {}", file.display())}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = q.execute("query-migrate", json!({}));
+        assert_ne!(info["status"], "failed", "{info}");
+        if info["xbzrle-cache"]["pages"].as_u64().unwrap_or(0) > 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no XBZRLE pages: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    q.execute("migrate-set-parameters", json!({"downtime-limit": 60_000}));
+    q.wait_migration("QEMU's XBZRLE migration to a file");
+    let sent = q.execute("query-migrate", json!({}));
+    let theirs = qemu_memory(&mut q, &dir, WORKING_SET_BASE, u64::from(SET) * 4096);
+    q.quit();
+
+    // RAM blocks as the stream lists them; every other section skipped by its vmdesc.
+    let stream = decode_file(&file, DecodeOptions::default()).unwrap();
+    let blocks: Vec<Arc<RamBlock>> = stream
+        .records
+        .iter()
+        .find_map(|r| match &r.body {
+            RecordBody::Section(s) => match &s.payload {
+                Payload::Ram(p) => p.records.iter().find_map(|rec| match rec {
+                    RamRecord::MemSize { blocks, .. } => Some(blocks.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("a block list")
+        .iter()
+        .map(|b| Arc::new(RamBlock::new(b.name.clone(), b.used_length).unwrap()))
+        .collect();
+    let handler = RamHandler::new(blocks.clone()).unwrap();
+    let stats = handler.stats();
+    let mut reg = Registry::new();
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .unwrap();
+    vmstate::stream::load_file(
+        &mut reg,
+        &file,
+        vmstate::stream::LoadOptions::default(),
+        true,
+    )
+    .unwrap();
+    let got = stats.get();
+    assert!(
+        got.xbzrle_pages > 1000,
+        "XBZRLE pages applied: {got:?}; QEMU: {}",
+        sent["xbzrle-cache"]
+    );
+    assert_eq!(
+        got.xbzrle_pages,
+        sent["xbzrle-cache"]["pages"].as_u64().unwrap(),
+        "every XBZRLE page QEMU counted"
+    );
+    let ram = blocks.iter().find(|b| b.name() == "pc.ram").unwrap();
+    let mut ours = vec![0u8; theirs.len()];
+    ram.read(WORKING_SET_BASE, &mut ours);
+    let first_bad = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+    assert_eq!(
+        first_bad, None,
+        "the working set differs at byte {first_bad:?}"
+    );
+    assert!(
+        ours.chunks(4096).all(|p| p[..4] != [0; 4]),
+        "counters everywhere"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

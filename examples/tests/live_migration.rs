@@ -40,6 +40,7 @@ fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
         max_time: Duration::from_secs(60),
         warm_up: Duration::from_millis(20),
         auto_converge: false,
+        xbzrle_cache: None,
         tls: None,
     }
 }

@@ -65,12 +65,13 @@ fn type_name(rec: &Record) -> &'static str {
 }
 
 fn ram_detail(records: &[RamRecord]) -> String {
-    let (mut full, mut zero, mut blocks) = (0u64, 0u64, None);
+    let (mut full, mut zero, mut xbzrle, mut flushes, mut blocks) = (0u64, 0u64, 0u64, 0, None);
     for r in records {
         match r {
             RamRecord::Pages(p) if p.zero => zero += p.count,
             RamRecord::Pages(p) => full += p.count,
-            RamRecord::Xbzrle { .. } => full += 1,
+            RamRecord::Xbzrle { .. } => xbzrle += 1,
+            RamRecord::MultifdFlush { .. } => flushes += 1,
             RamRecord::MemSize { blocks: b, .. } => blocks = Some(b.len()),
             _ => {}
         }
@@ -81,6 +82,12 @@ fn ram_detail(records: &[RamRecord]) -> String {
     }
     if full > 0 || zero > 0 || blocks.is_none() {
         parts.push(format!("{full} pages, {zero} zero pages"));
+    }
+    if xbzrle > 0 {
+        parts.push(format!("{xbzrle} XBZRLE pages"));
+    }
+    if flushes > 0 {
+        parts.push("multifd flush".into());
     }
     parts.join("; ")
 }
@@ -153,11 +160,16 @@ fn write_info(
         _ => writeln!(out, "vmdesc     none")?,
     }
     writeln!(out, "integrity  {}", integrity.describe())?;
-    if !blocks.is_empty() || full + zero > 0 {
+    let (xbzrle, encoded) = s.xbzrle_pages();
+    if !blocks.is_empty() || full + zero + xbzrle > 0 {
         let total: u64 = blocks.iter().map(|b| b.used_length).sum();
+        let deltas = match xbzrle {
+            0 => String::new(),
+            n => format!(", {n} XBZRLE pages ({encoded} encoded bytes)"),
+        };
         writeln!(
             out,
-            "RAM        {} blocks, {total} bytes (0x{total:x}); {full} full pages, {zero} zero pages",
+            "RAM        {} blocks, {total} bytes (0x{total:x}); {full} full pages, {zero} zero pages{deltas}",
             blocks.len()
         )?;
         for b in &blocks {

@@ -36,6 +36,8 @@ pub struct SourceConfig {
     pub warm_up: Duration,
     /// Throttle the vCPUs when they dirty memory faster than the link drains it.
     pub auto_converge: bool,
+    /// Send pages sent before as XBZRLE deltas, with a cache of this many bytes.
+    pub xbzrle_cache: Option<u64>,
     /// Mutual TLS: this side's client credentials and the destination's expected name.
     pub tls: Option<TlsClient>,
 }
@@ -119,7 +121,7 @@ pub fn run_source(
     let sock = TcpStream::connect(addr)?;
     sock.set_nodelay(true)?;
     let mut vcpus = vcpus;
-    let (mut reg, ram_stats) = machine.registry()?;
+    let (mut reg, ram_stats) = machine.registry_with_xbzrle(cfg.xbzrle_cache)?;
     let mut params = MigrationParams::new(MACHINE_TYPE);
     params.downtime_limit = cfg.downtime_limit;
     params.max_bandwidth = cfg.max_bandwidth;
@@ -190,6 +192,7 @@ pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome
         max_time: Duration::from_secs(120),
         warm_up: Duration::from_millis(200),
         auto_converge: false,
+        xbzrle_cache: None,
         tls: client,
     };
     let o = run_source(&cfg, &addr, &mut |_| {}).expect("the source's migration");

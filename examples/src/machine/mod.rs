@@ -111,8 +111,20 @@ impl Machine {
 
     /// A registry holding the machine's RAM and devices, and the RAM counters.
     pub fn registry(&self) -> vmstate::Result<(Registry, Arc<RamStats>)> {
+        self.registry_with_xbzrle(None)
+    }
+
+    /// [`registry`](Self::registry), its RAM sent with XBZRLE and a cache of that many
+    /// bytes when `xbzrle_cache` is given.
+    pub fn registry_with_xbzrle(
+        &self,
+        xbzrle_cache: Option<u64>,
+    ) -> vmstate::Result<(Registry, Arc<RamStats>)> {
         let mut reg = Registry::new();
-        let ram = RamHandler::new(vec![self.state.ram.clone()])?;
+        let mut ram = RamHandler::new(vec![self.state.ram.clone()])?;
+        if let Some(bytes) = xbzrle_cache {
+            ram = ram.with_xbzrle(bytes);
+        }
         let stats = ram.stats();
         reg.register_iterative("ram", RAM_VERSION, ram, Registration::new())?;
         reg.register_device(self.state.pit.clone(), Registration::new())?;

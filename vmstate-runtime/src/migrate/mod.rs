@@ -2,8 +2,9 @@
 //! (QEMU's `migration_thread` / `migration_iteration_run`, spec 4.2-4.3).
 //!
 //! It runs setup, then rounds while the guest keeps running. After each round it
-//! measures the bandwidth achieved and compares what is still dirty with what can be
-//! sent within the downtime limit (`threshold = bandwidth × downtime_limit`). Once the
+//! measures the bandwidth achieved and compares what is still dirty, at what the last
+//! round cost per page of data (below a page with XBZRLE), with what can be sent
+//! within the downtime limit (`threshold = bandwidth × downtime_limit`). Once the
 //! remaining state fits, it stops the guest through [`GuestControl::stop`], sends the
 //! rest and every device, and waits for the destination
 //! ([`GuestControl::wait_destination`]) to measure the real downtime. One exception:
@@ -370,6 +371,11 @@ fn run(
     let mut remaining = session.pending(false).total();
     // Whether the last round sent pending state and nothing was newly dirtied.
     let mut last_round_quiet = false;
+    // Stream bytes per pending byte, as the last round cost: below 1 when XBZRLE sends
+    // only what changed (QEMU counts whole pages, and a guest rewriting a few bytes of
+    // each page never converges there). Pages holding data only: zero pages cost
+    // almost nothing, and a round of them says nothing about the pages that follow.
+    let mut cost_factor = 1.0f64;
     let mut auto = AutoConverge::new(params.auto_converge_period);
     loop {
         let round = format!("round {}", stats.rounds + 1);
@@ -396,7 +402,8 @@ fn run(
         }
         let threshold = bandwidth_bpms.map_or(0.0, |b| b * limit_ms) as u64;
         stats.threshold = threshold;
-        if !acked && bandwidth_bpms.is_some() && remaining <= threshold {
+        let fits = |pending: u64| (pending as f64 * cost_factor) as u64 <= threshold;
+        if !acked && bandwidth_bpms.is_some() && fits(remaining) {
             // Converged, but the destination is not ready: wait for its ack a little
             // instead of spinning through empty rounds.
             if let Some(l) = rp.as_deref_mut()
@@ -409,9 +416,9 @@ fn run(
         // Nothing re-dirtied and something left: one more round costs the guest
         // nothing and takes its pages out of the downtime.
         let quiet = remaining > 0 && last_round_quiet;
-        if acked && bandwidth_bpms.is_some() && remaining <= threshold && !quiet {
+        if acked && bandwidth_bpms.is_some() && fits(remaining) && !quiet {
             remaining = session.pending(true).total(); // QEMU's exact pass
-            if remaining <= threshold {
+            if fits(remaining) {
                 break;
             }
         }
@@ -454,6 +461,12 @@ fn run(
             (Some(a), Some(b)) => b.pages_bytes() - a.pages_bytes(),
             _ => sent,
         };
+        if let (Some(a), Some(b)) = (ram_before, ram()) {
+            let data_bytes = (b.data_pages() - a.data_pages()) * b.page_size;
+            if data_bytes > 0 {
+                cost_factor = (sent as f64 / data_bytes as f64).min(1.0);
+            }
+        }
         // What is dirty now, minus what was left of the old dirty set: newly dirtied.
         let redirtied = (now_pending + consumed).saturating_sub(remaining);
         remaining = now_pending;
@@ -470,7 +483,7 @@ fn run(
         stats.bandwidth = bandwidth_bpms.map_or(0, |b| (b * 1000.0) as u64);
         stats.dirty_rate = (redirtied as f64 / elapsed.as_secs_f64().max(1e-6)) as u64;
         stats.expected_downtime = bandwidth_bpms.map_or(Duration::ZERO, |b| {
-            Duration::from_secs_f64(remaining as f64 / b / 1000.0)
+            Duration::from_secs_f64(remaining as f64 * cost_factor / b / 1000.0)
         });
         stats.total_time = start.elapsed();
         stats.ram = ram();

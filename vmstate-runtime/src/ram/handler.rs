@@ -3,17 +3,25 @@
 //!
 //! Setup sends the block list (MEM_SIZE record) and marks every page dirty. Each round
 //! scans the dirty bitmaps from where the last round stopped and sends dirty pages as
-//! ZERO or PAGE records until the byte budget is spent; a round that scans every page
-//! and finds nothing dirty reports `Done`. Completion sends every page still dirty.
+//! ZERO or PAGE records until the byte budget is spent or [`MAX_ROUND_TIME`] has
+//! passed; a round that scans every page and finds nothing dirty reports `Done`. Completion sends every page still dirty.
 //! Each payload ends with EOS. A record names its block unless it is the block of the
 //! previous record on this stream (CONTINUE), across section boundaries too.
+//!
+//! With XBZRLE ([`RamHandler::with_xbzrle`]) a page that was sent before and is still
+//! in the sender's cache goes out as an XBZRLE record holding only its changed bytes,
+//! or not at all when nothing changed; the cache is filled from the first pass on.
+//! The loader applies XBZRLE records to the page it holds, whatever the sender's
+//! settings.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::format::{CONTINUE, EOS, MEM_SIZE, PAGE, ZERO};
+use super::format::{CONTINUE, EOS, MEM_SIZE, PAGE, XBZRLE, ZERO};
 use super::guest_ram::GuestRam;
+use super::page_cache::PageCache;
 use super::records::{BlockEntry, BlockRef, RamRecord, RamRecordReader};
+use super::xbzrle;
 use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::handler::{IterationStatus, IterativeHandler, Pending, Phase};
@@ -21,6 +29,11 @@ use crate::wire::{Reader, Writer};
 
 /// The section version QEMU uses for RAM.
 pub const RAM_VERSION: u32 = 4;
+
+/// How long one round may take whatever its byte budget (QEMU's `MAX_WAIT` in
+/// `ram_save_iterate`): rounds where each page costs more time than bytes (XBZRLE)
+/// still come back to the driver often enough to decide and to throttle.
+pub const MAX_ROUND_TIME: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Counters of the RAM handler, readable from other threads while a migration runs
 /// (QEMU's `query-migrate` `ram` object).
@@ -30,12 +43,27 @@ pub struct RamStats {
     pub normal_pages: AtomicU64,
     /// Zero pages sent (or received) as 9-byte records (QEMU's `duplicate`).
     pub zero_pages: AtomicU64,
-    /// Completed passes over all dirty bitmaps (QEMU's `dirty-sync-count`, roughly).
+    /// Completed passes over all dirty bitmaps that sent something, the first one
+    /// always (QEMU's `dirty-sync-count`, roughly). Also the XBZRLE cache's clock.
     pub passes: AtomicU64,
     /// Pages found dirty again after they had been sent (for the dirty rate).
     pub redirtied_pages: AtomicU64,
     /// The target page size.
     pub page_size: AtomicU64,
+    /// XBZRLE records sent (or received) (QEMU's `xbzrle-cache.pages`).
+    pub xbzrle_pages: AtomicU64,
+    /// Stream bytes of those records, headers included (QEMU's `xbzrle-cache.bytes`).
+    pub xbzrle_bytes: AtomicU64,
+    /// Dirty pages found unchanged against the cache, so not sent at all.
+    pub xbzrle_unchanged: AtomicU64,
+    /// Dirty pages found in the cache.
+    pub xbzrle_cache_hits: AtomicU64,
+    /// Dirty pages not in the cache (sent whole; QEMU's `cache-miss`).
+    pub xbzrle_cache_misses: AtomicU64,
+    /// Pages whose encoding would not fit a page (sent whole; QEMU's `overflow`).
+    pub xbzrle_overflows: AtomicU64,
+    /// The cache's size in bytes (0: XBZRLE off).
+    pub xbzrle_cache_size: AtomicU64,
 }
 
 /// A snapshot of [`RamStats`].
@@ -51,12 +79,58 @@ pub struct RamCounters {
     pub redirtied_pages: u64,
     /// The target page size.
     pub page_size: u64,
+    /// XBZRLE records.
+    pub xbzrle_pages: u64,
+    /// Stream bytes of XBZRLE records.
+    pub xbzrle_bytes: u64,
+    /// Dirty pages not sent because they equal the cached copy.
+    pub xbzrle_unchanged: u64,
+    /// XBZRLE cache hits.
+    pub xbzrle_cache_hits: u64,
+    /// XBZRLE cache misses.
+    pub xbzrle_cache_misses: u64,
+    /// Encodings that did not fit a page.
+    pub xbzrle_overflows: u64,
+    /// The XBZRLE cache's size in bytes (0: XBZRLE off).
+    pub xbzrle_cache_size: u64,
 }
 
 impl RamCounters {
-    /// Bytes of guest RAM sent (full and zero pages, at page size each).
+    /// Bytes of guest RAM dealt with (pages sent whole, as zero pages, as XBZRLE
+    /// records, or found unchanged), at page size each.
     pub fn pages_bytes(&self) -> u64 {
-        (self.normal_pages + self.zero_pages) * self.page_size
+        (self.normal_pages + self.zero_pages + self.xbzrle_pages + self.xbzrle_unchanged)
+            * self.page_size
+    }
+
+    /// Pages dealt with that hold data: all of [`pages_bytes`](Self::pages_bytes)'s
+    /// but the zero pages.
+    pub fn data_pages(&self) -> u64 {
+        self.normal_pages + self.xbzrle_pages + self.xbzrle_unchanged
+    }
+
+    /// Page bytes that XBZRLE records stood for, per stream byte they took (QEMU's
+    /// `encoding-rate`); 0 before the first record.
+    pub fn xbzrle_encoding_rate(&self) -> f64 {
+        match self.xbzrle_bytes {
+            0 => 0.0,
+            b => (self.xbzrle_pages * self.page_size) as f64 / b as f64,
+        }
+    }
+
+    /// Stream bytes XBZRLE saved: the whole pages the records and the unchanged pages
+    /// would have taken, minus what the records took.
+    pub fn xbzrle_bytes_saved(&self) -> u64 {
+        ((self.xbzrle_pages + self.xbzrle_unchanged) * self.page_size)
+            .saturating_sub(self.xbzrle_bytes)
+    }
+
+    /// The share of cache lookups that missed (QEMU's `cache-miss-rate`).
+    pub fn xbzrle_cache_miss_rate(&self) -> f64 {
+        match self.xbzrle_cache_hits + self.xbzrle_cache_misses {
+            0 => 0.0,
+            n => self.xbzrle_cache_misses as f64 / n as f64,
+        }
     }
 }
 
@@ -69,6 +143,13 @@ impl RamStats {
             passes: self.passes.load(Ordering::Relaxed),
             redirtied_pages: self.redirtied_pages.load(Ordering::Relaxed),
             page_size: self.page_size.load(Ordering::Relaxed),
+            xbzrle_pages: self.xbzrle_pages.load(Ordering::Relaxed),
+            xbzrle_bytes: self.xbzrle_bytes.load(Ordering::Relaxed),
+            xbzrle_unchanged: self.xbzrle_unchanged.load(Ordering::Relaxed),
+            xbzrle_cache_hits: self.xbzrle_cache_hits.load(Ordering::Relaxed),
+            xbzrle_cache_misses: self.xbzrle_cache_misses.load(Ordering::Relaxed),
+            xbzrle_overflows: self.xbzrle_overflows.load(Ordering::Relaxed),
+            xbzrle_cache_size: self.xbzrle_cache_size.load(Ordering::Relaxed),
         }
     }
 
@@ -78,6 +159,12 @@ impl RamStats {
             &self.zero_pages,
             &self.passes,
             &self.redirtied_pages,
+            &self.xbzrle_pages,
+            &self.xbzrle_bytes,
+            &self.xbzrle_unchanged,
+            &self.xbzrle_cache_hits,
+            &self.xbzrle_cache_misses,
+            &self.xbzrle_overflows,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -106,10 +193,41 @@ pub struct RamHandler {
     cursor: (usize, usize),
     /// Whether setup ran (pages dirtied again are counted only after the first pass).
     first_pass_done: bool,
+    /// Whether a page went out since the scan last wrapped around.
+    sent_since_wrap: bool,
     /// Block of the last record received (for CONTINUE on load).
     last_loaded: Option<usize>,
     /// The record reader of the current load (CONTINUE spans sections).
     records: RamRecordReader,
+    /// XBZRLE's sender state, when it is on.
+    xbzrle: Option<XbzrleSender>,
+    /// Completion is running (QEMU's last stage: the XBZRLE cache is no longer
+    /// updated).
+    last_stage: bool,
+}
+
+/// How a page went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// A PAGE record.
+    Full,
+    /// A ZERO record.
+    Zero,
+    /// An XBZRLE record.
+    Delta,
+    /// Nothing: it equals the copy the destination holds.
+    Unchanged,
+}
+
+/// XBZRLE on the sending side: the cache and two page-sized buffers.
+struct XbzrleSender {
+    cache: PageCache,
+    /// The page being sent, copied once (the guest may change it meanwhile: what the
+    /// cache keeps must be exactly what went out).
+    page: Vec<u8>,
+    encoded: Vec<u8>,
+    /// The number, across all blocks, of each block's first page (cache keys).
+    first_page: Vec<u64>,
 }
 
 impl RamHandler {
@@ -151,9 +269,49 @@ impl RamHandler {
             last_sent: None,
             cursor: (0, 0),
             first_pass_done: false,
+            sent_since_wrap: false,
             last_loaded: None,
             records: RamRecordReader::new(page_size as u64),
+            xbzrle: None,
+            last_stage: false,
         })
+    }
+
+    /// Sends pages that were sent before as XBZRLE deltas against a cache of
+    /// `cache_bytes` (QEMU's `xbzrle` capability and `xbzrle-cache-size`, 64 MiB by
+    /// default there). Pages whose copy is in the cache and changed go out as their
+    /// changed bytes; unchanged ones are not sent again. Pay for it with the cache's
+    /// memory and one copy and comparison per page; it pays off when a guest rewrites
+    /// a few bytes of many pages.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vmstate::ram::{RamBlock, RamHandler};
+    ///
+    /// let ram = Arc::new(RamBlock::new("pc.ram", 16 << 20).unwrap());
+    /// let handler = RamHandler::new(vec![ram]).unwrap().with_xbzrle(64 << 20);
+    /// assert_eq!(handler.stats().get().xbzrle_cache_size, 16 << 20); // no larger than RAM
+    /// ```
+    pub fn with_xbzrle(mut self, cache_bytes: u64) -> Self {
+        let mut first_page = Vec::new();
+        let mut pages = 0;
+        for b in &self.blocks {
+            first_page.push(pages);
+            pages += b.len() / self.page_size as u64;
+        }
+        // A cache larger than RAM would only hold slots no page maps to.
+        let bytes = cache_bytes.min(pages.max(1).next_power_of_two() * self.page_size as u64);
+        let cache = PageCache::new(bytes, self.page_size);
+        self.stats
+            .xbzrle_cache_size
+            .store(cache.size(), Ordering::Relaxed);
+        self.xbzrle = Some(XbzrleSender {
+            cache,
+            page: vec![0; self.page_size],
+            encoded: Vec::with_capacity(self.page_size),
+            first_page,
+        });
+        self
     }
 
     /// The blocks.
@@ -192,7 +350,10 @@ impl RamHandler {
     /// the buffer by others); a page of other memory is copied straight into the
     /// stream buffer and, if it turns out zero, rewritten as a ZERO record.
     #[inline]
-    fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<bool> {
+    fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<Sent> {
+        if self.xbzrle.is_some() {
+            return self.send_page_xbzrle(w, bi, page);
+        }
         let block = &self.blocks[bi];
         let offset = (page * self.page_size) as u64;
         let cont = if self.last_sent == Some(bi) {
@@ -210,7 +371,7 @@ impl RamHandler {
                     w.put_counted_str(block.name())?;
                 }
                 w.put_guest_pages(pages);
-                return Ok(true);
+                return Ok(Sent::Full);
             }
         }
         if known_zero != Some(true) {
@@ -221,17 +382,108 @@ impl RamHandler {
             let slot = w.put_slot(self.page_size);
             block.copy_page(page, slot);
             if known_zero == Some(false) || !is_zero(slot) {
-                return Ok(true);
+                return Ok(Sent::Full);
             }
             let rewound = w.rewind_to(start);
             debug_assert!(rewound, "no flush happens inside a record");
         }
+        self.put_zero(w, bi, offset, cont)
+    }
+
+    /// The record header for `page` of block `bi` with `flags`, naming the block unless
+    /// it is the previous record's.
+    fn put_header(&mut self, w: &mut Writer<'_>, bi: usize, page: usize, flags: u64) -> Result<()> {
+        let cont = if self.last_sent == Some(bi) {
+            CONTINUE
+        } else {
+            0
+        };
+        self.last_sent = Some(bi);
+        w.put_be64((page * self.page_size) as u64 | flags | cont);
+        if cont == 0 {
+            w.put_counted_str(self.blocks[bi].name())?;
+        }
+        Ok(())
+    }
+
+    fn put_zero(&self, w: &mut Writer<'_>, bi: usize, offset: u64, cont: u64) -> Result<Sent> {
         w.put_be64(offset | ZERO | cont);
         if cont == 0 {
-            w.put_counted_str(block.name())?;
+            w.put_counted_str(self.blocks[bi].name())?;
         }
         w.put_u8(0);
-        Ok(false)
+        Ok(Sent::Zero)
+    }
+
+    /// [`send_page`](Self::send_page) with XBZRLE on (QEMU's `save_xbzrle_page`): the
+    /// page is copied once; a zero page goes out as such and leaves the cache; a page
+    /// in the cache goes out as its changes (or not at all, unchanged), and one that is
+    /// not is sent whole and cached. In completion the cache is left as it is.
+    fn send_page_xbzrle(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<Sent> {
+        let x = self.xbzrle.as_mut().expect("XBZRLE is on");
+        let key = x.first_page[bi] + page as u64;
+        let block = &self.blocks[bi];
+        if block.page_is_zero(page) != Some(true) {
+            block.copy_page(page, &mut x.page);
+        }
+        if block.page_is_zero(page) == Some(true) || is_zero(&x.page) {
+            x.cache.forget(key);
+            self.put_header(w, bi, page, ZERO)?;
+            w.put_u8(0);
+            return Ok(Sent::Zero);
+        }
+        let age = self.stats.passes.load(Ordering::Relaxed);
+        let update = !self.last_stage;
+        let stats = &self.stats;
+        let sent = match x.cache.get_mut(key, age) {
+            None => {
+                stats.xbzrle_cache_misses.fetch_add(1, Ordering::Relaxed);
+                if update {
+                    x.cache.insert(key, age, &x.page);
+                }
+                Sent::Full
+            }
+            Some(cached) => {
+                stats.xbzrle_cache_hits.fetch_add(1, Ordering::Relaxed);
+                x.encoded.clear();
+                let encoded = xbzrle::encode(cached, &x.page, &mut x.encoded, self.page_size);
+                match encoded {
+                    // The changed runs are all that differ: write only them.
+                    Some(n) if update && n > 0 => {
+                        xbzrle::decode(&x.encoded, self.page_size, |at, bytes| {
+                            cached[at..at + bytes.len()].copy_from_slice(bytes)
+                        })
+                        .expect("an encoding just made decodes");
+                    }
+                    None if update => cached.copy_from_slice(&x.page),
+                    _ => {}
+                }
+                match encoded {
+                    Some(0) => return Ok(Sent::Unchanged),
+                    Some(_) => Sent::Delta,
+                    None => {
+                        stats.xbzrle_overflows.fetch_add(1, Ordering::Relaxed);
+                        Sent::Full
+                    }
+                }
+            }
+        };
+        let start = w.position();
+        if sent == Sent::Delta {
+            self.put_header(w, bi, page, XBZRLE)?;
+            let x = self.xbzrle.as_ref().expect("XBZRLE is on");
+            w.put_u8(xbzrle::ENCODING_FLAG);
+            w.put_be16(x.encoded.len() as u16);
+            w.put_bytes(&x.encoded);
+            self.stats
+                .xbzrle_bytes
+                .fetch_add(w.position() - start, Ordering::Relaxed);
+        } else {
+            self.put_header(w, bi, page, PAGE)?;
+            let x = self.xbzrle.as_ref().expect("XBZRLE is on");
+            w.put_bytes(&x.page);
+        }
+        Ok(sent)
     }
 
     /// Sends the pages whose bits are set in `bits` (word `wi` of block `bi`), stopping
@@ -245,22 +497,22 @@ impl RamHandler {
         mut bits: u64,
         limit: u64,
     ) -> Result<u64> {
-        let (mut full, mut zero) = (0, 0);
+        let mut count = [0u64; 4]; // by `Sent`, in declaration order
         while bits != 0 && w.position() < limit {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            if self.send_page(w, bi, wi * 64 + bit)? {
-                full += 1;
-            } else {
-                zero += 1;
-            }
+            count[self.send_page(w, bi, wi * 64 + bit)? as usize] += 1;
         }
-        self.stats.normal_pages.fetch_add(full, Ordering::Relaxed);
-        self.stats.zero_pages.fetch_add(zero, Ordering::Relaxed);
+        let [full, zero, delta, unchanged] = count;
+        self.sent_since_wrap |= count.iter().any(|&n| n > 0);
+        let s = &self.stats;
+        s.normal_pages.fetch_add(full, Ordering::Relaxed);
+        s.zero_pages.fetch_add(zero, Ordering::Relaxed);
+        s.xbzrle_pages.fetch_add(delta, Ordering::Relaxed);
+        s.xbzrle_unchanged.fetch_add(unchanged, Ordering::Relaxed);
         if self.first_pass_done {
-            self.stats
-                .redirtied_pages
-                .fetch_add(full + zero, Ordering::Relaxed);
+            s.redirtied_pages
+                .fetch_add(count.iter().sum(), Ordering::Relaxed);
         }
         w.flush_if_full()?;
         Ok(bits)
@@ -285,7 +537,11 @@ impl RamHandler {
         }
         let next = self.next_block_with_pages(bi + 1);
         if next <= bi {
-            self.stats.passes.fetch_add(1, Ordering::Relaxed);
+            // A wrap after a scan that found nothing is not another pass.
+            if self.sent_since_wrap || !self.first_pass_done {
+                self.stats.passes.fetch_add(1, Ordering::Relaxed);
+            }
+            self.sent_since_wrap = false;
             self.first_pass_done = true;
         }
         self.cursor = (next, 0);
@@ -354,8 +610,14 @@ impl RamHandler {
 impl IterativeHandler for RamHandler {
     fn save_setup(&mut self, w: &mut Writer<'_>) -> Result<()> {
         self.last_sent = None;
+        self.last_stage = false;
+        if let Some(x) = &mut self.xbzrle {
+            // A new migration: nothing the destination holds is known yet.
+            x.cache = PageCache::new(x.cache.size(), self.page_size);
+        }
         self.cursor = (self.next_block_with_pages(0), 0);
         self.first_pass_done = false;
+        self.sent_since_wrap = false;
         self.stats.reset();
         w.put_be64(self.total_bytes() | MEM_SIZE);
         for b in &self.blocks {
@@ -389,8 +651,11 @@ impl IterativeHandler for RamHandler {
         let mut clean_run = 0;
         let mut status = IterationStatus::Done;
         let limit = start.saturating_add(budget);
+        let began = std::time::Instant::now();
+        let mut words_sent = 0u32;
         while clean_run < total_words {
-            if w.position() >= limit {
+            if w.position() >= limit || (words_sent % 16 == 15 && began.elapsed() >= MAX_ROUND_TIME)
+            {
                 status = IterationStatus::More;
                 break;
             }
@@ -403,6 +668,7 @@ impl IterativeHandler for RamHandler {
             }
             let bits = dirty.take_word(wi);
             clean_run = 0;
+            words_sent += 1;
             // Stop at the budget page by page (as QEMU's rate limit does); the pages not
             // sent stay dirty, and the next round resumes at this word.
             let unsent = self.send_word(w, bi, wi, bits, limit)?;
@@ -418,6 +684,7 @@ impl IterativeHandler for RamHandler {
     }
 
     fn save_complete(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        self.last_stage = true;
         self.sync_dirty();
         for bi in 0..self.blocks.len() {
             for wi in 0..self.blocks[bi].migration_bitmap().words() {
@@ -470,12 +737,30 @@ impl IterativeHandler for RamHandler {
                     r.with_bytes(self.page_size, |data| block.load_page(page, data))?;
                     self.stats.normal_pages.fetch_add(1, Ordering::Relaxed);
                 }
-                RamRecord::Xbzrle { .. } => {
-                    return Err(Error::invalid(
-                        "RAM record",
-                        "XBZRLE pages are not supported by this RAM handler",
-                    )
-                    .at_offset(at));
+                RamRecord::Xbzrle {
+                    block,
+                    offset,
+                    data,
+                } => {
+                    let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
+                    let page = self.check_page(bi, offset, at)?;
+                    let block = &self.blocks[bi];
+                    // The record reader checked the encoding byte and the length.
+                    let encoded = &data[3..];
+                    xbzrle::decode(encoded, self.page_size, |from, bytes| {
+                        block.patch_page(page, from, bytes)
+                    })
+                    .map_err(|e| {
+                        Error::invalid(
+                            "RAM XBZRLE page",
+                            format!("page 0x{offset:x} of block '{}': {e}", block.name()),
+                        )
+                        .at_offset(at)
+                    })?;
+                    let s = &self.stats;
+                    s.xbzrle_pages.fetch_add(1, Ordering::Relaxed);
+                    s.xbzrle_bytes
+                        .fetch_add(r.position() - at, Ordering::Relaxed);
                 }
             }
         }

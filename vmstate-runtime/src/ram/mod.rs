@@ -9,15 +9,17 @@ mod handler;
 #[cfg(feature = "kvm")]
 mod kvm;
 pub(crate) mod mapping;
+mod page_cache;
 pub mod records;
 #[cfg(feature = "vm-memory")]
 mod vm_memory;
+pub mod xbzrle;
 mod zero;
 
 pub use block::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RamBlock};
 pub use dirty::DirtyBitmap;
 pub use guest_ram::GuestRam;
-pub use handler::{RAM_VERSION, RamCounters, RamHandler, RamStats};
+pub use handler::{MAX_ROUND_TIME, RAM_VERSION, RamCounters, RamHandler, RamStats};
 #[cfg(feature = "kvm")]
 pub use kvm::{KvmRam, set_vcpu_xsave};
 pub use mapping::GuestPages;

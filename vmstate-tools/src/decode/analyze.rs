@@ -59,8 +59,22 @@ enum Node<'s> {
     Bool(bool),
     List(Vec<Node<'s>>),
     Dict(Dict<'s>),
-    /// A RAM section's `memory` object, rendered from its page runs.
-    Memory(Vec<&'s PageRun>),
+    /// A RAM section's `memory` object, rendered from its page records.
+    Memory(Vec<MemEvent<'s>>),
+}
+
+/// A page record of a RAM section, in stream order, for the `memory` object.
+enum MemEvent<'s> {
+    /// Consecutive full or zero pages.
+    Run(&'s PageRun),
+    /// An XBZRLE record: changes to what the page held.
+    Delta {
+        block: Arc<str>,
+        addr: u64,
+        page_size: u64,
+        /// The encoded runs (after the encoding byte and the length).
+        encoded: &'s [u8],
+    },
 }
 
 /// An ordered dict with Python's insertion rules.
@@ -103,7 +117,7 @@ impl<'s> Dict<'s> {
 enum SectionObj<'s> {
     Ram {
         sizes: Dict<'s>,
-        runs: Vec<&'s PageRun>,
+        runs: Vec<MemEvent<'s>>,
     },
     Vmsd(Dict<'s>),
 }
@@ -119,6 +133,9 @@ pub fn write_state_json(
     // Sections by id, in first-seen order, with the idstr of the latest START/FULL.
     let mut order: Vec<(u32, String, SectionObj<'_>)> = Vec::new();
     let mut by_id: HashMap<u32, usize> = HashMap::new();
+    // The block of the last page record (for CONTINUE), and the page size.
+    let mut last_block: Option<Arc<str>> = None;
+    let page_size = stream.desc.as_ref().map_or(4096, |d| d.page_size);
     for rec in &stream.records {
         let RecordBody::Section(s) = &rec.body else {
             continue;
@@ -147,6 +164,9 @@ pub fn write_state_json(
             (SectionObj::Vmsd(d), Payload::Vmsd(v)) => apply_struct(d, v, opts.expand),
             (SectionObj::Ram { sizes, runs }, Payload::Ram(p)) => {
                 for r in &p.records {
+                    if let RamRecord::Pages(run) = r {
+                        last_block = Some(run.block.clone());
+                    }
                     match r {
                         RamRecord::MemSize { blocks, .. } => {
                             for b in blocks {
@@ -156,7 +176,21 @@ pub fn write_state_json(
                                 );
                             }
                         }
-                        RamRecord::Pages(run) => runs.push(run),
+                        RamRecord::Pages(run) => runs.push(MemEvent::Run(run)),
+                        RamRecord::Xbzrle { word, block, data } => {
+                            if let Some(name) = block {
+                                last_block = Some(Arc::from(name.as_str()));
+                            }
+                            // A CONTINUE before any named record cannot decode.
+                            if let Some(block) = last_block.clone() {
+                                runs.push(MemEvent::Delta {
+                                    block,
+                                    addr: word & !(page_size - 1),
+                                    page_size,
+                                    encoded: &data[3..],
+                                });
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -374,31 +408,88 @@ impl PyWriter<'_, '_> {
     }
 
     /// The `memory` object: one member per page, a page sent twice at its first
-    /// position with its last contents.
-    fn memory(&mut self, runs: &[&PageRun]) -> Result<(), Error> {
-        let mut last: HashMap<(Arc<str>, u64), (usize, u64)> = HashMap::new();
-        for (ri, run) in runs.iter().enumerate() {
-            for i in 0..run.count {
-                last.insert((run.block.clone(), run.addr + i * run.page_size), (ri, i));
+    /// position with its last contents. XBZRLE records change the page as the
+    /// destination has it: the last full or zero page before them (zeros if none).
+    fn memory(&mut self, events: &[MemEvent<'_>]) -> Result<(), Error> {
+        type Key = (Arc<str>, u64);
+        /// The last full or zero page (event, index in its run), and the XBZRLE
+        /// records after it (events), in order.
+        type History = (Option<(usize, u64)>, Vec<usize>);
+        let mut last: HashMap<Key, History> = HashMap::new();
+        let mut order: Vec<Key> = Vec::new();
+        for (ei, e) in events.iter().enumerate() {
+            match e {
+                MemEvent::Run(run) => {
+                    for i in 0..run.count {
+                        let key = (run.block.clone(), run.addr + i * run.page_size);
+                        let slot = last.entry(key.clone()).or_insert_with(|| {
+                            order.push(key);
+                            (None, Vec::new())
+                        });
+                        *slot = (Some((ei, i)), Vec::new());
+                    }
+                }
+                MemEvent::Delta { block, addr, .. } => {
+                    let key = (block.clone(), *addr);
+                    last.entry(key.clone())
+                        .or_insert_with(|| {
+                            order.push(key);
+                            (None, Vec::new())
+                        })
+                        .1
+                        .push(ei);
+                }
             }
         }
         self.json.begin_object();
-        for run in runs {
-            for i in 0..run.count {
-                let addr = run.addr + i * run.page_size;
-                let Some((ri, li)) = last.remove(&(run.block.clone(), addr)) else {
-                    continue;
-                };
-                self.json.key(&format!("{} (0x{addr:016x})", run.block));
-                let src = runs[ri];
-                if src.zero {
-                    self.json.string("Filled with 0x00");
-                    continue;
+        for key in order {
+            let (base, deltas) = &last[&key];
+            self.json.key(&format!("{} (0x{:016x})", key.0, key.1));
+            let page_size = match base {
+                Some((ei, _)) => match &events[*ei] {
+                    MemEvent::Run(run) => run.page_size,
+                    MemEvent::Delta { page_size, .. } => *page_size,
+                },
+                None => match &events[deltas[0]] {
+                    MemEvent::Run(run) => run.page_size,
+                    MemEvent::Delta { page_size, .. } => *page_size,
+                },
+            };
+            match base {
+                Some((ei, i)) => match &events[*ei] {
+                    MemEvent::Run(run) if run.zero => {
+                        if deltas.is_empty() {
+                            self.json.string("Filled with 0x00");
+                            continue;
+                        }
+                        self.page.clear();
+                        self.page.resize(page_size as usize, 0);
+                    }
+                    MemEvent::Run(run) => self.load_page(run, *i)?,
+                    MemEvent::Delta { .. } => unreachable!("a base is a page run"),
+                },
+                None => {
+                    self.page.clear();
+                    self.page.resize(page_size as usize, 0);
                 }
-                self.load_page(src, li)?;
-                self.json.string(&hex_bytes(&self.page));
-                self.flush(false)?;
             }
+            for &di in deltas {
+                let MemEvent::Delta { encoded, .. } = &events[di] else {
+                    unreachable!("deltas are XBZRLE records");
+                };
+                let page = &mut self.page;
+                vmstate::ram::xbzrle::decode(encoded, page.len(), |at, bytes| {
+                    page[at..at + bytes.len()].copy_from_slice(bytes)
+                })
+                .map_err(|e| {
+                    Error::malformed(format!(
+                        "XBZRLE page 0x{:x} of block '{}': {e}",
+                        key.1, key.0
+                    ))
+                })?;
+            }
+            self.json.string(&hex_bytes(&self.page));
+            self.flush(false)?;
         }
         self.json.end_object();
         Ok(())

@@ -387,17 +387,25 @@ impl Stream {
         out
     }
 
-    /// Counts of (full pages, zero pages) over all RAM sections.
+    /// Counts of (full pages, zero pages) over all RAM sections (XBZRLE pages are
+    /// counted by [`xbzrle_pages`](Self::xbzrle_pages)).
     pub fn page_counts(&self) -> (u64, u64) {
         let (mut full, mut zero) = (0, 0);
         for r in self.ram_records() {
             match r {
                 RamRecord::Pages(run) if run.zero => zero += run.count,
                 RamRecord::Pages(run) => full += run.count,
-                RamRecord::Xbzrle { .. } => full += 1,
                 _ => {}
             }
         }
         (full, zero)
+    }
+
+    /// XBZRLE records over all RAM sections, and the encoded bytes they carry.
+    pub fn xbzrle_pages(&self) -> (u64, u64) {
+        self.ram_records().fold((0, 0), |(n, bytes), r| match r {
+            RamRecord::Xbzrle { data, .. } => (n + 1, bytes + data.len() as u64 - 3),
+            _ => (n, bytes),
+        })
     }
 }

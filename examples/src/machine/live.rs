@@ -174,12 +174,7 @@ pub fn run_source(
 /// destination in a thread, over TLS when `tls` is given; panics unless it verifies.
 /// What the benchmarks built on the main example run.
 pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-    let addr = listener.local_addr().expect("its address").to_string();
     let (server, client) = tls.unzip();
-    let dst = std::thread::spawn(move || {
-        run_destination(listener, ram, server.as_ref()).map_err(|e| e.to_string())
-    });
     let cfg = SourceConfig {
         ram,
         workload: Workload {
@@ -195,7 +190,24 @@ pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome
         xbzrle_cache: None,
         tls: client,
     };
-    let o = run_source(&cfg, &addr, &mut |_| {}).expect("the source's migration");
+    migrate_locally_with(&cfg, server, &mut |_| {})
+}
+
+/// A migration as `cfg` says, with both ends in this process (the destination in a
+/// thread, over TLS with `server` when `cfg.tls` is set), `progress` seeing the
+/// statistics after every round; panics unless it verifies.
+pub fn migrate_locally_with(
+    cfg: &SourceConfig,
+    server: Option<TlsServer>,
+    progress: &mut dyn FnMut(&MigrationStats),
+) -> Outcome {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let addr = listener.local_addr().expect("its address").to_string();
+    let ram = cfg.ram;
+    let dst = std::thread::spawn(move || {
+        run_destination(listener, ram, server.as_ref()).map_err(|e| e.to_string())
+    });
+    let o = run_source(cfg, &addr, progress).expect("the source's migration");
     dst.join()
         .expect("the destination thread")
         .expect("the destination's migration");

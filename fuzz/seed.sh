@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../compat-tests/fixtures/qemu-10.0.2
-for t in load_stream decode records ram_load device_load schema_check xbzrle; do mkdir -p corpus/$t; done
+for t in load_stream decode records ram_load device_load schema_check xbzrle multifd_packet; do mkdir -p corpus/$t; done
 for f in "$fixtures"/*.mig; do
     cp "$f" corpus/decode/
     cp "$f" corpus/records/
@@ -17,4 +17,6 @@ cp corpus/decode/snapshot.mig corpus/records/
 for f in "$fixtures"/vmstate-pc-*.json ../compat-tests/fixtures/evolving/*.json; do
     cp "$f" corpus/schema_check/
 done
+cp ../compat-tests/fixtures/qemu-10.0.2-multifd/channel*.bin corpus/multifd_packet/
+for f in corpus/multifd_packet/channel*.bin; do tail -c +65 "$f" > "$f.packets"; done
 echo "seeded: $(ls corpus/*/ | wc -l) files"

@@ -602,3 +602,23 @@ fn info_dump_and_verify_read_xbzrle_records() {
     let verify = ok(&["verify", p(&path)]);
     assert!(verify.contains("OK"), "{verify}");
 }
+
+#[test]
+fn info_and_dump_read_the_main_channel_of_a_qemu_multifd_migration() {
+    let main = fixtures().join("../qemu-10.0.2-multifd/main.mig");
+    let info = ok(&["info", p(&main)]);
+    assert!(
+        info.contains("SECTION_START       1        0       4  ram: 1 RAM blocks; multifd flush"),
+        "{info}"
+    );
+    assert!(
+        info.contains("ram: 0 pages, 0 zero pages; multifd flush"),
+        "{info}"
+    );
+    let dump: serde_json::Value = serde_json::from_str(&ok(&["dump", p(&main)])).unwrap();
+    assert_eq!(
+        dump["ram (1)"]["section sizes"]["ram"],
+        "0x0000000000400000"
+    );
+    assert!(ok(&["verify", p(&main)]).contains("OK"));
+}

@@ -73,6 +73,7 @@ pub mod handler;
 pub mod json;
 pub mod list;
 pub mod migrate;
+pub mod multifd;
 pub mod pointers;
 pub mod qjson;
 pub mod ram;

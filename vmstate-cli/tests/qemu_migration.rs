@@ -504,3 +504,82 @@ fn our_xbzrle_pages_reach_a_qemu_destination() {
     }
     q.quit();
 }
+
+// ---- multifd ----
+
+/// QEMU 10 as the source with `multifd` and `channels` channels (no compression):
+/// our destination accepts the main stream and the channels, places the channels'
+/// pages, waits at each flush for every channel's SYNC, and holds QEMU's RAM.
+fn qemu_multifd_source_to_our_destination(channels: usize) {
+    use vmstate::multifd::recv::{MultifdReceiver, accept_channels};
+    use vmstate::ram::{RAM_VERSION, RamHandler};
+    use vmstate::{Reader, Registration};
+    let dir = tempfile::tempdir().unwrap();
+    let (content, blob_path) = blob(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dst = std::thread::spawn(move || {
+        let ram = Arc::new(RamBlock::new("ram", RAM).unwrap());
+        let (main, socks) = accept_channels(&listener, channels, Duration::from_secs(30))?;
+        let receiver = MultifdReceiver::start(vec![ram.clone()], socks);
+        let handler = RamHandler::new(vec![ram.clone()])?.with_multifd_flush(receiver.flush_hook());
+        let stats = handler.stats();
+        let mut reg = compat_tests::destination::none();
+        reg.unregister(reg.find_section("ram", 0).unwrap());
+        reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())?;
+        let opts = LoadOptions {
+            machine: Some("none".into()),
+            ..Default::default()
+        };
+        vmstate::stream::load_stream(&mut reg, &mut Reader::from_io(main), &opts)?;
+        let per_channel = receiver.finish()?;
+        Ok::<_, vmstate::Error>((ram, per_channel, stats.get()))
+    });
+    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
+    let mut q = Qemu::start(
+        dir.path(),
+        "src",
+        &["-M", "none", "-m", "64M", "-device", &loader],
+    );
+    q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "multifd", "state": true}]}),
+    );
+    q.execute(
+        "migrate-set-parameters",
+        json!({"multifd-channels": channels}),
+    );
+    q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    q.wait_migration("QEMU multifd source to our destination");
+    let (ram, per_channel, main_stats) = dst
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("our destination failed: {e}; QEMU said: {}", q.stderr()));
+    assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    assert!(ram_bytes(&ram, 0, 1 << 20).iter().all(|&b| b == 0));
+    assert_eq!(per_channel.len(), channels);
+    let mut ids: Vec<u8> = per_channel.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..channels as u8).collect::<Vec<_>>());
+    let normal: u64 = per_channel.iter().map(|c| c.normal_pages).sum();
+    let zero: u64 = per_channel.iter().map(|c| c.zero_pages).sum();
+    assert_eq!(normal, 256, "the 1 MiB blob came through the channels");
+    assert_eq!(
+        normal + zero + main_stats.normal_pages + main_stats.zero_pages,
+        RAM / 4096
+    );
+    assert!(per_channel.iter().all(|c| c.syncs >= 2), "{per_channel:?}");
+    q.quit();
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_multifd_source_with_two_channels_migrates_to_our_destination() {
+    qemu_multifd_source_to_our_destination(2);
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_multifd_source_with_four_channels_migrates_to_our_destination() {
+    qemu_multifd_source_to_our_destination(4);
+}

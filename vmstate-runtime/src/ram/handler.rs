@@ -204,6 +204,8 @@ pub struct RamHandler {
     /// Completion is running (QEMU's last stage: the XBZRLE cache is no longer
     /// updated).
     last_stage: bool,
+    /// What a multifd flush record waits for on load (the channels' SYNC packets).
+    multifd_flush: Option<crate::multifd::recv::FlushHook>,
 }
 
 /// How a page went out.
@@ -274,7 +276,17 @@ impl RamHandler {
             records: RamRecordReader::new(page_size as u64),
             xbzrle: None,
             last_stage: false,
+            multifd_flush: None,
         })
+    }
+
+    /// On load, waits at each `RAM_SAVE_FLAG_MULTIFD_FLUSH` record with `hook` (a
+    /// [`MultifdReceiver`](crate::multifd::recv::MultifdReceiver)'s, which returns
+    /// once every channel has reached its SYNC packet). Without one, flush records are
+    /// passed over.
+    pub fn with_multifd_flush(mut self, hook: crate::multifd::recv::FlushHook) -> Self {
+        self.multifd_flush = Some(hook);
+        self
     }
 
     /// Sends pages that were sent before as XBZRLE deltas against a cache of
@@ -717,7 +729,11 @@ impl IterativeHandler for RamHandler {
             let at = r.position();
             match self.records.next(r)? {
                 RamRecord::Eos => return Ok(()),
-                RamRecord::MultifdFlush => {}
+                RamRecord::MultifdFlush => {
+                    if let Some(wait) = &self.multifd_flush {
+                        wait().map_err(|e| e.at_offset(at))?;
+                    }
+                }
                 RamRecord::MemSize { total } => {
                     let records = self.records.clone();
                     records.block_list(r, total, |entry, at| {

@@ -113,3 +113,123 @@ fn a_packet_for_an_unknown_block_or_outside_it_is_refused() {
         assert!(rx.finish().unwrap_err().to_string().contains(expected));
     }
 }
+
+/// Our multifd source into our multifd destination, through in-memory pipes: the
+/// guest's pages, a page written between rounds, and zero pages arrive.
+#[test]
+fn our_multifd_source_reaches_our_multifd_destination() {
+    use vmstate::ram::{RAM_VERSION, RamHandler};
+    use vmstate::stream::{LoadOptions, SaveSession, StreamConfig, load_stream};
+    use vmstate::transport::pipe;
+    use vmstate::{IterationStatus, Reader, Registration, Registry};
+
+    let src = Arc::new(RamBlock::new("pc.ram", 1024 * PAGE as u64).unwrap());
+    for p in 0..300u64 {
+        src.write_u64(p * 3 * PAGE as u64, p + 1);
+    }
+    let (main_w, main_r) = pipe();
+    let (mut writers, mut readers) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (w, r) = pipe();
+        writers.push(Box::new(w) as Box<dyn std::io::Write + Send>);
+        readers.push(r);
+    }
+    let dst = std::thread::spawn(move || {
+        let copy = Arc::new(RamBlock::new("pc.ram", 1024 * PAGE as u64).unwrap());
+        let rx = MultifdReceiver::start(vec![copy.clone() as Arc<dyn GuestRam>], readers);
+        let mut reg = Registry::new();
+        let h = RamHandler::new(vec![copy.clone()])
+            .unwrap()
+            .with_multifd_flush(rx.flush_hook());
+        reg.register_iterative("ram", RAM_VERSION, h, Registration::new())
+            .unwrap();
+        load_stream(
+            &mut reg,
+            &mut Reader::from_io(main_r),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        (copy, rx.finish().unwrap())
+    });
+    let handler = RamHandler::new(vec![src.clone()])
+        .unwrap()
+        .with_multifd_channels(writers);
+    let stats = handler.stats();
+    let mut reg = Registry::new();
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .unwrap();
+    {
+        let mut s = SaveSession::new(&mut reg, main_w, StreamConfig::new("m"));
+        s.setup().unwrap();
+        while s.iterate(64 * PAGE as u64).unwrap() == IterationStatus::More {}
+        src.write(5 * PAGE as u64, b"between the rounds");
+        src.write(3 * PAGE as u64, &[0; 8]); // page 3 held 2: now zero
+        while s.iterate(64 * PAGE as u64).unwrap() == IterationStatus::More {}
+        src.write(1000 * PAGE as u64, b"in completion");
+        s.complete().unwrap();
+    }
+    let (copy, channels) = dst.join().unwrap();
+    for p in 0..src.pages() {
+        assert_eq!(src.page_checksum(p), copy.page_checksum(p), "page {p}");
+    }
+    assert_eq!(channels.len(), 3);
+    assert!(channels.iter().all(|c| c.normal_pages > 0), "{channels:?}");
+    let s = stats.get();
+    assert!(s.multifd_bytes > 300 * PAGE as u64);
+}
+
+/// A connection that breaks after `left` bytes.
+struct Breaks {
+    left: usize,
+}
+
+impl std::io::Write for Breaks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "channel cut",
+            ));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_channel_dropped_mid_way_fails_the_source_by_name() {
+    use vmstate::ram::{RAM_VERSION, RamHandler};
+    use vmstate::stream::{SaveSession, StreamConfig};
+    use vmstate::{IterationStatus, Registration, Registry};
+    let src = Arc::new(RamBlock::new("pc.ram", 4096 * PAGE as u64).unwrap());
+    src.write(0, &vec![1u8; 4096 * PAGE]);
+    let writers: Vec<Box<dyn std::io::Write + Send>> = vec![
+        Box::new(std::io::sink()),
+        Box::new(Breaks { left: 200_000 }),
+    ];
+    let handler = RamHandler::new(vec![src.clone()])
+        .unwrap()
+        .with_multifd_channels(writers);
+    let mut reg = Registry::new();
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .unwrap();
+    let mut s = SaveSession::new(&mut reg, std::io::sink(), StreamConfig::new("m"));
+    s.setup().unwrap();
+    let mut result = Ok(IterationStatus::More);
+    while let Ok(IterationStatus::More) = result {
+        result = s.iterate(1 << 20);
+    }
+    let err = match result {
+        Err(e) => e,
+        Ok(_) => s.complete().unwrap_err(),
+    };
+    let text = err.to_string();
+    assert!(text.contains("channel 1"), "{text}");
+    assert!(text.contains("channel cut"), "{text}");
+    // The guest's memory is untouched: the source can go on running.
+    assert_eq!(first_byte(&src, 4095), 1);
+}

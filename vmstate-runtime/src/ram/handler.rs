@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::format::{CONTINUE, EOS, MEM_SIZE, PAGE, XBZRLE, ZERO};
+use super::format::{CONTINUE, EOS, MEM_SIZE, MULTIFD_FLUSH, PAGE, XBZRLE, ZERO};
 use super::guest_ram::GuestRam;
 use super::page_cache::PageCache;
 use super::records::{BlockEntry, BlockRef, RamRecord, RamRecordReader};
@@ -64,6 +64,8 @@ pub struct RamStats {
     pub xbzrle_overflows: AtomicU64,
     /// The cache's size in bytes (0: XBZRLE off).
     pub xbzrle_cache_size: AtomicU64,
+    /// Bytes written to the multifd channels (QEMU's `multifd-bytes`).
+    pub multifd_bytes: AtomicU64,
 }
 
 /// A snapshot of [`RamStats`].
@@ -93,6 +95,8 @@ pub struct RamCounters {
     pub xbzrle_overflows: u64,
     /// The XBZRLE cache's size in bytes (0: XBZRLE off).
     pub xbzrle_cache_size: u64,
+    /// Bytes written to the multifd channels.
+    pub multifd_bytes: u64,
 }
 
 impl RamCounters {
@@ -150,6 +154,7 @@ impl RamStats {
             xbzrle_cache_misses: self.xbzrle_cache_misses.load(Ordering::Relaxed),
             xbzrle_overflows: self.xbzrle_overflows.load(Ordering::Relaxed),
             xbzrle_cache_size: self.xbzrle_cache_size.load(Ordering::Relaxed),
+            multifd_bytes: self.multifd_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -165,6 +170,7 @@ impl RamStats {
             &self.xbzrle_cache_hits,
             &self.xbzrle_cache_misses,
             &self.xbzrle_overflows,
+            &self.multifd_bytes,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -206,6 +212,12 @@ pub struct RamHandler {
     last_stage: bool,
     /// What a multifd flush record waits for on load (the channels' SYNC packets).
     multifd_flush: Option<crate::multifd::recv::FlushHook>,
+    /// The multifd channels' connections, until setup starts their threads.
+    multifd_writers: Option<Vec<crate::multifd::send::ChannelWriter>>,
+    /// The running multifd channels (source side).
+    multifd: Option<crate::multifd::send::MultifdSender>,
+    /// Pages went to the channels since their last sync.
+    multifd_unsynced: bool,
 }
 
 /// How a page went out.
@@ -277,7 +289,25 @@ impl RamHandler {
             xbzrle: None,
             last_stage: false,
             multifd_flush: None,
+            multifd_writers: None,
+            multifd: None,
+            multifd_unsynced: false,
         })
+    }
+
+    /// Sends pages on multifd channels, one per writer (QEMU's `multifd` capability
+    /// with as many `multifd-channels`, no compression): each writer is a connection
+    /// to the destination opened after the main one. The main stream carries the
+    /// block list and, at the end of every pass over RAM, a `MULTIFD_FLUSH` record
+    /// matched by a SYNC packet on every channel; the channels carry the pages, zero
+    /// pages as offsets. Cannot be combined with XBZRLE (QEMU refuses it too), and
+    /// serves one migration: the connections are used up.
+    pub fn with_multifd_channels(
+        mut self,
+        writers: Vec<crate::multifd::send::ChannelWriter>,
+    ) -> Self {
+        self.multifd_writers = Some(writers);
+        self
     }
 
     /// On load, waits at each `RAM_SAVE_FLAG_MULTIFD_FLUSH` record with `hook` (a
@@ -541,14 +571,16 @@ impl RamHandler {
 
     /// Moves the scan to the next bitmap word, skipping blocks without pages; wrapping
     /// past the last block ends a pass.
-    fn advance_cursor(&mut self) {
+    /// Returns true when the scan wrapped around (a pass ended).
+    fn advance_cursor(&mut self) -> bool {
         let (bi, wi) = self.cursor;
         if wi + 1 < self.blocks[bi].migration_bitmap().words() {
             self.cursor = (bi, wi + 1);
-            return;
+            return false;
         }
         let next = self.next_block_with_pages(bi + 1);
-        if next <= bi {
+        let wrapped = next <= bi;
+        if wrapped {
             // A wrap after a scan that found nothing is not another pass.
             if self.sent_since_wrap || !self.first_pass_done {
                 self.stats.passes.fetch_add(1, Ordering::Relaxed);
@@ -557,6 +589,44 @@ impl RamHandler {
             self.first_pass_done = true;
         }
         self.cursor = (next, 0);
+        wrapped
+    }
+
+    /// Multifd: every channel sends a SYNC packet and the main stream a flush record,
+    /// pushed out at once (the destination's channels wait at their SYNC until its
+    /// main stream reads the record).
+    fn multifd_sync(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        if let Some(m) = &mut self.multifd {
+            m.sync()?;
+            w.put_be64(MULTIFD_FLUSH);
+            w.flush()?;
+            self.multifd_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Multifd: hands the dirty pages of word `wi` of block `bi` to the channels, in
+    /// packets of one block.
+    fn dispatch_word(&mut self, bi: usize, wi: usize, mut bits: u64) -> Result<u64> {
+        let m = self.multifd.as_mut().expect("multifd is on");
+        let mut batch = Vec::with_capacity(64);
+        let mut count = 0;
+        while bits != 0 {
+            batch.push(wi * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+            count += 1;
+        }
+        for chunk in batch.chunks(m.batch()) {
+            m.send_pages(self.blocks[bi].clone(), chunk.to_vec())?;
+        }
+        self.sent_since_wrap |= count > 0;
+        self.multifd_unsynced |= count > 0;
+        if self.first_pass_done {
+            self.stats
+                .redirtied_pages
+                .fetch_add(count, Ordering::Relaxed);
+        }
+        Ok(count)
     }
 
     /// The block a page record is for.
@@ -631,6 +701,19 @@ impl IterativeHandler for RamHandler {
         self.first_pass_done = false;
         self.sent_since_wrap = false;
         self.stats.reset();
+        if let Some(writers) = self.multifd_writers.take() {
+            if self.xbzrle.is_some() {
+                return Err(Error::invalid(
+                    "RAM handler",
+                    "XBZRLE and multifd cannot be combined (QEMU refuses it too)",
+                ));
+            }
+            self.multifd = Some(crate::multifd::send::MultifdSender::start(
+                writers,
+                self.page_size,
+                self.stats.clone(),
+            ));
+        }
         w.put_be64(self.total_bytes() | MEM_SIZE);
         for b in &self.blocks {
             w.put_counted_str(b.name())?;
@@ -638,6 +721,7 @@ impl IterativeHandler for RamHandler {
             b.migration_bitmap().mark_all();
         }
         self.sync_dirty(); // start from a clean external log
+        self.multifd_sync(w)?;
         w.put_be64(EOS);
         Ok(())
     }
@@ -665,6 +749,7 @@ impl IterativeHandler for RamHandler {
         let limit = start.saturating_add(budget);
         let began = std::time::Instant::now();
         let mut words_sent = 0u32;
+        let mut handed = 0u64;
         while clean_run < total_words {
             if w.position() >= limit || (words_sent % 16 == 15 && began.elapsed() >= MAX_ROUND_TIME)
             {
@@ -674,13 +759,28 @@ impl IterativeHandler for RamHandler {
             let (bi, wi) = self.cursor;
             let dirty = self.blocks[bi].migration_bitmap();
             if dirty.peek_word(wi) == 0 {
-                self.advance_cursor();
+                if self.advance_cursor() && self.multifd_unsynced {
+                    self.multifd_sync(w)?;
+                }
                 clean_run += 1;
                 continue;
             }
             let bits = dirty.take_word(wi);
             clean_run = 0;
             words_sent += 1;
+            if self.multifd.is_some() {
+                // The byte budget counts the pages handed to the channels.
+                let pages = self.dispatch_word(bi, wi, bits)?;
+                handed += pages * self.page_size as u64;
+                if self.advance_cursor() && self.multifd_unsynced {
+                    self.multifd_sync(w)?;
+                }
+                if w.position() + handed >= limit {
+                    status = IterationStatus::More;
+                    break;
+                }
+                continue;
+            }
             // Stop at the budget page by page (as QEMU's rate limit does); the pages not
             // sent stay dirty, and the next round resumes at this word.
             let unsent = self.send_word(w, bi, wi, bits, limit)?;
@@ -698,13 +798,24 @@ impl IterativeHandler for RamHandler {
     fn save_complete(&mut self, w: &mut Writer<'_>) -> Result<()> {
         self.last_stage = true;
         self.sync_dirty();
+        // Multifd: a sync first, so that no page goes out twice between two syncs (the
+        // destination's channels would apply the two in any order).
+        self.multifd_sync(w)?;
         for bi in 0..self.blocks.len() {
             for wi in 0..self.blocks[bi].migration_bitmap().words() {
                 if self.blocks[bi].migration_bitmap().peek_word(wi) != 0 {
                     let bits = self.blocks[bi].migration_bitmap().take_word(wi);
-                    self.send_word(w, bi, wi, bits, u64::MAX)?;
+                    if self.multifd.is_some() {
+                        self.dispatch_word(bi, wi, bits)?;
+                    } else {
+                        self.send_word(w, bi, wi, bits, u64::MAX)?;
+                    }
                 }
             }
+        }
+        self.multifd_sync(w)?;
+        if let Some(mut m) = self.multifd.take() {
+            m.finish()?; // every channel has written everything
         }
         w.put_be64(EOS);
         Ok(())

@@ -7,6 +7,7 @@
 //! cargo run --release --example live-migration -- --ram 2G --working-set 512M --dirty-rate 200M
 //! cargo run --release --example live-migration -- --json       # final report as JSON
 //! cargo run --release --example live-migration -- --working-set 768M --downtime-ms 50 --xbzrle 1G
+//! cargo run --release --example live-migration -- --channels 2   # pages on two multifd channels
 //! # two hosts: start the destination first, then the source
 //! cargo run --release --example live-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example live-migration -- --connect desthost:4444 --ram 1G
@@ -65,6 +66,10 @@ struct Args {
     /// suffixes; QEMU's xbzrle capability and xbzrle-cache-size).
     #[arg(long, value_name = "CACHE_SIZE", value_parser = parse_size)]
     xbzrle: Option<u64>,
+    /// Multifd channels beside the main connection (QEMU's multifd capability and
+    /// multifd-channels; 0: none). Both ends must be given the same number.
+    #[arg(long, default_value_t = 0)]
+    channels: usize,
     /// Give up after this many seconds and force the switchover.
     #[arg(long, default_value_t = 120)]
     max_time: u64,
@@ -159,7 +164,7 @@ fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
     };
     println!("LISTENING {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    live::run_destination(listener, args.ram, tls.as_ref())?;
+    live::run_destination_with(listener, args.ram, tls.as_ref(), args.channels)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -210,7 +215,8 @@ impl Drop for TempPki {
 /// Starts this program again as the destination on a free loopback port.
 fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()]);
+    cmd.args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()])
+        .args(["--channels", &args.channels.to_string()]);
     if let Some(dir) = &args.tls_dir {
         cmd.arg("--tls-dir").arg(dir);
     } else if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca)
@@ -253,6 +259,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
         warm_up: Duration::from_millis(200),
         auto_converge: args.auto_converge,
         xbzrle_cache: args.xbzrle,
+        channels: args.channels,
         tls: match args.wants_tls() {
             true => {
                 let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);

@@ -48,6 +48,7 @@ fn config(working_set: u64, downtime_ms: u64, auto_converge: bool, args: &Args) 
         warm_up: Duration::from_millis(200),
         auto_converge,
         xbzrle_cache: None,
+        channels: 0,
         tls: None,
     }
 }

@@ -7,7 +7,7 @@ use compat_tests::certs::{Set, TestPki};
 use vmstate::migrate::Status;
 use vmstate::transport::tls::{Endpoint, TlsClient, TlsServer};
 use vmstate_examples::machine::Workload;
-use vmstate_examples::machine::live::{SourceConfig, run_destination, run_source};
+use vmstate_examples::machine::live::{SourceConfig, run_destination_with, run_source};
 
 fn run(cfg: SourceConfig) -> vmstate_examples::machine::live::Outcome {
     run_with(cfg, None)
@@ -17,8 +17,9 @@ fn run_with(cfg: SourceConfig, tls: Option<TlsServer>) -> vmstate_examples::mach
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let ram = cfg.ram;
+    let channels = cfg.channels;
     let dst = std::thread::spawn(move || {
-        run_destination(listener, ram, tls.as_ref()).map_err(|e| e.to_string())
+        run_destination_with(listener, ram, tls.as_ref(), channels).map_err(|e| e.to_string())
     });
     let mut rounds = 0;
     let outcome = run_source(&cfg, &addr, &mut |s| rounds = s.rounds).unwrap();
@@ -41,6 +42,7 @@ fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
         warm_up: Duration::from_millis(20),
         auto_converge: false,
         xbzrle_cache: None,
+        channels: 0,
         tls: None,
     }
 }
@@ -100,4 +102,31 @@ fn live_migration_over_mutual_tls_verifies() {
     assert_eq!(o.stats.status, Status::Completed);
     assert!(o.verified(), "{} pages differ", o.differing_pages);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn live_migration_on_three_multifd_channels_verifies_and_counts_their_bytes() {
+    let mut cfg = config(2, None);
+    cfg.channels = 3;
+    let o = run(cfg);
+    assert_eq!(o.stats.status, Status::Completed);
+    assert!(o.verified(), "{o:?}");
+    let ram = o.stats.ram.unwrap();
+    assert!(
+        ram.multifd_bytes > 16 << 20,
+        "the pages went on the channels: {ram:?}"
+    );
+    assert!(
+        o.stats.transferred > ram.multifd_bytes,
+        "transferred counts every channel"
+    );
+}
+
+#[test]
+fn xbzrle_live_migration_verifies_with_a_guest_writing() {
+    let mut cfg = config(1, None);
+    cfg.xbzrle_cache = Some(32 << 20);
+    let o = run(cfg);
+    assert!(o.verified(), "{o:?}");
+    assert!(o.stats.ram.unwrap().xbzrle_cache_size > 0);
 }

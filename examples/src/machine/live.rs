@@ -38,6 +38,8 @@ pub struct SourceConfig {
     pub auto_converge: bool,
     /// Send pages sent before as XBZRLE deltas, with a cache of this many bytes.
     pub xbzrle_cache: Option<u64>,
+    /// Multifd channels beside the main connection (0: none; not with TLS yet).
+    pub channels: usize,
     /// Mutual TLS: this side's client credentials and the destination's expected name.
     pub tls: Option<TlsClient>,
 }
@@ -72,9 +74,42 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// loads the guest into a machine with `ram` bytes (started only once the source
 /// confirmed it let go), then answers one more connection with its digest.
 pub fn run_destination(listener: TcpListener, ram: u64, tls: Option<&TlsServer>) -> AnyResult<()> {
+    run_destination_with(listener, ram, tls, 0)
+}
+
+/// [`run_destination`] expecting `channels` multifd channels beside the main
+/// connection (not with TLS yet).
+pub fn run_destination_with(
+    listener: TcpListener,
+    ram: u64,
+    tls: Option<&TlsServer>,
+    channels: usize,
+) -> AnyResult<()> {
     let machine = Machine::new(ram)?;
-    let (mut reg, _) = machine.registry()?;
-    let (sock, _) = listener.accept()?;
+    let (sock, receiver, reg) = if channels > 0 {
+        if tls.is_some() {
+            return Err("multifd channels over TLS are not supported yet".into());
+        }
+        let (main, socks) = vmstate::multifd::recv::accept_channels(
+            &listener,
+            channels,
+            vmstate::migrate::DEFAULT_IO_TIMEOUT,
+        )?;
+        let rx = vmstate::multifd::recv::MultifdReceiver::start(
+            vec![machine.state.ram.clone() as std::sync::Arc<dyn vmstate::ram::GuestRam>],
+            socks,
+        );
+        let setup = super::RamSetup {
+            multifd_flush: Some(rx.flush_hook()),
+            ..Default::default()
+        };
+        let (reg, _) = machine.registry_with(setup)?;
+        (main, Some(rx), reg)
+    } else {
+        let (reg, _) = machine.registry()?;
+        (listener.accept()?.0, None, reg)
+    };
+    let mut reg = reg;
     sock.set_nodelay(true)?;
     let params = IncomingParams::new(MACHINE_TYPE);
     // The demo's destination has no vCPUs to start.
@@ -82,6 +117,9 @@ pub fn run_destination(listener: TcpListener, ram: u64, tls: Option<&TlsServer>)
         Some(server) => receive(&mut reg, accept_tls(server, sock)?, &params, &mut || Ok(()))?,
         None => receive(&mut reg, sock, &params, &mut || Ok(()))?,
     };
+    if let Some(rx) = receiver {
+        rx.finish()?;
+    }
     let (verify, _) = listener.accept()?;
     let digest = machine.digest()?.to_bytes();
     let send = |mut w: Box<dyn Write>| -> AnyResult<()> {
@@ -121,7 +159,23 @@ pub fn run_source(
     let sock = TcpStream::connect(addr)?;
     sock.set_nodelay(true)?;
     let mut vcpus = vcpus;
-    let (mut reg, ram_stats) = machine.registry_with_xbzrle(cfg.xbzrle_cache)?;
+    if cfg.channels > 0 && cfg.tls.is_some() {
+        return Err("multifd channels over TLS are not supported yet".into());
+    }
+    // The channels connect after the main connection, as QEMU's do.
+    let multifd_channels = (0..cfg.channels)
+        .map(|_| -> AnyResult<vmstate::multifd::send::ChannelWriter> {
+            let s = TcpStream::connect(addr)?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s))
+        })
+        .collect::<AnyResult<Vec<_>>>()?;
+    let setup = super::RamSetup {
+        xbzrle_cache: cfg.xbzrle_cache,
+        multifd_channels,
+        multifd_flush: None,
+    };
+    let (mut reg, ram_stats) = machine.registry_with(setup)?;
     let mut params = MigrationParams::new(MACHINE_TYPE);
     params.downtime_limit = cfg.downtime_limit;
     params.max_bandwidth = cfg.max_bandwidth;
@@ -188,6 +242,7 @@ pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome
         warm_up: Duration::from_millis(200),
         auto_converge: false,
         xbzrle_cache: None,
+        channels: 0,
         tls: client,
     };
     migrate_locally_with(&cfg, server, &mut |_| {})
@@ -203,9 +258,9 @@ pub fn migrate_locally_with(
 ) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let addr = listener.local_addr().expect("its address").to_string();
-    let ram = cfg.ram;
+    let (ram, channels) = (cfg.ram, cfg.channels);
     let dst = std::thread::spawn(move || {
-        run_destination(listener, ram, server.as_ref()).map_err(|e| e.to_string())
+        run_destination_with(listener, ram, server.as_ref(), channels).map_err(|e| e.to_string())
     });
     let o = run_source(cfg, &addr, progress).expect("the source's migration");
     dst.join()

@@ -96,6 +96,18 @@ impl Digest {
     }
 }
 
+/// How the RAM handler sends and loads: XBZRLE, multifd channels.
+#[derive(Default)]
+pub struct RamSetup {
+    /// Send with XBZRLE and a cache of this many bytes.
+    pub xbzrle_cache: Option<u64>,
+    /// Send the pages on these multifd channels (connections opened after the main
+    /// one).
+    pub multifd_channels: Vec<vmstate::multifd::send::ChannelWriter>,
+    /// Load: wait at each multifd flush record with this (the channels' receiver's).
+    pub multifd_flush: Option<vmstate::multifd::recv::FlushHook>,
+}
+
 impl Machine {
     /// A machine with `ram_bytes` of zeroed RAM and devices in their reset state.
     pub fn new(ram_bytes: u64) -> vmstate::Result<Self> {
@@ -111,19 +123,21 @@ impl Machine {
 
     /// A registry holding the machine's RAM and devices, and the RAM counters.
     pub fn registry(&self) -> vmstate::Result<(Registry, Arc<RamStats>)> {
-        self.registry_with_xbzrle(None)
+        self.registry_with(RamSetup::default())
     }
 
-    /// [`registry`](Self::registry), its RAM sent with XBZRLE and a cache of that many
-    /// bytes when `xbzrle_cache` is given.
-    pub fn registry_with_xbzrle(
-        &self,
-        xbzrle_cache: Option<u64>,
-    ) -> vmstate::Result<(Registry, Arc<RamStats>)> {
+    /// [`registry`](Self::registry) with its RAM handler set up as `setup` says.
+    pub fn registry_with(&self, setup: RamSetup) -> vmstate::Result<(Registry, Arc<RamStats>)> {
         let mut reg = Registry::new();
         let mut ram = RamHandler::new(vec![self.state.ram.clone()])?;
-        if let Some(bytes) = xbzrle_cache {
+        if let Some(bytes) = setup.xbzrle_cache {
             ram = ram.with_xbzrle(bytes);
+        }
+        if !setup.multifd_channels.is_empty() {
+            ram = ram.with_multifd_channels(setup.multifd_channels);
+        }
+        if let Some(hook) = setup.multifd_flush {
+            ram = ram.with_multifd_flush(hook);
         }
         let stats = ram.stats();
         reg.register_iterative("ram", RAM_VERSION, ram, Registration::new())?;

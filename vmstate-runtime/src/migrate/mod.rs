@@ -195,7 +195,7 @@ pub struct MigrationStats {
     pub downtime: Duration,
     /// Downtime predicted from the remaining dirty bytes and the bandwidth.
     pub expected_downtime: Duration,
-    /// Bytes written to the stream.
+    /// Bytes written to the stream and (with RAM counters) the multifd channels.
     pub transferred: u64,
     /// Bytes still dirty at the last check.
     pub remaining: u64,
@@ -345,6 +345,14 @@ fn run(
     let start = Instant::now();
     let mut stats = MigrationStats::default();
     let ram = || params.ram_stats.as_ref().map(|r| r.get());
+    // Bytes sent on every channel: the main stream and the multifd channels (QEMU's
+    // `transferred`; the channels are counted when RAM counters are given).
+    let multifd = || {
+        params
+            .ram_stats
+            .as_ref()
+            .map_or(0, |r| r.get().multifd_bytes)
+    };
     let mut session = SaveSession::with_writer(registry, sink, params.stream.clone());
     let needs_ack = params.switchover_ack && rp.is_some();
 
@@ -362,7 +370,7 @@ fn run(
         .map_err(|e| failure("setup", session.bytes_written(), e))?;
     stats.setup_time = start.elapsed();
     stats.status = Status::Active;
-    stats.transferred = session.bytes_written();
+    stats.transferred = session.bytes_written() + multifd();
     progress(&stats);
 
     let mut limit = RateLimit::new(params.max_bandwidth);
@@ -431,7 +439,7 @@ fn run(
         // bandwidth is what the link is allowed to carry, as QEMU measures it.
         let round_start = Instant::now();
         let budget = limit.budget();
-        let before = session.bytes_written();
+        let before = session.bytes_written() + multifd();
         let ram_before = ram();
         let status = match session.iterate(budget) {
             Ok(status) => status,
@@ -441,7 +449,7 @@ fn run(
                 return Err(failure(&round, session.bytes_written(), e));
             }
         };
-        let sent = session.bytes_written() - before;
+        let sent = (session.bytes_written() + multifd()).saturating_sub(before);
         let elapsed = round_start.elapsed();
         limit.sent(sent);
 
@@ -478,7 +486,7 @@ fn run(
         }
         stats.throttle_percent = auto.percent();
         stats.rounds += 1;
-        stats.transferred = session.bytes_written();
+        stats.transferred = session.bytes_written() + multifd();
         stats.remaining = remaining;
         stats.bandwidth = bandwidth_bpms.map_or(0, |b| (b * 1000.0) as u64);
         stats.dirty_rate = (redirtied as f64 / elapsed.as_secs_f64().max(1e-6)) as u64;
@@ -529,14 +537,14 @@ fn run(
     if let Err(e) = completed {
         guest.resume();
         stats.status = Status::Failed;
-        stats.transferred = session.bytes_written();
+        stats.transferred = session.bytes_written() + multifd();
         stats.total_time = start.elapsed();
         progress(&stats);
         return Err(e);
     }
     stats.downtime = stopped.elapsed();
     stats.status = Status::Completed;
-    stats.transferred = session.bytes_written();
+    stats.transferred = session.bytes_written() + multifd();
     stats.remaining = 0;
     stats.total_time = start.elapsed();
     stats.ram = ram();

@@ -95,6 +95,11 @@ impl MultifdSender {
         Ok(())
     }
 
+    /// Whether [`finish`](Self::finish) ran: the connections are used up.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.channels.iter().all(|c| c.jobs.is_none())
+    }
+
     /// Closes the queues and waits for every channel to have written everything.
     pub(crate) fn finish(&mut self) -> Result<()> {
         for c in &mut self.channels {

@@ -212,8 +212,6 @@ pub struct RamHandler {
     last_stage: bool,
     /// What a multifd flush record waits for on load (the channels' SYNC packets).
     multifd_flush: Option<crate::multifd::recv::FlushHook>,
-    /// The multifd channels' connections, until setup starts their threads.
-    multifd_writers: Option<Vec<crate::multifd::send::ChannelWriter>>,
     /// The running multifd channels (source side).
     multifd: Option<crate::multifd::send::MultifdSender>,
     /// Pages went to the channels since their last sync.
@@ -289,7 +287,6 @@ impl RamHandler {
             xbzrle: None,
             last_stage: false,
             multifd_flush: None,
-            multifd_writers: None,
             multifd: None,
             multifd_unsynced: false,
         })
@@ -302,11 +299,19 @@ impl RamHandler {
     /// matched by a SYNC packet on every channel; the channels carry the pages, zero
     /// pages as offsets. Cannot be combined with XBZRLE (QEMU refuses it too), and
     /// serves one migration: the connections are used up.
+    ///
+    /// The channels' threads start here and write their handshakes at once, so that a
+    /// destination telling its connections apart sees them before the main stream
+    /// needs an answer.
     pub fn with_multifd_channels(
         mut self,
         writers: Vec<crate::multifd::send::ChannelWriter>,
     ) -> Self {
-        self.multifd_writers = Some(writers);
+        self.multifd = Some(crate::multifd::send::MultifdSender::start(
+            writers,
+            self.page_size,
+            self.stats.clone(),
+        ));
         self
     }
 
@@ -701,17 +706,16 @@ impl IterativeHandler for RamHandler {
         self.first_pass_done = false;
         self.sent_since_wrap = false;
         self.stats.reset();
-        if let Some(writers) = self.multifd_writers.take() {
-            if self.xbzrle.is_some() {
-                return Err(Error::invalid(
-                    "RAM handler",
-                    "XBZRLE and multifd cannot be combined (QEMU refuses it too)",
-                ));
-            }
-            self.multifd = Some(crate::multifd::send::MultifdSender::start(
-                writers,
-                self.page_size,
-                self.stats.clone(),
+        if self.multifd.is_some() && self.xbzrle.is_some() {
+            return Err(Error::invalid(
+                "RAM handler",
+                "XBZRLE and multifd cannot be combined (QEMU refuses it too)",
+            ));
+        }
+        if self.multifd.as_ref().is_some_and(|m| m.is_finished()) {
+            return Err(Error::invalid(
+                "RAM handler",
+                "the multifd channels served a migration already: give new connections",
             ));
         }
         w.put_be64(self.total_bytes() | MEM_SIZE);
@@ -814,7 +818,7 @@ impl IterativeHandler for RamHandler {
             }
         }
         self.multifd_sync(w)?;
-        if let Some(mut m) = self.multifd.take() {
+        if let Some(m) = &mut self.multifd {
             m.finish()?; // every channel has written everything
         }
         w.put_be64(EOS);

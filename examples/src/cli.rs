@@ -78,6 +78,28 @@ pub fn show_progress(bar: &ProgressBar, s: &MigrationStats) {
 /// Copies `bytes` bytes through a fresh loopback TCP connection in 1 MiB writes and
 /// reads (as the migration streams do): the yardstick for a migration's throughput.
 pub fn raw_loopback_copy(bytes: u64) -> Duration {
+    raw_loopback_copy_on(bytes, 1)
+}
+
+/// [`raw_loopback_copy`] spread over `connections` connections at once (each carrying
+/// an equal share), the yardstick for multifd channels.
+pub fn raw_loopback_copy_on(bytes: u64, connections: usize) -> Duration {
+    let n = connections.max(1) as u64;
+    let t = Instant::now();
+    let copies: Vec<_> = (0..n)
+        .map(|i| {
+            let share = bytes / n + u64::from(i < bytes % n);
+            std::thread::spawn(move || one_loopback_copy(share))
+        })
+        .collect();
+    for c in copies {
+        c.join().expect("a copy thread");
+    }
+    t.elapsed()
+}
+
+/// Copies `bytes` through one fresh loopback TCP connection; returns its time.
+fn one_loopback_copy(bytes: u64) -> Duration {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let t = Instant::now();

@@ -56,6 +56,29 @@ fn example_destination(
     (addr, handle)
 }
 
+/// The example's two ends in this process: a guest of `vcpus` running `workload`,
+/// migrated with a 100 ms limit to a destination (preallocated when asked).
+fn example_migration(
+    vcpus: u32,
+    workload: Workload,
+    preallocate: bool,
+) -> vmstate_examples::kvm::live::Outcome {
+    use vmstate_examples::kvm::live::{SourceConfig, run_source};
+    let (addr, destination) = example_destination(vcpus, preallocate);
+    let cfg = SourceConfig {
+        ram: RAM,
+        vcpus,
+        workload,
+        downtime_limit: Duration::from_millis(100),
+        max_bandwidth: None,
+        max_time: Duration::from_secs(60),
+        warm_up: Duration::from_millis(50),
+    };
+    let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
+    destination.join().unwrap().unwrap();
+    outcome
+}
+
 /// Saves a stopped machine into a stream and loads it into a new machine with as many
 /// vCPUs.
 fn through_a_stream(src: &KvmMachine) -> KvmMachine {
@@ -213,19 +236,7 @@ fn kvm_guest_state_round_trips_through_a_stream_while_stopped() {
 #[test]
 #[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
 fn kvm_example_ends_agree_and_verify_the_migration() {
-    use vmstate_examples::kvm::live::{SourceConfig, run_source};
-    let (addr, destination) = example_destination(1, false);
-    let cfg = SourceConfig {
-        ram: RAM,
-        vcpus: 1,
-        workload: Workload::Rewrite { pages: PAGES },
-        downtime_limit: Duration::from_millis(100),
-        max_bandwidth: None,
-        max_time: Duration::from_secs(60),
-        warm_up: Duration::from_millis(50),
-    };
-    let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
-    destination.join().unwrap().unwrap();
+    let outcome = example_migration(1, Workload::Rewrite { pages: PAGES }, false);
     assert_eq!(outcome.differing_pages, 0);
     assert!(outcome.differing_devices.is_empty());
     assert_eq!(
@@ -238,23 +249,12 @@ fn kvm_example_ends_agree_and_verify_the_migration() {
 #[test]
 #[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
 fn kvm_paused_guest_with_random_memory_migrates_whole() {
-    use vmstate_examples::kvm::live::{SourceConfig, run_source};
     // A preallocated destination, as `kvm-migration --prealloc` makes it.
-    let (addr, destination) = example_destination(1, true);
-    let cfg = SourceConfig {
-        ram: RAM,
-        vcpus: 1,
-        workload: Workload::Preloaded {
-            pages: 1024,
-            seed: 0x1234_5678,
-        },
-        downtime_limit: Duration::from_millis(100),
-        max_bandwidth: None,
-        max_time: Duration::from_secs(60),
-        warm_up: Duration::from_millis(10),
+    let workload = Workload::Preloaded {
+        pages: 1024,
+        seed: 0x1234_5678,
     };
-    let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
-    destination.join().unwrap().unwrap();
+    let outcome = example_migration(1, workload, true);
     assert!(outcome.verified(), "{outcome:?}");
     let ram = outcome.stats.ram.unwrap();
     assert!(
@@ -388,19 +388,7 @@ fn kvm_qemu_runs_the_rewriting_guest_pass_after_pass() {
 #[test]
 #[ignore = "needs /dev/kvm (run by .ci/run where it exists)"]
 fn kvm_two_vcpus_migrate_live_each_going_on_from_its_own_pass() {
-    use vmstate_examples::kvm::live::{SourceConfig, run_source};
-    let (addr, destination) = example_destination(2, false);
-    let cfg = SourceConfig {
-        ram: RAM,
-        vcpus: 2,
-        workload: Workload::Rewrite { pages: PAGES },
-        downtime_limit: Duration::from_millis(100),
-        max_bandwidth: None,
-        max_time: Duration::from_secs(60),
-        warm_up: Duration::from_millis(50),
-    };
-    let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
-    destination.join().unwrap().unwrap();
+    let outcome = example_migration(2, Workload::Rewrite { pages: PAGES }, false);
     assert_eq!(outcome.differing_pages, 0);
     assert!(outcome.differing_devices.is_empty(), "{outcome:?}");
     assert_eq!(outcome.source_last_passes.len(), 2);

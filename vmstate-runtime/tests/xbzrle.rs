@@ -199,6 +199,11 @@ fn migrate(
         }
         s.complete().unwrap();
     }
+    (load_copy(block, &out), out)
+}
+
+/// A fresh block the size of `block` with `stream` loaded into it.
+fn load_copy(block: &RamBlock, stream: &[u8]) -> Arc<RamBlock> {
     let copy = Arc::new(RamBlock::new("pc.ram", block.len()).unwrap());
     let mut dst = Registry::new();
     dst.register_iterative(
@@ -210,11 +215,11 @@ fn migrate(
     .unwrap();
     load_stream(
         &mut dst,
-        &mut Reader::from_slice(&out),
+        &mut Reader::from_slice(stream),
         &LoadOptions::default(),
     )
     .unwrap();
-    (copy, out)
+    copy
 }
 
 fn assert_same(a: &RamBlock, b: &RamBlock) {
@@ -334,20 +339,5 @@ fn a_guest_writing_during_the_rounds_arrives_exactly() {
         vcpu.join().unwrap();
         s.complete().unwrap();
     }
-    let copy = Arc::new(RamBlock::new("pc.ram", block.len()).unwrap());
-    let mut dst = Registry::new();
-    dst.register_iterative(
-        "ram",
-        RAM_VERSION,
-        RamHandler::new(vec![copy.clone()]).unwrap(),
-        Registration::new(),
-    )
-    .unwrap();
-    load_stream(
-        &mut dst,
-        &mut Reader::from_slice(&out),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    assert_same(&block, &copy);
+    assert_same(&block, &load_copy(&block, &out));
 }

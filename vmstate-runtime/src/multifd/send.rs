@@ -162,7 +162,6 @@ fn run_channel(
     let slots = pages_per_packet(page_size) as u32;
     let mut data = Vec::with_capacity(pages_per_packet(page_size) * page_size);
     let mut out = Vec::new();
-    let mut page = vec![0u8; page_size];
     while let Ok(job) = jobs.recv() {
         out.clear();
         data.clear();
@@ -176,16 +175,21 @@ fn run_channel(
                 let (mut normal, mut zero) = (Vec::new(), Vec::new());
                 for p in pages {
                     let offset = (p * page_size) as u64;
-                    if block.page_is_zero(p) == Some(true) {
+                    let known_zero = block.page_is_zero(p);
+                    if known_zero == Some(true) {
                         zero.push(offset);
                         continue;
                     }
-                    block.copy_page(p, &mut page);
-                    if is_zero(&page) {
+                    // Copied once, straight into the packet's data; taken back out if
+                    // the copy turns out zero.
+                    let at = data.len();
+                    data.resize(at + page_size, 0);
+                    block.copy_page(p, &mut data[at..]);
+                    if known_zero.is_none() && is_zero(&data[at..]) {
+                        data.truncate(at);
                         zero.push(offset);
                     } else {
                         normal.push(offset);
-                        data.extend_from_slice(&page);
                     }
                 }
                 stats

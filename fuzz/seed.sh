@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../compat-tests/fixtures/qemu-10.0.2
-for t in load_stream decode records ram_load device_load schema_check xbzrle multifd_packet; do mkdir -p corpus/$t; done
+for t in load_stream decode records ram_load device_load schema_check xbzrle multifd_packet multifd_channel; do mkdir -p corpus/$t; done
 for f in "$fixtures"/*.mig; do
     cp "$f" corpus/decode/
     cp "$f" corpus/records/
@@ -19,4 +19,15 @@ for f in "$fixtures"/vmstate-pc-*.json ../compat-tests/fixtures/evolving/*.json;
 done
 cp ../compat-tests/fixtures/qemu-10.0.2-multifd/channel*.bin corpus/multifd_packet/
 for f in corpus/multifd_packet/channel*.bin; do tail -c +65 "$f" > "$f.packets"; done
+# multifd_channel: mode 0 with QEMU's channels as they are (plain, zstd, zlib); modes 1 (zlib) and 2
+# (zstd) with text to compress and no damage.
+for f in ../compat-tests/fixtures/qemu-10.0.2-multifd/channel*.bin \
+    ../compat-tests/fixtures/qemu-10.0.2-multifd-compressed/*/channel*.bin; do
+    name=$(basename "$(dirname "$f")")-$(basename "$f")
+    { printf '\0'; cat "$f"; } > "corpus/multifd_channel/raw-$name"
+done
+for m in 1 2; do
+    { printf "\\$(printf %o $m)"; head -c 600 ../README.md; printf '\377\377\0\377\377\0\377\377\0\377\377\0'; } \
+        > corpus/multifd_channel/text-$m.bin
+done
 echo "seeded: $(ls corpus/*/ | wc -l) files"

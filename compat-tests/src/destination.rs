@@ -112,7 +112,9 @@ pub fn none_with_xbzrle(
     none_with_handler(ram_bytes, |h| h.with_xbzrle(cache_bytes))
 }
 
-fn none_with_handler(
+/// [`none_with_ram`] whose RAM handler `configure` sets up (XBZRLE, a multifd flush
+/// hook, ...); also returns the handler's counters.
+pub fn none_with_handler(
     ram_bytes: u64,
     configure: impl FnOnce(RamHandler) -> RamHandler,
 ) -> (Registry, Arc<RamBlock>, Arc<RamStats>) {

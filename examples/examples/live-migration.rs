@@ -8,6 +8,7 @@
 //! cargo run --release --example live-migration -- --json       # final report as JSON
 //! cargo run --release --example live-migration -- --working-set 768M --downtime-ms 50 --xbzrle 1G
 //! cargo run --release --example live-migration -- --channels 2   # pages on two multifd channels
+//! cargo run --release --example live-migration -- --channels 2 --compress zstd --compress-level 3
 //! # two hosts: start the destination first, then the source
 //! cargo run --release --example live-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example live-migration -- --connect desthost:4444 --ram 1G
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::json;
+use vmstate::multifd::compress::Compression;
 use vmstate::transport::tls::{Endpoint, TlsClient, TlsCredentials, TlsServer};
 use vmstate_examples::cli::{human, ms, parse_size, progress_bar, show_progress};
 use vmstate_examples::machine::Workload;
@@ -70,6 +72,18 @@ struct Args {
     /// multifd-channels; 0: none). Both ends must be given the same number.
     #[arg(long, default_value_t = 0)]
     channels: usize,
+    /// Compress the multifd channels' pages: none, zlib or zstd (QEMU's
+    /// multifd-compression; needs --channels). The destination recognises the method.
+    #[arg(
+        long,
+        value_name = "METHOD",
+        default_value = "none",
+        requires = "channels"
+    )]
+    compress: String,
+    /// The compression level (zlib 0-9, zstd 1-20; QEMU's default 1).
+    #[arg(long, value_name = "LEVEL", requires = "compress")]
+    compress_level: Option<i32>,
     /// Give up after this many seconds and force the switchover.
     #[arg(long, default_value_t = 120)]
     max_time: u64,
@@ -260,6 +274,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
         auto_converge: args.auto_converge,
         xbzrle_cache: args.xbzrle,
         channels: args.channels,
+        compression: Compression::parse(&args.compress, args.compress_level)?,
         tls: match args.wants_tls() {
             true => {
                 let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);

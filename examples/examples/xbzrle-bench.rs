@@ -49,6 +49,7 @@ fn config(working_set: u64, downtime_ms: u64, auto_converge: bool, args: &Args) 
         auto_converge,
         xbzrle_cache: None,
         channels: 0,
+        compression: Default::default(),
         tls: None,
     }
 }

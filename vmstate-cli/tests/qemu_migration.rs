@@ -508,15 +508,45 @@ fn our_xbzrle_pages_reach_a_qemu_destination() {
 
 // ---- multifd ----
 
-/// QEMU 10 as the source with `multifd` and `channels` channels (no compression):
-/// our destination accepts the main stream and the channels, places the channels'
-/// pages, waits at each flush for every channel's SYNC, and holds QEMU's RAM.
-fn qemu_multifd_source_to_our_destination(channels: usize) {
+use vmstate::multifd::compress::Compression;
+
+/// QEMU's multifd parameters for `compression`.
+fn multifd_parameters(channels: usize, compression: Compression) -> serde_json::Value {
+    let mut p = json!({"multifd-channels": channels, "multifd-compression": compression.method()});
+    match compression {
+        Compression::Zlib { level } => p["multifd-zlib-level"] = json!(level),
+        Compression::Zstd { level } => p["multifd-zstd-level"] = json!(level),
+        Compression::None => {}
+    }
+    p
+}
+
+/// Text-like bytes (compressible), for QEMU's loader beside the random blob.
+fn text_blob(dir: &Path) -> (Vec<u8>, String) {
+    let bytes: Vec<u8> = (0..8192u32)
+        .flat_map(|i| {
+            format!("line {i:05}: the guest wrote this text into its memory\n").into_bytes()
+        })
+        .take(256 << 10)
+        .collect();
+    let path = dir.join("text.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    (bytes, path.to_str().unwrap().to_string())
+}
+
+const TEXT_AT: u64 = 8 << 20;
+
+/// QEMU 10 as the source with `multifd`, `channels` channels and `compression`: our
+/// destination accepts the main stream and the channels, places (and decompresses)
+/// the channels' pages, waits at each flush for every channel's SYNC, and holds
+/// QEMU's RAM: a random blob and a text blob.
+fn qemu_multifd_source_to_our_destination(channels: usize, compression: Compression) {
     use vmstate::multifd::recv::{MultifdReceiver, accept_channels};
     use vmstate::ram::{RAM_VERSION, RamHandler};
     use vmstate::{Reader, Registration};
     let dir = tempfile::tempdir().unwrap();
     let (content, blob_path) = blob(dir.path());
+    let (text, text_path) = text_blob(dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let dst = std::thread::spawn(move || {
@@ -537,10 +567,20 @@ fn qemu_multifd_source_to_our_destination(channels: usize) {
         Ok::<_, vmstate::Error>((ram, per_channel, stats.get()))
     });
     let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
+    let text_loader = format!("loader,file={text_path},addr={TEXT_AT},force-raw=on");
     let mut q = Qemu::start(
         dir.path(),
         "src",
-        &["-M", "none", "-m", "64M", "-device", &loader],
+        &[
+            "-M",
+            "none",
+            "-m",
+            "64M",
+            "-device",
+            &loader,
+            "-device",
+            &text_loader,
+        ],
     );
     q.execute(
         "migrate-set-capabilities",
@@ -548,7 +588,7 @@ fn qemu_multifd_source_to_our_destination(channels: usize) {
     );
     q.execute(
         "migrate-set-parameters",
-        json!({"multifd-channels": channels}),
+        multifd_parameters(channels, compression),
     );
     q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
     q.wait_migration("QEMU multifd source to our destination");
@@ -557,6 +597,7 @@ fn qemu_multifd_source_to_our_destination(channels: usize) {
         .unwrap()
         .unwrap_or_else(|e| panic!("our destination failed: {e}; QEMU said: {}", q.stderr()));
     assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    assert_eq!(ram_bytes(&ram, TEXT_AT, text.len()), text);
     assert!(ram_bytes(&ram, 0, 1 << 20).iter().all(|&b| b == 0));
     assert_eq!(per_channel.len(), channels);
     let mut ids: Vec<u8> = per_channel.iter().map(|c| c.id).collect();
@@ -564,31 +605,53 @@ fn qemu_multifd_source_to_our_destination(channels: usize) {
     assert_eq!(ids, (0..channels as u8).collect::<Vec<_>>());
     let normal: u64 = per_channel.iter().map(|c| c.normal_pages).sum();
     let zero: u64 = per_channel.iter().map(|c| c.zero_pages).sum();
-    assert_eq!(normal, 256, "the 1 MiB blob came through the channels");
+    assert_eq!(normal, 256 + 64, "the blobs came through the channels");
     assert_eq!(
         normal + zero + main_stats.normal_pages + main_stats.zero_pages,
         RAM / 4096
     );
     assert!(per_channel.iter().all(|c| c.syncs >= 2), "{per_channel:?}");
+    let compressed: u64 = per_channel.iter().map(|c| c.compressed_bytes).sum();
+    match compression {
+        Compression::None => assert_eq!(compressed, 0),
+        // The random MiB does not shrink; the text's 64 pages do, to a few KiB.
+        _ => assert!(
+            compressed > 0 && compressed < (256 + 16) * 4096,
+            "{compression}: {compressed} compressed bytes for {normal} pages"
+        ),
+    }
     q.quit();
 }
 
 #[test]
 #[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
 fn qemu_multifd_source_with_two_channels_migrates_to_our_destination() {
-    qemu_multifd_source_to_our_destination(2);
+    qemu_multifd_source_to_our_destination(2, Compression::None);
 }
 
 #[test]
 #[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
 fn qemu_multifd_source_with_four_channels_migrates_to_our_destination() {
-    qemu_multifd_source_to_our_destination(4);
+    qemu_multifd_source_to_our_destination(4, Compression::None);
 }
 
-/// Our source with `channels` multifd channels (no compression) to a QEMU 10
-/// destination with `multifd`: QEMU places the channels' pages, and the RAM it then
-/// holds equals ours, pages written between the rounds and in completion included.
-fn our_multifd_source_to_a_qemu_destination(channels: usize) {
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_multifd_source_with_zstd_migrates_to_our_destination() {
+    qemu_multifd_source_to_our_destination(2, Compression::Zstd { level: 3 });
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_multifd_source_with_zlib_migrates_to_our_destination() {
+    qemu_multifd_source_to_our_destination(3, Compression::Zlib { level: 6 });
+}
+
+/// Our source with `channels` multifd channels and `compression` to a QEMU 10
+/// destination with `multifd` and the same compression: QEMU places (and
+/// decompresses) the channels' pages, and the RAM it then holds equals ours, pages
+/// written between the rounds and in completion included.
+fn our_multifd_source_to_a_qemu_destination(channels: usize, compression: Compression) {
     use vmstate::ram::{RAM_VERSION, RamHandler};
     use vmstate::stream::{SaveSession, StreamConfig};
     use vmstate::{IterationStatus, Registration};
@@ -605,7 +668,7 @@ fn our_multifd_source_to_a_qemu_destination(channels: usize) {
     );
     q.execute(
         "migrate-set-parameters",
-        json!({"multifd-channels": channels}),
+        multifd_parameters(channels, compression),
     );
     q.execute(
         "migrate-incoming",
@@ -621,7 +684,8 @@ fn our_multifd_source_to_a_qemu_destination(channels: usize) {
         .collect();
     let handler = RamHandler::new(vec![ram.clone()])
         .unwrap()
-        .with_multifd_channels(writers);
+        .with_multifd(writers, compression)
+        .unwrap();
     reg.unregister(reg.find_section("ram", 0).unwrap());
     reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
         .unwrap();
@@ -656,11 +720,185 @@ fn our_multifd_source_to_a_qemu_destination(channels: usize) {
 #[test]
 #[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
 fn our_multifd_source_with_two_channels_reaches_a_qemu_destination() {
-    our_multifd_source_to_a_qemu_destination(2);
+    our_multifd_source_to_a_qemu_destination(2, Compression::None);
 }
 
 #[test]
 #[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
 fn our_multifd_source_with_four_channels_reaches_a_qemu_destination() {
-    our_multifd_source_to_a_qemu_destination(4);
+    our_multifd_source_to_a_qemu_destination(4, Compression::None);
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn our_zstd_multifd_source_reaches_a_qemu_destination() {
+    our_multifd_source_to_a_qemu_destination(2, Compression::Zstd { level: 3 });
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn our_zlib_multifd_source_reaches_a_qemu_destination() {
+    our_multifd_source_to_a_qemu_destination(3, Compression::Zlib { level: 6 });
+}
+
+// ---- multifd over mutual TLS ----
+
+/// QEMU 10 as a TLS source with two zstd multifd channels: our destination takes the
+/// first TLS session as the main stream and the next two as the channels (QEMU's own
+/// rule under TLS), and holds QEMU's RAM.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_multifd_source_over_mutual_tls_migrates_to_our_destination() {
+    use vmstate::multifd::recv::{MultifdReceiver, accept_tls_channels};
+    use vmstate::ram::{RAM_VERSION, RamHandler};
+    use vmstate::{Reader, Registration};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (content, blob_path) = blob(dir.path());
+    let (text, text_path) = text_blob(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = TlsServer::new(&pki.server()).unwrap();
+    let dst = std::thread::spawn(move || {
+        let ram = Arc::new(RamBlock::new("ram", RAM).unwrap());
+        let (main, channels) = accept_tls_channels(&listener, 2, Duration::from_secs(30), &server)?;
+        let receiver = MultifdReceiver::start(vec![ram.clone()], channels);
+        let handler = RamHandler::new(vec![ram.clone()])?.with_multifd_flush(receiver.flush_hook());
+        let mut reg = compat_tests::destination::none();
+        reg.unregister(reg.find_section("ram", 0).unwrap());
+        reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())?;
+        let opts = LoadOptions {
+            machine: Some("none".into()),
+            ..Default::default()
+        };
+        vmstate::stream::load_stream(&mut reg, &mut Reader::from_io(main), &opts)?;
+        let per_channel = receiver.finish()?;
+        Ok::<_, vmstate::Error>((ram, per_channel))
+    });
+    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
+    let text_loader = format!("loader,file={text_path},addr={TEXT_AT},force-raw=on");
+    let obj = tls_object(&pki, Set::Good, "client");
+    let mut q = Qemu::start(
+        dir.path(),
+        "src",
+        &[
+            "-M",
+            "none",
+            "-m",
+            "64M",
+            "-device",
+            &loader,
+            "-device",
+            &text_loader,
+            "-object",
+            &obj,
+        ],
+    );
+    q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "multifd", "state": true}]}),
+    );
+    let mut p = multifd_parameters(2, Compression::ZSTD);
+    p["tls-creds"] = json!("tls0");
+    q.execute("migrate-set-parameters", p);
+    q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    q.wait_migration("QEMU multifd TLS source to our destination");
+    let (ram, per_channel) = dst
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("our destination failed: {e}; QEMU said: {}", q.stderr()));
+    assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    assert_eq!(ram_bytes(&ram, TEXT_AT, text.len()), text);
+    assert_eq!(per_channel.len(), 2);
+    assert!(
+        per_channel.iter().all(|c| c.compressed_bytes > 0),
+        "{per_channel:?}"
+    );
+    q.quit();
+}
+
+/// Our TLS source with three zlib multifd channels, each its own TLS session, to a
+/// QEMU 10 TLS destination with the same settings: the RAM QEMU then holds is ours.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn our_multifd_source_over_mutual_tls_reaches_a_qemu_destination() {
+    use vmstate::ram::{RAM_VERSION, RamHandler};
+    use vmstate::stream::{SaveSession, StreamConfig};
+    use vmstate::{IterationStatus, Registration};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let port = free_port();
+    let obj = tls_object(&pki, Set::Good, "server");
+    let mut q = Qemu::start(
+        dir.path(),
+        "dst",
+        &[
+            "-M",
+            "none",
+            "-m",
+            "64M",
+            "-incoming",
+            "defer",
+            "-object",
+            &obj,
+        ],
+    );
+    q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "multifd", "state": true}]}),
+    );
+    let compression = Compression::Zlib { level: 1 };
+    let mut p = multifd_parameters(3, compression);
+    p["tls-creds"] = json!("tls0");
+    q.execute("migrate-set-parameters", p);
+    q.execute(
+        "migrate-incoming",
+        json!({"uri": format!("tcp:127.0.0.1:{port}")}),
+    );
+    let client = Arc::new(TlsClient::new(&pki.client(), Some("localhost")).unwrap());
+    let connect = move |client: &TlsClient| -> vmstate::Result<_> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        client.connect(s)
+    };
+    let main = connect(&client).unwrap();
+    // QEMU answers the channels' handshakes once the main stream has started: they
+    // connect in their threads.
+    let openers = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            Box::new(move || {
+                connect(&client).map(|tls| Box::new(tls) as vmstate::multifd::send::ChannelWriter)
+            }) as vmstate::multifd::send::ChannelOpener
+        })
+        .collect();
+    let (mut reg, ram, pattern) = our_none_source();
+    let handler = RamHandler::new(vec![ram.clone()])
+        .unwrap()
+        .with_multifd_connecting(openers, compression)
+        .unwrap();
+    reg.unregister(reg.find_section("ram", 0).unwrap());
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .unwrap();
+    {
+        let mut s = SaveSession::new(&mut reg, main, StreamConfig::new("none"));
+        s.setup().unwrap();
+        while s.iterate(8 << 20).unwrap() == IterationStatus::More {}
+        ram.write(20 << 20, b"written between the rounds");
+        while s.iterate(8 << 20).unwrap() == IterationStatus::More {}
+        s.complete()
+            .unwrap_or_else(|e| panic!("our source failed: {e}; QEMU said: {}", q.stderr()));
+    }
+    q.wait_migration("our multifd TLS source to the QEMU destination");
+    q.execute("migrate-set-parameters", json!({"tls-creds": ""}));
+    let theirs = qemu_ram(&mut q, dir.path());
+    assert_eq!(ram_bytes(&theirs, 3 << 20, pattern.len()), pattern);
+    for page in 0..ram.pages() {
+        assert_eq!(
+            theirs.page_checksum(page),
+            ram.page_checksum(page),
+            "page {page}"
+        );
+    }
+    q.quit();
 }

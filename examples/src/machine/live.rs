@@ -38,8 +38,11 @@ pub struct SourceConfig {
     pub auto_converge: bool,
     /// Send pages sent before as XBZRLE deltas, with a cache of this many bytes.
     pub xbzrle_cache: Option<u64>,
-    /// Multifd channels beside the main connection (0: none; not with TLS yet).
+    /// Multifd channels beside the main connection (0: none), each over its own TLS
+    /// session when `tls` is set.
     pub channels: usize,
+    /// How the multifd channels compress pages (needs `channels` > 0).
+    pub compression: vmstate::multifd::compress::Compression,
     /// Mutual TLS: this side's client credentials and the destination's expected name.
     pub tls: Option<TlsClient>,
 }
@@ -78,7 +81,8 @@ pub fn run_destination(listener: TcpListener, ram: u64, tls: Option<&TlsServer>)
 }
 
 /// [`run_destination`] expecting `channels` multifd channels beside the main
-/// connection (not with TLS yet).
+/// connection (each with its own TLS session under `tls`); compressed channels are
+/// recognised by their packets.
 pub fn run_destination_with(
     listener: TcpListener,
     ram: u64,
@@ -86,36 +90,55 @@ pub fn run_destination_with(
     channels: usize,
 ) -> AnyResult<()> {
     let machine = Machine::new(ram)?;
-    let (sock, receiver, reg) = if channels > 0 {
-        if tls.is_some() {
-            return Err("multifd channels over TLS are not supported yet".into());
-        }
-        let (main, socks) = vmstate::multifd::recv::accept_channels(
-            &listener,
-            channels,
-            vmstate::migrate::DEFAULT_IO_TIMEOUT,
-        )?;
+    // The guest's RAM for the channels' receiver, and the receiver's flush hook for
+    // the main stream's RAM handler.
+    let multifd = |channels: Vec<Box<dyn std::io::Read + Send>>| {
         let rx = vmstate::multifd::recv::MultifdReceiver::start(
             vec![machine.state.ram.clone() as std::sync::Arc<dyn vmstate::ram::GuestRam>],
-            socks,
+            channels,
         );
         let setup = super::RamSetup {
             multifd_flush: Some(rx.flush_hook()),
             ..Default::default()
         };
-        let (reg, _) = machine.registry_with(setup)?;
-        (main, Some(rx), reg)
-    } else {
-        let (reg, _) = machine.registry()?;
-        (listener.accept()?.0, None, reg)
+        (rx, setup)
     };
+    let timeout = vmstate::migrate::DEFAULT_IO_TIMEOUT;
+    let (main, receiver, setup) = match (channels, tls) {
+        (0, _) => (
+            Main::Plain(listener.accept()?.0),
+            None,
+            super::RamSetup::default(),
+        ),
+        (n, None) => {
+            let (main, socks) = vmstate::multifd::recv::accept_channels(&listener, n, timeout)?;
+            let socks = socks.into_iter().map(|s| Box::new(s) as _).collect();
+            let (rx, setup) = multifd(socks);
+            (Main::Plain(main), Some(rx), setup)
+        }
+        (n, Some(server)) => {
+            let (main, socks) =
+                vmstate::multifd::recv::accept_tls_channels(&listener, n, timeout, server)?;
+            let socks = socks.into_iter().map(|s| Box::new(s) as _).collect();
+            let (rx, setup) = multifd(socks);
+            (Main::Tls(main), Some(rx), setup)
+        }
+    };
+    let (reg, _) = machine.registry_with(setup)?;
     let mut reg = reg;
-    sock.set_nodelay(true)?;
     let params = IncomingParams::new(MACHINE_TYPE);
     // The demo's destination has no vCPUs to start.
-    match tls {
-        Some(server) => receive(&mut reg, accept_tls(server, sock)?, &params, &mut || Ok(()))?,
-        None => receive(&mut reg, sock, &params, &mut || Ok(()))?,
+    match main {
+        Main::Plain(sock) => {
+            sock.set_nodelay(true)?;
+            match tls {
+                Some(server) => {
+                    receive(&mut reg, accept_tls(server, sock)?, &params, &mut || Ok(()))?
+                }
+                None => receive(&mut reg, sock, &params, &mut || Ok(()))?,
+            }
+        }
+        Main::Tls(stream) => receive(&mut reg, stream, &params, &mut || Ok(()))?,
     };
     if let Some(rx) = receiver {
         rx.finish()?;
@@ -133,6 +156,13 @@ pub fn run_destination_with(
         None => send(Box::new(verify))?,
     }
     Ok(())
+}
+
+/// The destination's main connection: TCP (TLS still to be set up when asked for),
+/// or a TLS session set up with the multifd channels'.
+enum Main {
+    Plain(TcpStream),
+    Tls(vmstate::transport::tls::TlsStream),
 }
 
 /// The TLS handshake on an accepted connection, bounded by the default I/O timeout.
@@ -159,20 +189,39 @@ pub fn run_source(
     let sock = TcpStream::connect(addr)?;
     sock.set_nodelay(true)?;
     let mut vcpus = vcpus;
-    if cfg.channels > 0 && cfg.tls.is_some() {
-        return Err("multifd channels over TLS are not supported yet".into());
-    }
-    // The channels connect after the main connection, as QEMU's do.
+    // TLS on the main connection first: the destination takes the first session for
+    // the main stream.
+    let main = match &cfg.tls {
+        Some(client) => {
+            sock.set_io_timeout(Some(vmstate::migrate::DEFAULT_IO_TIMEOUT))?;
+            Main::Tls(client.connect(sock)?)
+        }
+        None => Main::Plain(sock),
+    };
+    // The channels connect after the main connection, as QEMU's do, each in its own
+    // thread while the main stream starts (a QEMU destination under TLS answers them
+    // only then).
     let multifd_channels = (0..cfg.channels)
-        .map(|_| -> AnyResult<vmstate::multifd::send::ChannelWriter> {
-            let s = TcpStream::connect(addr)?;
-            s.set_nodelay(true)?;
-            Ok(Box::new(s))
+        .map(|_| {
+            let (addr, tls) = (addr.to_string(), cfg.tls.clone());
+            Box::new(
+                move || -> vmstate::Result<vmstate::multifd::send::ChannelWriter> {
+                    let s = TcpStream::connect(&addr)?;
+                    s.set_nodelay(true)?;
+                    // A destination that stops reading fails the channel's writes.
+                    s.set_io_timeout(Some(vmstate::migrate::DEFAULT_IO_TIMEOUT))?;
+                    Ok(match tls {
+                        Some(client) => Box::new(client.connect(s)?),
+                        None => Box::new(s),
+                    })
+                },
+            ) as vmstate::multifd::send::ChannelOpener
         })
-        .collect::<AnyResult<Vec<_>>>()?;
+        .collect();
     let setup = super::RamSetup {
         xbzrle_cache: cfg.xbzrle_cache,
         multifd_channels,
+        multifd_compression: cfg.compression,
         multifd_flush: None,
     };
     let (mut reg, ram_stats) = machine.registry_with(setup)?;
@@ -186,13 +235,9 @@ pub fn run_source(
 
     let started = Instant::now();
     let cancel = CancelToken::new();
-    let stats = match &cfg.tls {
-        Some(client) => {
-            sock.set_io_timeout(Some(vmstate::migrate::DEFAULT_IO_TIMEOUT))?;
-            let tls = client.connect(sock)?;
-            migrate_over(&mut reg, tls, &mut vcpus, &params, &cancel, progress)?
-        }
-        None => migrate_over(&mut reg, sock, &mut vcpus, &params, &cancel, progress)?,
+    let stats = match main {
+        Main::Tls(tls) => migrate_over(&mut reg, tls, &mut vcpus, &params, &cancel, progress)?,
+        Main::Plain(sock) => migrate_over(&mut reg, sock, &mut vcpus, &params, &cancel, progress)?,
     };
     let wall = started.elapsed();
 
@@ -243,6 +288,7 @@ pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome
         auto_converge: false,
         xbzrle_cache: None,
         channels: 0,
+        compression: Default::default(),
         tls: client,
     };
     migrate_locally_with(&cfg, server, &mut |_| {})

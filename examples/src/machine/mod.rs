@@ -101,9 +101,11 @@ impl Digest {
 pub struct RamSetup {
     /// Send with XBZRLE and a cache of this many bytes.
     pub xbzrle_cache: Option<u64>,
-    /// Send the pages on these multifd channels (connections opened after the main
-    /// one).
-    pub multifd_channels: Vec<vmstate::multifd::send::ChannelWriter>,
+    /// Send the pages on multifd channels, each opened (after the main connection)
+    /// by one of these in the channel's thread.
+    pub multifd_channels: Vec<vmstate::multifd::send::ChannelOpener>,
+    /// How those channels compress pages.
+    pub multifd_compression: vmstate::multifd::compress::Compression,
     /// Load: wait at each multifd flush record with this (the channels' receiver's).
     pub multifd_flush: Option<vmstate::multifd::recv::FlushHook>,
 }
@@ -134,7 +136,7 @@ impl Machine {
             ram = ram.with_xbzrle(bytes);
         }
         if !setup.multifd_channels.is_empty() {
-            ram = ram.with_multifd_channels(setup.multifd_channels);
+            ram = ram.with_multifd_connecting(setup.multifd_channels, setup.multifd_compression)?;
         }
         if let Some(hook) = setup.multifd_flush {
             ram = ram.with_multifd_flush(hook);

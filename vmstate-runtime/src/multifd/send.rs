@@ -4,6 +4,9 @@
 //! to its connection; a SYNC job makes every channel send a SYNC packet after what it
 //! was given before (QEMU's `multifd_send_sync_main`).
 //!
+//! With compression each channel thread keeps its own stream
+//! ([`compress`](super::compress)) and compresses each packet's copied pages at once.
+//!
 //! Jobs go round-robin to the channels through bounded queues, so a slow channel holds
 //! the handler back instead of piling up memory. A channel whose connection fails
 //! ends; the handler learns it at its next job or sync and fails the migration with the
@@ -15,12 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use super::compress::{Compression, Compressor};
 use super::packet::{FLAG_SYNC, Handshake, RamPacket, pages_per_packet};
 use crate::error::{Error, Result};
 use crate::ram::{GuestRam, RamStats, is_zero};
 
 /// A connection for one channel.
 pub type ChannelWriter = Box<dyn Write + Send>;
+
+/// Opens one channel's connection, in that channel's thread (see
+/// [`RamHandler::with_multifd_connecting`](crate::ram::RamHandler::with_multifd_connecting)).
+pub type ChannelOpener = Box<dyn FnOnce() -> Result<ChannelWriter> + Send>;
 
 enum Job {
     /// Pages (indices) of one block.
@@ -45,14 +53,16 @@ pub(crate) struct MultifdSender {
 }
 
 impl MultifdSender {
-    /// Starts one thread per writer; each first writes its handshake.
+    /// Starts one thread per opener; each opens its connection and writes its
+    /// handshake. `compression` must have passed [`Compression::check`].
     pub(crate) fn start(
-        writers: Vec<ChannelWriter>,
+        openers: Vec<ChannelOpener>,
         page_size: usize,
         stats: Arc<RamStats>,
+        compression: Compression,
     ) -> MultifdSender {
         let packet_num = Arc::new(AtomicU64::new(0));
-        let channels = writers
+        let channels = openers
             .into_iter()
             .enumerate()
             .map(|(id, w)| {
@@ -60,7 +70,15 @@ impl MultifdSender {
                 let (stats, packet_num) = (stats.clone(), packet_num.clone());
                 let thread = std::thread::Builder::new()
                     .name(format!("multifd{id}"))
-                    .spawn(move || run_channel(id as u8, w, rx, page_size, &stats, &packet_num))
+                    .spawn(move || {
+                        let ctx = ChannelContext {
+                            page_size,
+                            stats: &stats,
+                            packet_num: &packet_num,
+                            compression,
+                        };
+                        run_channel(id as u8, w, rx, &ctx)
+                    })
                     .expect("a multifd channel thread");
                 Channel {
                     jobs: Some(tx),
@@ -149,23 +167,38 @@ fn channel_error(i: usize, e: Error) -> Error {
     Error::invalid("multifd channel", format!("channel {i}: {e}"))
 }
 
+/// What every channel thread shares.
+struct ChannelContext<'a> {
+    page_size: usize,
+    stats: &'a RamStats,
+    /// Packet numbers count across the channels.
+    packet_num: &'a AtomicU64,
+    compression: Compression,
+}
+
 /// One channel's thread: the handshake, then a packet per job.
 fn run_channel(
     id: u8,
-    mut w: ChannelWriter,
+    open: ChannelOpener,
     jobs: Receiver<Job>,
-    page_size: usize,
-    stats: &RamStats,
-    packet_num: &AtomicU64,
+    ctx: &ChannelContext<'_>,
 ) -> Result<()> {
+    let ChannelContext {
+        page_size,
+        stats,
+        packet_num,
+        compression,
+    } = *ctx;
+    let mut w = open()?;
     w.write_all(&Handshake { uuid: [0; 16], id }.encode())?;
+    let mut compressor = Compressor::new(compression)?;
     let slots = pages_per_packet(page_size) as u32;
     let mut data = Vec::with_capacity(pages_per_packet(page_size) * page_size);
-    let mut out = Vec::new();
+    let (mut out, mut zdata) = (Vec::new(), Vec::new());
     while let Ok(job) = jobs.recv() {
         out.clear();
         data.clear();
-        let packet = match job {
+        let mut packet = match job {
             Job::Sync => RamPacket {
                 flags: FLAG_SYNC,
                 packet_num: packet_num.fetch_add(1, Ordering::Relaxed),
@@ -199,7 +232,9 @@ fn run_channel(
                     .zero_pages
                     .fetch_add(zero.len() as u64, Ordering::Relaxed);
                 RamPacket {
-                    flags: 0,
+                    // A packet with pages names its method even without data, as
+                    // QEMU's do (its receiver checks it).
+                    flags: compression.flag(),
                     pages_alloc: slots,
                     next_packet_size: data.len() as u32,
                     packet_num: packet_num.fetch_add(1, Ordering::Relaxed),
@@ -209,8 +244,17 @@ fn run_channel(
                 }
             }
         };
+        let payload: &[u8] = match &mut compressor {
+            Some(c) if !data.is_empty() => {
+                zdata.clear();
+                c.compress(&data, &mut zdata)?;
+                &zdata
+            }
+            _ => &data,
+        };
+        packet.next_packet_size = payload.len() as u32;
         packet.encode(page_size, &mut out);
-        out.extend_from_slice(&data);
+        out.extend_from_slice(payload);
         w.write_all(&out)?;
         if packet.is_sync() {
             w.flush()?;

@@ -303,16 +303,49 @@ impl RamHandler {
     /// The channels' threads start here and write their handshakes at once, so that a
     /// destination telling its connections apart sees them before the main stream
     /// needs an answer.
-    pub fn with_multifd_channels(
-        mut self,
+    pub fn with_multifd_channels(self, writers: Vec<crate::multifd::send::ChannelWriter>) -> Self {
+        self.with_multifd(writers, crate::multifd::compress::Compression::None)
+            .expect("no compression has no level to refuse")
+    }
+
+    /// [`with_multifd_channels`](Self::with_multifd_channels) with each channel's page
+    /// data compressed (QEMU's `multifd-compression` zlib or zstd with its level): one
+    /// stream per channel for the whole migration, flushed at every packet's end, as
+    /// QEMU writes it, so a QEMU 10 destination set to the same method loads it.
+    /// Refuses a level outside QEMU's range.
+    pub fn with_multifd(
+        self,
         writers: Vec<crate::multifd::send::ChannelWriter>,
-    ) -> Self {
+        compression: crate::multifd::compress::Compression,
+    ) -> Result<Self> {
+        let openers = writers
+            .into_iter()
+            .map(|w| Box::new(move || Ok(w)) as crate::multifd::send::ChannelOpener)
+            .collect();
+        self.with_multifd_connecting(openers, compression)
+    }
+
+    /// [`with_multifd`](Self::with_multifd) with each channel's connection opened by
+    /// its opener in the channel's own thread, while the main stream starts. Needed
+    /// with TLS towards a QEMU destination: QEMU reads the main stream's first bytes
+    /// before it answers the channels' TLS handshakes, so channels connected one by
+    /// one before the main stream starts would wait for each other. Open the main
+    /// connection first: a destination under TLS takes the first connection for the
+    /// main stream. A failed opener fails the migration at the next batch of pages
+    /// or sync, naming the channel.
+    pub fn with_multifd_connecting(
+        mut self,
+        openers: Vec<crate::multifd::send::ChannelOpener>,
+        compression: crate::multifd::compress::Compression,
+    ) -> Result<Self> {
+        compression.check()?;
         self.multifd = Some(crate::multifd::send::MultifdSender::start(
-            writers,
+            openers,
             self.page_size,
             self.stats.clone(),
+            compression,
         ));
-        self
+        Ok(self)
     }
 
     /// On load, waits at each `RAM_SAVE_FLAG_MULTIFD_FLUSH` record with `hook` (a

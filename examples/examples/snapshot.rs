@@ -3,21 +3,28 @@
 //! ```text
 //! cargo run --example snapshot -- save snap.mig    # run the guest a while, save it
 //! cargo run --example snapshot -- load snap.mig    # load into a fresh machine, compare
+//! cargo run --example snapshot -- save --mapped-ram snap.mig   # QEMU's mapped-ram layout
+//! cargo run --example snapshot -- load --mapped-ram snap.mig
 //! ```
 //!
 //! `save` runs a deterministic guest workload, then writes the snapshot atomically (a
 //! temporary file, fsync, rename). `load` loads it into a fresh machine and compares
 //! the result with the same workload run again from scratch: every RAM page and every
 //! device must match. The file is a QEMU migration stream with a vmdesc trailer, so
-//! QEMU's `scripts/analyze-migration.py -f snap.mig` decodes it too.
+//! QEMU's `scripts/analyze-migration.py -f snap.mig` decodes it too. With
+//! `--mapped-ram` it is in QEMU's mapped-ram layout: each page at a fixed offset, zero
+//! pages as holes (QEMU loads it with the `mapped-ram` capability and
+//! `migrate-incoming file:snap.mig`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vmstate::stream::{LoadOptions, StreamConfig, load_file, save_snapshot};
+use vmstate::stream::{
+    LoadOptions, StreamConfig, load_file, save_mapped_ram_snapshot, save_snapshot,
+};
 use vmstate::transport::{AtomicFile, BackgroundWriter};
-use vmstate_examples::machine::{MACHINE_TYPE, Machine};
+use vmstate_examples::machine::{MACHINE_TYPE, Machine, RamSetup};
 
 /// Save and load snapshots of the example machine.
 #[derive(Parser, Debug)]
@@ -39,11 +46,17 @@ enum Cmd {
     Save {
         /// Where to write the snapshot.
         file: PathBuf,
+        /// In QEMU's mapped-ram layout (pages at fixed offsets, zero pages as holes).
+        #[arg(long)]
+        mapped_ram: bool,
     },
     /// Load FILE into a fresh machine and check that the state matches.
     Load {
         /// The snapshot to load.
         file: PathBuf,
+        /// The file is in QEMU's mapped-ram layout.
+        #[arg(long)]
+        mapped_ram: bool,
     },
 }
 
@@ -65,14 +78,23 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match &args.command {
-        Cmd::Save { file } => {
+        Cmd::Save { file, mapped_ram } => {
             let machine = Machine::new(args.ram_mib << 20)?;
             machine.run_deterministic(args.steps, working_set(args));
-            let (mut reg, ram) = machine.registry()?;
-            // Written in a second thread while the engine produces the next MiB.
-            let mut out = BackgroundWriter::new(AtomicFile::create(file)?);
-            let stats = save_snapshot(&mut reg, &mut out, StreamConfig::new(MACHINE_TYPE))?;
-            out.into_inner()?.commit()?;
+            let (mut reg, ram) = machine.registry_with(RamSetup {
+                mapped_ram: *mapped_ram,
+                ..Default::default()
+            })?;
+            let config = StreamConfig::new(MACHINE_TYPE);
+            let stats = if *mapped_ram {
+                save_mapped_ram_snapshot(&mut reg, file, config)?
+            } else {
+                // Written in a second thread while the engine produces the next MiB.
+                let mut out = BackgroundWriter::new(AtomicFile::create(file)?);
+                let stats = save_snapshot(&mut reg, &mut out, config)?;
+                out.into_inner()?.commit()?;
+                stats
+            };
             let pages = ram.get();
             println!(
                 "saved {} bytes to {}: {} device sections, {} full pages, {} zero pages",
@@ -84,11 +106,18 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Load { file } => {
+        Cmd::Load { file, mapped_ram } => {
             let machine = Machine::new(args.ram_mib << 20)?;
-            let (mut reg, _) = machine.registry()?;
+            let (mut reg, _) = machine.registry_with(RamSetup {
+                mapped_ram: *mapped_ram,
+                ..Default::default()
+            })?;
             let opts = LoadOptions {
                 machine: Some(MACHINE_TYPE.into()),
+                capabilities: match mapped_ram {
+                    true => vec!["mapped-ram".into()],
+                    false => vec![],
+                },
                 ..Default::default()
             };
             let report = load_file(&mut reg, file, opts, false)?;

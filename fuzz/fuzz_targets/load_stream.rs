@@ -1,4 +1,5 @@
-//! The registry loader: any bytes into a machine with RAM and devices.
+//! The registry loader: any bytes into a machine with RAM and devices (its RAM in
+//! QEMU's mapped-ram layout when the first byte has bit 2).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,11 +11,16 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, stream)) = data.split_first() else {
         return;
     };
+    let mapped_ram = flags & 4 != 0;
     let opts = LoadOptions {
         no_configuration: flags & 1 != 0,
         no_section_footers: flags & 2 != 0,
+        capabilities: match mapped_ram {
+            true => vec!["mapped-ram".into()],
+            false => vec![],
+        },
         ..Default::default()
     };
-    let mut reg = vmstate_fuzz::machine();
+    let mut reg = vmstate_fuzz::machine_with(mapped_ram);
     let _ = load_stream(&mut reg, &mut Reader::from_slice(stream), &opts);
 });

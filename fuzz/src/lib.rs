@@ -121,18 +121,22 @@ impl Dev {
 /// A machine to load streams into: two RAM blocks of 16 pages and 3 pages, the
 /// all-kinds device, and two instances of a small one.
 pub fn machine() -> Registry {
+    machine_with(false)
+}
+
+/// [`machine`], its RAM in QEMU's mapped-ram layout when `mapped_ram`.
+pub fn machine_with(mapped_ram: bool) -> Registry {
     let blocks = vec![
         Arc::new(RamBlock::new("pc.ram", 16 * 4096).unwrap()),
         Arc::new(RamBlock::new("vga.vram", 3 * 4096).unwrap()),
     ];
     let mut reg = Registry::new();
-    reg.register_iterative(
-        "ram",
-        RAM_VERSION,
-        RamHandler::new(blocks).unwrap(),
-        Registration::new(),
-    )
-    .unwrap();
+    let mut ram = RamHandler::new(blocks).unwrap();
+    if mapped_ram {
+        ram = ram.with_mapped_ram();
+    }
+    reg.register_iterative("ram", RAM_VERSION, ram, Registration::new())
+        .unwrap();
     reg.register_device(Dev::new(), Registration::new())
         .unwrap();
     reg.register_device(Queue::default(), Registration::new())

@@ -177,7 +177,7 @@ fn qemu_ram(q: &mut Qemu, dir: &Path) -> Arc<RamBlock> {
     let file = dir.join("after.mig");
     // A file has no return path and one channel: the capabilities of the incoming
     // side must go.
-    let off: Vec<_> = ["switchover-ack", "return-path", "multifd"]
+    let off: Vec<_> = ["switchover-ack", "return-path", "multifd", "mapped-ram"]
         .iter()
         .map(|c| json!({"capability": c, "state": false}))
         .collect();
@@ -901,4 +901,111 @@ fn our_multifd_source_over_mutual_tls_reaches_a_qemu_destination() {
         );
     }
     q.quit();
+}
+
+// ---- mapped-ram ----
+
+fn mapped_ram_options() -> LoadOptions {
+    LoadOptions {
+        machine: Some("none".into()),
+        capabilities: vec!["mapped-ram".into()],
+        ..Default::default()
+    }
+}
+
+/// Our `-M none` machine (a pattern at 3 MiB, a page at 60 MiB) saved in the
+/// mapped-ram layout to a file: a QEMU 10 destination with `mapped-ram` loads it
+/// (`migrate-incoming file:`), and the RAM it then holds is ours, page for page.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_loads_our_mapped_ram_snapshot() {
+    use vmstate::stream::{SaveSession, StreamConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut reg, ram, _) =
+        compat_tests::destination::none_with_handler(RAM, |h| h.with_mapped_ram());
+    let pattern: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    ram.write(3 << 20, &pattern);
+    ram.write(60 << 20, b"the last page but a few");
+    let path = dir.path().join("ours.mig");
+    let mut config = StreamConfig::new("none");
+    config.configuration.add_capability("mapped-ram");
+    {
+        let file = std::fs::File::create(&path).unwrap();
+        let mut s = SaveSession::with_writer(&mut reg, vmstate::Writer::to_fd(file), config);
+        s.setup().unwrap();
+        while s.iterate(u64::MAX).unwrap() == vmstate::IterationStatus::More {}
+        s.complete().unwrap();
+    }
+    let mut q = Qemu::start(
+        dir.path(),
+        "dst",
+        &["-M", "none", "-m", "64M", "-incoming", "defer"],
+    );
+    q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "mapped-ram", "state": true}]}),
+    );
+    q.execute(
+        "migrate-incoming",
+        json!({"uri": format!("file:{}", path.display())}),
+    );
+    q.wait_migration("QEMU loading our mapped-ram file");
+    let theirs = qemu_ram(&mut q, dir.path());
+    assert_eq!(ram_bytes(&theirs, 3 << 20, pattern.len()), pattern);
+    for page in 0..ram.pages() {
+        assert_eq!(
+            theirs.page_checksum(page),
+            ram.page_checksum(page),
+            "page {page}"
+        );
+    }
+    q.quit();
+}
+
+/// QEMU 10 saves a `-M none -m 64M` machine (a random MiB at 1 MiB, text at 8 MiB) in
+/// the mapped-ram layout (`migrate file:`); this project loads the file and holds the
+/// same RAM.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemus_mapped_ram_snapshot_loads_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let (content, blob_path) = blob(dir.path());
+    let (text, text_path) = text_blob(dir.path());
+    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
+    let text_loader = format!("loader,file={text_path},addr={TEXT_AT},force-raw=on");
+    let mut q = Qemu::start(
+        dir.path(),
+        "src",
+        &[
+            "-M",
+            "none",
+            "-m",
+            "64M",
+            "-device",
+            &loader,
+            "-device",
+            &text_loader,
+        ],
+    );
+    q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "mapped-ram", "state": true}]}),
+    );
+    let path = dir.path().join("theirs.mig");
+    q.execute(
+        "migrate",
+        json!({"uri": format!("file:{}", path.display())}),
+    );
+    q.wait_migration("QEMU saving a mapped-ram file");
+    q.quit();
+    let (mut reg, ram, stats) =
+        compat_tests::destination::none_with_handler(RAM, |h| h.with_mapped_ram());
+    load_file(&mut reg, &path, mapped_ram_options(), false).unwrap();
+    assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    assert_eq!(ram_bytes(&ram, TEXT_AT, text.len()), text);
+    let s = stats.get();
+    assert_eq!(s.normal_pages, 256 + 64);
+    assert_eq!(s.normal_pages + s.zero_pages, RAM / 4096);
 }

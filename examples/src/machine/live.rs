@@ -222,7 +222,7 @@ pub fn run_source(
         xbzrle_cache: cfg.xbzrle_cache,
         multifd_channels,
         multifd_compression: cfg.compression,
-        multifd_flush: None,
+        ..Default::default()
     };
     let (mut reg, ram_stats) = machine.registry_with(setup)?;
     let mut params = MigrationParams::new(MACHINE_TYPE);

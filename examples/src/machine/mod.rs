@@ -108,6 +108,8 @@ pub struct RamSetup {
     pub multifd_compression: vmstate::multifd::compress::Compression,
     /// Load: wait at each multifd flush record with this (the channels' receiver's).
     pub multifd_flush: Option<vmstate::multifd::recv::FlushHook>,
+    /// Save and load in QEMU's mapped-ram file layout.
+    pub mapped_ram: bool,
 }
 
 impl Machine {
@@ -140,6 +142,9 @@ impl Machine {
         }
         if let Some(hook) = setup.multifd_flush {
             ram = ram.with_multifd_flush(hook);
+        }
+        if setup.mapped_ram {
+            ram = ram.with_mapped_ram();
         }
         let stats = ram.stats();
         reg.register_iterative("ram", RAM_VERSION, ram, Registration::new())?;

@@ -216,6 +216,8 @@ pub struct RamHandler {
     multifd: Option<crate::multifd::send::MultifdSender>,
     /// Pages went to the channels since their last sync.
     multifd_unsynced: bool,
+    /// QEMU's `mapped-ram` file layout (see [`with_mapped_ram`](Self::with_mapped_ram)).
+    mapped_ram: bool,
 }
 
 /// How a page went out.
@@ -289,6 +291,7 @@ impl RamHandler {
             multifd_flush: None,
             multifd: None,
             multifd_unsynced: false,
+            mapped_ram: false,
         })
     }
 
@@ -346,6 +349,23 @@ impl RamHandler {
             compression,
         ));
         Ok(self)
+    }
+
+    /// Saves and loads in QEMU's `mapped-ram` file layout ([`super::mapped_ram`]):
+    /// each block's pages at fixed, 1 MiB-aligned file offsets after its entry in the
+    /// setup section, zero pages left as holes, a bitmap of the pages present. Both
+    /// sides must also list the `mapped-ram` capability (`StreamConfig`'s
+    /// configuration and `LoadOptions::capabilities`), as in QEMU.
+    ///
+    /// Saving writes every page in setup, so the guest must be stopped (a snapshot); a
+    /// page dirtied afterwards fails the save (QEMU's live file migration rewrites it
+    /// in place; that is not supported here). Holes need a
+    /// [`Writer::to_fd`](crate::Writer::to_fd) writer on a file; other writers get
+    /// zeros. Loading reads the file front to back (QEMU's files have this layout):
+    /// pages present are placed, the others zeroed.
+    pub fn with_mapped_ram(mut self) -> Self {
+        self.mapped_ram = true;
+        self
     }
 
     /// On load, waits at each `RAM_SAVE_FLAG_MULTIFD_FLUSH` record with `hook` (a
@@ -707,6 +727,39 @@ impl RamHandler {
         Ok(())
     }
 
+    /// Mapped-ram saving: fails if a page was written since setup wrote them all.
+    fn check_nothing_dirtied(&self) -> Result<()> {
+        match self
+            .blocks
+            .iter()
+            .find(|b| b.migration_bitmap().count() > 0)
+        {
+            Some(b) => Err(Error::invalid(
+                "RAM handler",
+                format!(
+                    "block '{}' was written after its pages went into the mapped-ram file: \
+                     stop the guest before saving in that layout",
+                    b.name()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Mapped-ram loading: the block's header, bitmap and pages after its entry.
+    fn load_mapped_block(&self, entry: &BlockEntry, r: &mut Reader<'_>) -> Result<()> {
+        let block = self
+            .blocks
+            .iter()
+            .find(|b| b.name() == entry.name)
+            .expect("the entry was checked");
+        let (data, zero) = super::mapped_ram::load_block(r, block.as_ref())
+            .map_err(|e| Error::invalid("mapped-ram block", format!("'{}': {e}", entry.name)))?;
+        self.stats.normal_pages.fetch_add(data, Ordering::Relaxed);
+        self.stats.zero_pages.fetch_add(zero, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn check_page(&self, bi: usize, offset: u64, at: u64) -> Result<usize> {
         let block = &self.blocks[bi];
         if offset
@@ -751,11 +804,28 @@ impl IterativeHandler for RamHandler {
                 "the multifd channels served a migration already: give new connections",
             ));
         }
+        if self.mapped_ram && (self.multifd.is_some() || self.xbzrle.is_some()) {
+            return Err(Error::invalid(
+                "RAM handler",
+                "mapped-ram is a file layout: not with XBZRLE or multifd channels here",
+            ));
+        }
+        if self.mapped_ram {
+            // Writes from before the save are in the pages; only later ones count.
+            self.sync_dirty();
+        }
         w.put_be64(self.total_bytes() | MEM_SIZE);
         for b in &self.blocks {
             w.put_counted_str(b.name())?;
             w.put_be64(b.len());
-            b.migration_bitmap().mark_all();
+            if self.mapped_ram {
+                let (data, zero) = super::mapped_ram::save_block(w, b.as_ref())?;
+                self.stats.normal_pages.fetch_add(data, Ordering::Relaxed);
+                self.stats.zero_pages.fetch_add(zero, Ordering::Relaxed);
+                b.migration_bitmap().clear();
+            } else {
+                b.migration_bitmap().mark_all();
+            }
         }
         self.sync_dirty(); // start from a clean external log
         self.multifd_sync(w)?;
@@ -775,6 +845,11 @@ impl IterativeHandler for RamHandler {
 
     fn save_iterate(&mut self, w: &mut Writer<'_>, budget: u64) -> Result<IterationStatus> {
         self.sync_dirty();
+        if self.mapped_ram {
+            self.check_nothing_dirtied()?;
+            w.put_be64(EOS);
+            return Ok(IterationStatus::Done);
+        }
         let start = w.position();
         let total_words: usize = self
             .blocks
@@ -835,6 +910,11 @@ impl IterativeHandler for RamHandler {
     fn save_complete(&mut self, w: &mut Writer<'_>) -> Result<()> {
         self.last_stage = true;
         self.sync_dirty();
+        if self.mapped_ram {
+            self.check_nothing_dirtied()?;
+            w.put_be64(EOS);
+            return Ok(());
+        }
         // Multifd: a sync first, so that no page goes out twice between two syncs (the
         // destination's channels would apply the two in any order).
         self.multifd_sync(w)?;
@@ -884,9 +964,21 @@ impl IterativeHandler for RamHandler {
                 }
                 RamRecord::MemSize { total } => {
                     let records = self.records.clone();
-                    records.block_list(r, total, |entry, at| {
-                        self.check_block_entry(&entry).map_err(|e| e.at_offset(at))
+                    records.block_list_with(r, total, |entry, at, r| {
+                        self.check_block_entry(&entry)
+                            .map_err(|e| e.at_offset(at))?;
+                        if self.mapped_ram {
+                            self.load_mapped_block(&entry, r)?;
+                        }
+                        Ok(())
                     })?;
+                }
+                _ if self.mapped_ram => {
+                    return Err(Error::invalid(
+                        "RAM record",
+                        "a page or flush record in a mapped-ram file (pages live at fixed offsets there)",
+                    )
+                    .at_offset(at));
                 }
                 RamRecord::Zero { block, offset } => {
                     let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;

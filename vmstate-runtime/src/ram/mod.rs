@@ -8,6 +8,7 @@ mod guest_ram;
 mod handler;
 #[cfg(feature = "kvm")]
 mod kvm;
+pub mod mapped_ram;
 pub(crate) mod mapping;
 mod page_cache;
 pub mod records;

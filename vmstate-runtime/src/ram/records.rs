@@ -241,6 +241,17 @@ impl RamRecordReader {
         total: u64,
         mut each: impl FnMut(BlockEntry, u64) -> Result<()>,
     ) -> Result<()> {
+        self.block_list_with(r, total, |entry, at, _| each(entry, at))
+    }
+
+    /// [`block_list`](Self::block_list) whose `each` also gets the reader, to read
+    /// what follows an entry (with `mapped-ram`, the block's header, bitmap and pages).
+    pub fn block_list_with(
+        &self,
+        r: &mut Reader<'_>,
+        total: u64,
+        mut each: impl FnMut(BlockEntry, u64, &mut Reader<'_>) -> Result<()>,
+    ) -> Result<()> {
         let mut left = total;
         while left > 0 {
             let at = r.position();
@@ -252,7 +263,7 @@ impl RamRecordReader {
                 )
                 .at_offset(at)
             })?;
-            each(entry, at)?;
+            each(entry, at, r)?;
         }
         Ok(())
     }

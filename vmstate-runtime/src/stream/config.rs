@@ -113,6 +113,20 @@ impl Configuration {
         }
     }
 
+    /// Lists the validated capability `name` (`mapped-ram`, `x-ignore-shared`), which
+    /// the loading side must list too.
+    ///
+    /// ```
+    /// let mut c = vmstate::stream::Configuration::new("none");
+    /// c.add_capability("mapped-ram");
+    /// assert_eq!(c.capabilities.capabilities[0].0, "mapped-ram");
+    /// ```
+    pub fn add_capability(&mut self, name: &str) {
+        if !self.capabilities.capabilities.iter().any(|c| c.0 == name) {
+            self.capabilities.capabilities.push(Capability(name.into()));
+        }
+    }
+
     /// QEMU's machine check: the received name must be a prefix of the local one
     /// (`strncmp` over the received length).
     pub fn check_machine(&self, local: &str) -> Result<()> {

@@ -39,4 +39,4 @@ pub use crate::save_policy::{SavePolicy, StreamSaveCtx};
 pub use config::{Capability, ConfigCapabilities, ConfigPageBits, ConfigUuid, Configuration};
 pub(crate) use load::load_stream_with;
 pub use load::{LoadOptions, LoadReport, LoadedSection, load_file, load_stream};
-pub use save::{SaveSession, SaveStats, StreamConfig, save_snapshot};
+pub use save::{SaveSession, SaveStats, StreamConfig, save_mapped_ram_snapshot, save_snapshot};

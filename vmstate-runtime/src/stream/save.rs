@@ -451,6 +451,30 @@ pub fn save_snapshot(
     })
 }
 
+/// Saves a snapshot in QEMU's `mapped-ram` layout to `path`, atomically (a temporary
+/// file, fsync, rename): every RAM handler must have been made
+/// [`with_mapped_ram`](crate::ram::RamHandler::with_mapped_ram), the guest stopped;
+/// the configuration gets the `mapped-ram` capability. Zero pages are holes in the
+/// file. No integrity record is appended: the mapped-ram layout is QEMU's, read by
+/// positioned I/O, and QEMU's own files carry none.
+///
+/// Load it with [`load_file`](super::load_file), `LoadOptions::capabilities`
+/// listing `mapped-ram` and the RAM handlers made `with_mapped_ram` (or with QEMU:
+/// the `mapped-ram` capability and `migrate-incoming file:PATH`).
+pub fn save_mapped_ram_snapshot(
+    registry: &mut Registry,
+    path: impl AsRef<std::path::Path>,
+    mut config: StreamConfig,
+) -> Result<SaveStats> {
+    config.configuration.add_capability("mapped-ram");
+    config.integrity_record = false;
+    let mut out = crate::transport::AtomicFile::create(path)?;
+    let stats =
+        SaveSession::with_writer(registry, Writer::to_fd(out.file()?), config).save_all()?;
+    out.commit()?;
+    Ok(stats)
+}
+
 /// Runs `save` into `sink`, then, when `with_record`, appends the integrity record of
 /// what it wrote.
 pub(crate) fn saved_with_record<W: Write>(

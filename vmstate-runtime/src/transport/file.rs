@@ -62,6 +62,15 @@ impl AtomicFile {
         File::open(dir)?.sync_all()
     }
 
+    /// The temporary file itself (another handle on it), for writers that need a
+    /// `File` (positioned writes, holes: [`Writer::to_fd`](crate::Writer::to_fd)).
+    /// Write through one of the two only, then [`commit`](Self::commit).
+    pub fn file(&mut self) -> io::Result<File> {
+        let out = self.out.as_mut().expect("not committed yet");
+        out.flush()?;
+        out.get_ref().try_clone()
+    }
+
     /// The path the snapshot will have.
     pub fn target(&self) -> &Path {
         &self.target

@@ -1,6 +1,7 @@
 //! The big-endian writer (QEMU's `qemu_put_*`).
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use byteorder::{BigEndian, ByteOrder};
@@ -45,8 +46,9 @@ enum Sink<'a> {
     Memory,
     /// Any `Write`.
     Io(Box<dyn Write + 'a>),
-    /// A socket or file, written with vectored calls that take guest pages in place.
-    Fd(OwnedFd),
+    /// A socket or file, written with vectored calls that take guest pages in place
+    /// (held as a `File` for its safe `seek`, which [`Writer::put_hole`] uses on files).
+    Fd(File),
 }
 
 impl Default for Writer<'_> {
@@ -95,7 +97,7 @@ impl<'a> Writer<'a> {
     /// assert_eq!(got, [0, 0, 0, 7]);
     /// ```
     pub fn to_fd(fd: impl Into<OwnedFd>) -> Writer<'static> {
-        Writer::with_sink(Sink::Fd(fd.into()))
+        Writer::with_sink(Sink::Fd(File::from(fd.into())))
     }
 
     fn with_sink(sink: Sink<'_>) -> Writer<'_> {
@@ -214,6 +216,49 @@ impl<'a> Writer<'a> {
     #[inline]
     pub fn put_zeros(&mut self, n: usize) {
         self.buf.resize(self.buf.len() + n, 0);
+    }
+
+    /// Appends `n` zero bytes that a file may leave unwritten: for a
+    /// [`to_fd`](Self::to_fd) writer on a regular file, the buffer goes out and the
+    /// file position moves past them, leaving a hole that reads back as zeros (the
+    /// file must get more bytes after it, or it ends before the hole); anything else
+    /// gets the zeros written, a MiB at a time.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("hole-{}", std::process::id()));
+    /// let mut w = vmstate::Writer::to_fd(std::fs::File::create(&path).unwrap());
+    /// w.put_be32(1);
+    /// w.put_hole(1 << 20).unwrap();
+    /// w.put_be32(2);
+    /// w.flush().unwrap();
+    /// let bytes = std::fs::read(&path).unwrap();
+    /// assert_eq!(bytes.len(), 8 + (1 << 20));
+    /// assert!(bytes[4..4 + (1 << 20)].iter().all(|&b| b == 0));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn put_hole(&mut self, n: u64) -> Result<()> {
+        if matches!(self.sink, Sink::Fd(_)) {
+            self.write_out()?;
+            if let Sink::Fd(file) = &self.sink {
+                let is_file = file.metadata().is_ok_and(|m| m.is_file());
+                if is_file {
+                    let by = i64::try_from(n).map_err(|_| {
+                        crate::Error::invalid("hole", format!("{n} bytes is too long"))
+                    })?;
+                    (&*file).seek(SeekFrom::Current(by))?;
+                    self.flushed += n;
+                    return Ok(());
+                }
+            }
+        }
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(FLUSH_THRESHOLD as u64);
+            self.put_zeros(chunk as usize);
+            self.flush_if_full()?;
+            left -= chunk;
+        }
+        Ok(())
     }
 
     /// Writes a slice of u16 as consecutive big-endian values, in one reservation.

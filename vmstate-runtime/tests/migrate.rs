@@ -237,7 +237,10 @@ fn destination_dying_mid_stream_leaves_the_source_running() {
     let vmstate::ErrorKind::MigrationFailed { phase, cause, .. } = err.kind() else {
         panic!("{err}");
     };
-    assert!(phase.starts_with("round"), "{err}");
+    // Usually in a round; on a loaded machine the vCPU thread may dirty so little that
+    // the migration reaches the switchover before the destination dies: the guest is
+    // then resumed, and running either way.
+    assert!(phase.starts_with("round") || phase == "switchover", "{err}");
     assert!(matches!(cause.kind(), vmstate::ErrorKind::Io(_)), "{err}");
     assert!(guest.is_running());
     std::thread::sleep(Duration::from_millis(20));

@@ -224,6 +224,23 @@ impl RamBlock {
         self.memory.copy_in(page * self.page_size, data);
     }
 
+    /// Reads `count` pages from `page` on straight from `file` at `offset` (destination
+    /// side: a mapped-ram file's pages, with positioned reads and no copy through a
+    /// buffer), without marking them dirty.
+    ///
+    /// Panics if the pages are outside the block.
+    pub fn read_pages_at(
+        &self,
+        page: usize,
+        count: usize,
+        file: &std::fs::File,
+        offset: u64,
+    ) -> std::io::Result<()> {
+        self.populated.mark_range(page, page + count - 1);
+        self.memory
+            .read_in_at(page * self.page_size, count * self.page_size, file, offset)
+    }
+
     /// Writes `data` at byte `at` of page `page` (destination side: an XBZRLE
     /// record's changed run), without marking it dirty.
     ///
@@ -331,6 +348,15 @@ impl GuestRam for RamBlock {
     }
     fn zero_page(&self, page: usize) {
         RamBlock::zero_page(self, page)
+    }
+    fn read_pages_at(
+        &self,
+        page: usize,
+        count: usize,
+        file: &std::fs::File,
+        offset: u64,
+    ) -> Option<std::io::Result<()>> {
+        Some(RamBlock::read_pages_at(self, page, count, file, offset))
     }
 }
 

@@ -54,4 +54,16 @@ pub trait GuestRam: Send + Sync {
     }
     /// Zeroes a page received as a zero page.
     fn zero_page(&self, page: usize);
+    /// Reads `count` pages from `page` on straight from `file` at `offset` (a
+    /// mapped-ram file's pages, positioned reads into guest memory), or `None` when
+    /// this memory cannot (the default: the caller reads them and loads each page).
+    fn read_pages_at(
+        &self,
+        _page: usize,
+        _count: usize,
+        _file: &std::fs::File,
+        _offset: u64,
+    ) -> Option<std::io::Result<()>> {
+        None
+    }
 }

@@ -203,6 +203,13 @@ pub(crate) fn load_block(r: &mut Reader<'_>, block: &dyn GuestRam) -> Result<(u6
     let len = r.check_alloc(bitmap_len(block.len(), ps as u64), 1)?;
     let bitmap = r.get_vec(len as u64)?;
     r.skip(h.pages_offset - r.position())?;
+    if let Some(file) = r.file().and_then(|f| f.try_clone().ok()) {
+        let counts = read_pages_positioned(block, &bitmap, &h, &file)?;
+        if let Some(counts) = counts {
+            r.skip(block.len())?;
+            return Ok(counts);
+        }
+    }
     let mut data_pages = 0u64;
     let mut hole = 0u64;
     for p in 0..pages {
@@ -220,6 +227,45 @@ pub(crate) fn load_block(r: &mut Reader<'_>, block: &dyn GuestRam) -> Result<(u6
     }
     r.skip(hole)?;
     Ok((data_pages, pages as u64 - data_pages))
+}
+
+/// Pages read at most in one positioned read.
+const MAX_READ: usize = 8 << 20;
+
+/// The pages region of `block` read with large positioned reads straight into guest
+/// memory, run of present pages by run; the absent pages zeroed. `None` when the
+/// block's memory cannot be read into that way.
+fn read_pages_positioned(
+    block: &dyn GuestRam,
+    bitmap: &[u8],
+    h: &MappedRamHeader,
+    file: &std::fs::File,
+) -> Result<Option<(u64, u64)>> {
+    let ps = block.page_size();
+    let pages = (block.len() / ps as u64) as usize;
+    let per_read = (MAX_READ / ps).max(1);
+    let mut data_pages = 0u64;
+    let mut p = 0;
+    while p < pages {
+        if !bitmap_test(bitmap, p) {
+            block.zero_page(p);
+            p += 1;
+            continue;
+        }
+        let mut end = p + 1;
+        while end < pages && end - p < per_read && bitmap_test(bitmap, end) {
+            end += 1;
+        }
+        let offset = h.pages_offset + (p * ps) as u64;
+        match block.read_pages_at(p, end - p, file, offset) {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(Error::from(e).at_offset(offset)),
+            Some(Ok(())) => {}
+        }
+        data_pages += (end - p) as u64;
+        p = end;
+    }
+    Ok(Some((data_pages, pages as u64 - data_pages)))
 }
 
 #[cfg(test)]

@@ -132,6 +132,50 @@ impl Mapping {
         }
     }
 
+    /// Reads `len` bytes of `file` at `offset` straight into the mapping at byte offset
+    /// `at` (positioned reads, no intermediate buffer). A file that ends first is an
+    /// `UnexpectedEof` error (the bytes read so far stay in place).
+    ///
+    /// Panics if the range is outside the mapping.
+    pub(crate) fn read_in_at(
+        &self,
+        at: usize,
+        len: usize,
+        file: &std::fs::File,
+        offset: u64,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.check(at, len);
+        let mut done = 0;
+        while done < len {
+            let off = libc::off_t::try_from(offset + done as u64)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+            // SAFETY: `at + done .. at + len` is inside the live mapping (checked above;
+            // `self` is borrowed, so it is not unmapped). The kernel writes into it as a
+            // device would: no Rust reference to the mapping's bytes exists to be
+            // invalidated (it is only ever accessed through raw pointers and atomics).
+            let got = unsafe {
+                libc::pread(
+                    file.as_raw_fd(),
+                    self.base.as_ptr().add(at + done).cast(),
+                    len - done,
+                    off,
+                )
+            };
+            match got {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Appends `len` bytes at byte offset `at` to `buf`: one copy, without zeroing the
     /// new bytes of `buf` first.
     ///
@@ -206,6 +250,17 @@ impl GuestPages {
             "copy_to needs a buffer of the same length"
         );
         self.map.copy_out(self.at, out);
+    }
+
+    /// Grows this range by `next` when `next` starts where this one ends in the same
+    /// memory (so that a run of pages goes to the kernel as one piece); false, and no
+    /// change, otherwise.
+    pub(crate) fn try_extend(&mut self, next: &GuestPages) -> bool {
+        let adjacent = Arc::ptr_eq(&self.map, &next.map) && self.at + self.len == next.at;
+        if adjacent {
+            self.len += next.len;
+        }
+        adjacent
     }
 
     /// Appends the bytes to `buf`.

@@ -188,6 +188,13 @@ pub fn load_file(
     skip_unknown: bool,
 ) -> Result<LoadReport> {
     let mut file = File::open(path)?;
+    if opts.capabilities.iter().any(|c| c == "mapped-ram") {
+        // QEMU's mapped-ram layout: pages read by position straight into guest memory,
+        // the rest of the file through a reader that seeks over what it skips. Such
+        // files carry no integrity record (QEMU's neither).
+        let mut r = Reader::from_file(file)?.with_limits(opts.limits);
+        return load_stream(registry, &mut r, &opts);
+    }
     // A file that cannot seek (a pipe) has no record we could find first.
     let (end, record) = match integrity::find_record(&mut file) {
         Ok(found) => found,

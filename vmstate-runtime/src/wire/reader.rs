@@ -57,6 +57,9 @@ pub struct Reader<'a> {
     /// Stream offset of `buf[0]`.
     base: u64,
     source: Option<Box<dyn Read + 'a>>,
+    /// With [`from_file`](Self::from_file): the file (another handle on the source),
+    /// for positioned reads and for skipping by seeking.
+    file: Option<std::fs::File>,
     limits: Limits,
 }
 
@@ -68,6 +71,7 @@ impl<'a> Reader<'a> {
             pos: 0,
             base: 0,
             source: None,
+            file: None,
             limits: Limits::default(),
         }
     }
@@ -82,8 +86,26 @@ impl<'a> Reader<'a> {
             pos: 0,
             base: 0,
             source: Some(Box::new(source)),
+            file: None,
             limits: Limits::default(),
         }
+    }
+
+    /// A buffered reader over `file` from its current position (stream offset 0 is
+    /// there), which also offers the file for positioned reads ([`file`](Self::file))
+    /// and skips long runs by seeking rather than reading them.
+    pub fn from_file(file: std::fs::File) -> std::io::Result<Reader<'static>> {
+        let other = file.try_clone()?;
+        let mut r = Reader::from_io(file);
+        r.file = Some(other);
+        Ok(r)
+    }
+
+    /// The file under a [`from_file`](Self::from_file) reader (for positioned reads at
+    /// stream offsets: the stream starts at file offset 0 when the reader started
+    /// there).
+    pub fn file(&self) -> Option<&std::fs::File> {
+        self.file.as_ref()
     }
 
     /// Replaces the limits.
@@ -272,8 +294,29 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    /// Skips `n` bytes.
+    /// Skips `n` bytes (by seeking, for a [`from_file`](Self::from_file) reader and
+    /// more bytes than are buffered; a seek past the end shows as the end of the
+    /// stream at the next read).
     pub fn skip(&mut self, n: u64) -> Result<()> {
+        if n > self.available() as u64
+            && let Some(file) = &self.file
+        {
+            let to = self.position() + n;
+            std::io::Seek::seek(&mut &*file, std::io::SeekFrom::Current(0))
+                .and_then(|at| {
+                    // The file's offset is past the buffered bytes: move it by what
+                    // is left to skip beyond them.
+                    let beyond = n - self.available() as u64;
+                    std::io::Seek::seek(&mut &*file, std::io::SeekFrom::Start(at + beyond))
+                })
+                .map_err(|e| Error::from(e).at_offset(to))?;
+            if let Buf::Owned { end, .. } = &mut self.buf {
+                *end = 0;
+            }
+            self.pos = 0;
+            self.base = to;
+            return Ok(());
+        }
         let mut left = n;
         while left > 0 {
             if self.available() == 0 && !self.fill(1)? {

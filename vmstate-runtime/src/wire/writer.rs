@@ -130,6 +130,13 @@ impl<'a> Writer<'a> {
     pub fn put_guest_pages(&mut self, pages: GuestPages) {
         if self.sends_in_place() {
             self.in_place_bytes += pages.len();
+            // Pages right after the previous ones, with no bytes between: one piece.
+            if let Some((at, last)) = self.in_place.last_mut()
+                && *at == self.buf.len()
+                && last.try_extend(&pages)
+            {
+                return;
+            }
             self.in_place.push((self.buf.len(), pages));
         } else {
             pages.append_to(&mut self.buf);

@@ -2,8 +2,9 @@
 //! by run interleaved: the save (`save_mapped_ram_snapshot`, fsync included) against
 //! one plain write of as many bytes (the guest's, from a copy of its memory as large)
 //! and an fsync; the full restore (`load_file` into a
-//! fresh guest) against one plain read of the file into fresh memory; and the file's
-//! size on disk for a mostly-zero guest.
+//! fresh guest) against one plain read of the file into fresh memory; the lazy
+//! restore (pages fetched on first touch) against the full one, and the time to touch
+//! every page afterwards; and the file's size on disk for a mostly-zero guest.
 //!
 //! ```text
 //! cargo run --release --example mapped-ram-bench                 # 1 GiB, 5 runs
@@ -39,10 +40,17 @@ struct Args {
 }
 
 fn registry(ram: &Arc<RamBlock>) -> Registry {
+    registry_with(ram, false)
+}
+
+fn registry_with(ram: &Arc<RamBlock>, lazy: bool) -> Registry {
     let mut reg = Registry::new();
-    let h = RamHandler::new(vec![ram.clone()])
-        .unwrap()
-        .with_mapped_ram();
+    let h = RamHandler::new(vec![ram.clone()]).unwrap();
+    let h = if lazy {
+        h.with_lazy_restore()
+    } else {
+        h.with_mapped_ram()
+    };
     reg.register_iterative("ram", RAM_VERSION, h, Registration::new())
         .unwrap();
     reg
@@ -99,6 +107,29 @@ fn restore(len: u64, path: &Path) -> f64 {
     };
     load_file(&mut registry(&ram), path, opts, false).unwrap();
     ms(t)
+}
+
+/// A lazy restore: (time until the guest can run, time for a guest reading 8 bytes of
+/// every page in order afterwards, on-demand stats).
+fn lazy_restore(len: u64, path: &Path) -> (f64, f64, vmstate::ram::on_demand::OnDemandStats) {
+    let t = Instant::now();
+    let ram = Arc::new(RamBlock::new("pc.ram", len).unwrap());
+    let opts = LoadOptions {
+        machine: Some("bench".into()),
+        capabilities: vec!["mapped-ram".into()],
+        ..Default::default()
+    };
+    load_file(&mut registry_with(&ram, true), path, opts, false).unwrap();
+    let ready = ms(t);
+    let t = Instant::now();
+    let mut sum = 0u64;
+    let mut b = [0u8; 8];
+    for p in 0..ram.pages() as u64 {
+        ram.read(p * 4096, &mut b);
+        sum = sum.wrapping_add(u64::from_le_bytes(b));
+    }
+    std::hint::black_box(sum);
+    (ready, ms(t), ram.on_demand_stats().unwrap())
 }
 
 /// One plain read of the whole file into fresh memory, 1 MiB at a time.
@@ -172,6 +203,21 @@ fn main() {
         reads.push(p);
         restore_ratio.push(r / p);
     }
+    lazy_restore(args.ram, &path);
+    let (mut ready, mut touch, mut lazy_ratio, mut fetch) = (vec![], vec![], vec![], None);
+    for run in 0..args.runs {
+        let ((l, t, st), full) = if run % 2 == 0 {
+            let l = lazy_restore(args.ram, &path);
+            (l, restore(args.ram, &path))
+        } else {
+            let full = restore(args.ram, &path);
+            (lazy_restore(args.ram, &path), full)
+        };
+        ready.push(l);
+        touch.push(t);
+        lazy_ratio.push(l / full);
+        fetch = Some(st);
+    }
     println!(
         "{mib} MiB guest, data in every page; file {} bytes; {} runs, medians",
         len, args.runs
@@ -189,6 +235,19 @@ fn main() {
         median(restores),
         median(reads),
         median(restore_ratio)
+    );
+
+    let fetch = fetch.expect("a run");
+    println!(
+        "| lazy restore: until the guest can run | {:.2} | (the full restore above) | {:.4} |",
+        median(ready),
+        median(lazy_ratio)
+    );
+    println!(
+        "| lazy restore: then touching every page in order | {:.1} | {} fetches of up to 64 pages, longest {:.2} ms | |",
+        median(touch),
+        fetch.fetches,
+        fetch.max_wait_ns as f64 / 1e6
     );
 
     let sparse = Arc::new(RamBlock::new("pc.ram", args.ram).unwrap());

@@ -5,6 +5,7 @@
 //! cargo run --example snapshot -- load snap.mig    # load into a fresh machine, compare
 //! cargo run --example snapshot -- save --mapped-ram snap.mig   # QEMU's mapped-ram layout
 //! cargo run --example snapshot -- load --mapped-ram snap.mig
+//! cargo run --example snapshot -- load --lazy snap.mig         # pages fetched on first touch
 //! ```
 //!
 //! `save` runs a deterministic guest workload, then writes the snapshot atomically (a
@@ -57,6 +58,10 @@ enum Cmd {
         /// The file is in QEMU's mapped-ram layout.
         #[arg(long)]
         mapped_ram: bool,
+        /// Restore lazily (a mapped-ram file): the devices and the RAM layout at once,
+        /// each page from the file on first touch.
+        #[arg(long)]
+        lazy: bool,
     },
 }
 
@@ -106,21 +111,34 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Load { file, mapped_ram } => {
+        Cmd::Load {
+            file,
+            mapped_ram,
+            lazy,
+        } => {
             let machine = Machine::new(args.ram_mib << 20)?;
             let (mut reg, _) = machine.registry_with(RamSetup {
-                mapped_ram: *mapped_ram,
+                mapped_ram: *mapped_ram || *lazy,
+                lazy: *lazy,
                 ..Default::default()
             })?;
             let opts = LoadOptions {
                 machine: Some(MACHINE_TYPE.into()),
-                capabilities: match mapped_ram {
+                capabilities: match *mapped_ram || *lazy {
                     true => vec!["mapped-ram".into()],
                     false => vec![],
                 },
                 ..Default::default()
             };
+            let started = std::time::Instant::now();
             let report = load_file(&mut reg, file, opts, false)?;
+            if *lazy {
+                println!(
+                    "ready to run after {:.2} ms with {} pages still in the file",
+                    started.elapsed().as_secs_f64() * 1e3,
+                    machine.state.ram.missing_pages()
+                );
+            }
             let expected = Machine::new(args.ram_mib << 20)?;
             expected.run_deterministic(args.steps, working_set(args));
             let (got, want) = (machine.digest()?, expected.digest()?);

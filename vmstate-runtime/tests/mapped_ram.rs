@@ -156,3 +156,144 @@ fn damaged_mapped_ram_files_are_refused_by_what_is_wrong() {
     let (mut reg, ..) = machine();
     assert!(load_file(&mut reg, &path, options(), false).is_err());
 }
+
+/// A registry whose RAM handler loads mapped-ram files lazily.
+fn lazy_machine() -> (Registry, Arc<RamBlock>, Arc<RamBlock>) {
+    let ram = Arc::new(RamBlock::new("pc.ram", 3 << 20).unwrap());
+    let vram = Arc::new(RamBlock::new("vram", 256 << 10).unwrap());
+    let h = RamHandler::new(vec![ram.clone(), vram.clone()])
+        .unwrap()
+        .with_lazy_restore();
+    let mut reg = Registry::new();
+    reg.register_iterative("ram", RAM_VERSION, h, Registration::new())
+        .unwrap();
+    (reg, ram, vram)
+}
+
+/// A saved snapshot of [`machine`] with data in some pages of both blocks.
+fn saved(dir: &std::path::Path) -> (std::path::PathBuf, Arc<RamBlock>, Arc<RamBlock>) {
+    let (mut reg, ram, vram, _) = machine();
+    for p in (0..768u64).step_by(3) {
+        ram.write_u64(p * PAGE + 8, p + 1);
+    }
+    vram.write(5 * PAGE, &[0x5a; PAGE as usize]);
+    let path = dir.join("snap.mig");
+    save_mapped_ram_snapshot(&mut reg, &path, StreamConfig::new("m")).unwrap();
+    (path, ram, vram)
+}
+
+/// A lazy restore reads no page: every page is missing after the load, comes in on
+/// its first touch (read, partial write, the migration's copy) with the file's bytes,
+/// and `fetch_all` brings the rest.
+#[test]
+fn a_lazy_restore_fetches_each_page_on_first_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ram, vram) = saved(dir.path());
+    let (mut reg, ram2, vram2) = lazy_machine();
+    load_file(&mut reg, &path, options(), false).unwrap();
+    assert_eq!(ram2.missing_pages(), 768);
+    assert_eq!(vram2.missing_pages(), 64);
+
+    let mut b = [0u8; 8];
+    ram2.read(3 * PAGE + 8, &mut b);
+    assert_eq!(u64::from_le_bytes(b), 4, "the file's bytes on first read");
+    let fetched = ram2.on_demand_stats().unwrap();
+    assert_eq!(fetched.fetches, 1);
+    assert_eq!(fetched.pages, 64, "the touched page and the 63 after it");
+    assert_eq!(ram2.missing_pages(), 768 - 64);
+
+    // A partial write to a missing page keeps the rest of the page from the file.
+    ram2.write(300 * PAGE, b"guest");
+    let mut page = vec![0u8; PAGE as usize];
+    ram2.read(300 * PAGE, &mut page);
+    assert_eq!(&page[..5], b"guest");
+    assert_eq!(u64::from_le_bytes(page[8..16].try_into().unwrap()), 301);
+
+    // The migration's view fetches too.
+    assert_eq!(vram2.page_checksum(5), vram.page_checksum(5));
+
+    vram2.fetch_all();
+    ram2.fetch_all();
+    assert_eq!((ram2.missing_pages(), vram2.missing_pages()), (0, 0));
+    for p in 0..ram.pages() {
+        if p != 300 {
+            assert_eq!(ram.page_checksum(p), ram2.page_checksum(p), "page {p}");
+        }
+    }
+    for p in 0..vram.pages() {
+        assert_eq!(
+            vram.page_checksum(p),
+            vram2.page_checksum(p),
+            "vram page {p}"
+        );
+    }
+}
+
+/// Threads touching the same missing pages at once: each page is fetched once, and a
+/// write made after a fetch is never overwritten by a late one.
+#[test]
+fn concurrent_first_touches_fetch_once_and_keep_the_guests_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = saved(dir.path());
+    let (mut reg, ram2, _) = lazy_machine();
+    load_file(&mut reg, &path, options(), false).unwrap();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let ram = ram2.clone();
+            std::thread::spawn(move || {
+                for p in 0..768u64 {
+                    // Each thread writes its own word of every page.
+                    ram.write_u64(p * PAGE + 64 + t * 8, t + 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = ram2.on_demand_stats().unwrap();
+    assert_eq!(
+        stats.pages, 768,
+        "every page fetched exactly once: {stats:?}"
+    );
+    for p in 0..768u64 {
+        let mut b = [0u8; 40];
+        ram2.read(p * PAGE + 64, &mut b[..32]);
+        ram2.read(p * PAGE + 8, &mut b[32..]);
+        for t in 0..4 {
+            let w = u64::from_le_bytes(b[t * 8..t * 8 + 8].try_into().unwrap());
+            assert_eq!(w, t as u64 + 1, "page {p} thread {t}");
+        }
+        let file_word = u64::from_le_bytes(b[32..40].try_into().unwrap());
+        assert_eq!(file_word, if p % 3 == 0 { p + 1 } else { 0 }, "page {p}");
+    }
+}
+
+/// A snapshot file cut after the lazy load: the first touch of a page it no longer
+/// holds cannot go on, and says which page and why.
+#[test]
+fn a_page_that_cannot_be_fetched_stops_the_access_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = saved(dir.path());
+    let (mut reg, ram2, _) = lazy_machine();
+    load_file(&mut reg, &path, options(), false).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let touched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut b = [0u8; 8];
+        ram2.read(3 * PAGE, &mut b);
+    }));
+    let message = touched.unwrap_err();
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        text.contains("page 3 of RAM block 'pc.ram' cannot be fetched"),
+        "{text}"
+    );
+}

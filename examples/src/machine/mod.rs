@@ -110,6 +110,8 @@ pub struct RamSetup {
     pub multifd_flush: Option<vmstate::multifd::recv::FlushHook>,
     /// Save and load in QEMU's mapped-ram file layout.
     pub mapped_ram: bool,
+    /// Load mapped-ram files lazily: pages fetched from the file on first touch.
+    pub lazy: bool,
 }
 
 impl Machine {
@@ -143,7 +145,9 @@ impl Machine {
         if let Some(hook) = setup.multifd_flush {
             ram = ram.with_multifd_flush(hook);
         }
-        if setup.mapped_ram {
+        if setup.lazy {
+            ram = ram.with_lazy_restore();
+        } else if setup.mapped_ram {
             ram = ram.with_mapped_ram();
         }
         let stats = ram.stats();

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use super::dirty::DirtyBitmap;
 use super::guest_ram::GuestRam;
 use super::mapping::{GuestPages, Mapping};
+use super::on_demand::{OnDemand, OnDemandStats, PageFetcher};
 use crate::error::{Error, Result};
 
 /// The target page size QEMU uses on x86 and most targets.
@@ -43,6 +44,8 @@ pub struct RamBlock {
     dirty: DirtyBitmap,
     /// Pages that may be non-zero (written since the block was created). Only grows.
     populated: DirtyBitmap,
+    /// Pages fetched on first touch (lazy restore), once set up.
+    on_demand: std::sync::OnceLock<OnDemand>,
 }
 
 impl RamBlock {
@@ -88,6 +91,7 @@ impl RamBlock {
             page_size,
             dirty: DirtyBitmap::new(pages),
             populated: DirtyBitmap::new(pages),
+            on_demand: std::sync::OnceLock::new(),
         })
     }
 
@@ -143,6 +147,7 @@ impl RamBlock {
         }
         let first = (offset / self.page_size as u64) as usize;
         let last = ((offset + data.len() as u64 - 1) / self.page_size as u64) as usize;
+        self.ensure(first, last);
         for page in first..=last {
             self.populated.mark_relaxed(page);
         }
@@ -155,6 +160,7 @@ impl RamBlock {
     pub fn write_u64(&self, offset: u64, value: u64) {
         debug_assert_eq!(offset % 8, 0, "unaligned write_u64");
         let page = (offset / self.page_size as u64) as usize;
+        self.ensure(page, page);
         self.populated.mark_relaxed(page);
         self.memory.words()[(offset / 8) as usize].store(value, Ordering::Relaxed);
         self.dirty.mark(page);
@@ -165,6 +171,14 @@ impl RamBlock {
     /// Panics if the range is outside the block.
     pub fn read(&self, offset: u64, out: &mut [u8]) {
         let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        if !out.is_empty()
+            && at
+                .checked_add(out.len())
+                .is_some_and(|e| e as u64 <= self.len())
+        {
+            let ps = self.page_size;
+            self.ensure(at / ps, (at + out.len() - 1) / ps);
+        }
         self.memory.copy_out(at, out);
     }
 
@@ -172,11 +186,13 @@ impl RamBlock {
     #[inline]
     pub fn copy_page(&self, page: usize, out: &mut [u8]) {
         assert_eq!(out.len(), self.page_size, "copy_page copies one page");
+        self.ensure(page, page);
         self.memory.copy_out(page * self.page_size, out);
     }
 
     /// Page `page` in place, for a writer that sends it straight from guest memory.
     pub fn page_in_place(&self, page: usize) -> GuestPages {
+        self.ensure(page, page);
         GuestPages::new(self.memory.clone(), page * self.page_size, self.page_size)
     }
 
@@ -207,6 +223,7 @@ impl RamBlock {
     /// copying, and true at once for a page never written.
     #[inline]
     pub fn page_is_zero(&self, page: usize) -> bool {
+        self.ensure(page, page);
         if !self.is_populated(page) {
             return true;
         }
@@ -222,6 +239,7 @@ impl RamBlock {
         assert_eq!(data.len(), self.page_size, "load_page loads one page");
         self.populated.mark_relaxed(page);
         self.memory.copy_in(page * self.page_size, data);
+        self.now_present(page, page);
     }
 
     /// Reads `count` pages from `page` on straight from `file` at `offset` (destination
@@ -238,7 +256,9 @@ impl RamBlock {
     ) -> std::io::Result<()> {
         self.populated.mark_range(page, page + count - 1);
         self.memory
-            .read_in_at(page * self.page_size, count * self.page_size, file, offset)
+            .read_in_at(page * self.page_size, count * self.page_size, file, offset)?;
+        self.now_present(page, page + count - 1);
+        Ok(())
     }
 
     /// Writes `data` at byte `at` of page `page` (destination side: an XBZRLE
@@ -251,6 +271,7 @@ impl RamBlock {
                 .is_some_and(|end| end <= self.page_size),
             "patch_page stays inside one page"
         );
+        self.ensure(page, page);
         self.populated.mark_relaxed(page);
         self.memory.copy_in(page * self.page_size + at, data);
     }
@@ -258,6 +279,7 @@ impl RamBlock {
     /// Zeroes a page (destination side). A page never written is left untouched, so
     /// loading zero pages into fresh memory does not fault it in.
     pub fn zero_page(&self, page: usize) {
+        self.now_present(page, page);
         if !self.is_populated(page) {
             return;
         }
@@ -273,6 +295,7 @@ impl RamBlock {
 
     /// A 64-bit FNV-1a checksum of page `page` (for verifying a migration).
     pub fn page_checksum(&self, page: usize) -> u64 {
+        self.ensure(page, page);
         let per_page = self.page_size / 8;
         let mut h = 0xcbf2_9ce4_8422_2325u64;
         if !self.is_populated(page) {
@@ -287,6 +310,57 @@ impl RamBlock {
             h = h.wrapping_mul(0x100_0000_01b3);
         }
         h
+    }
+
+    /// Fetches pages on first touch from now on ([`on_demand`](super::on_demand)):
+    /// every page counts as missing until `fetcher` put it in place, the stream loaded
+    /// it, or it was zeroed by a load. Fails if the block fetches on demand already.
+    pub fn fetch_on_demand(&self, fetcher: Box<dyn PageFetcher>) -> Result<()> {
+        self.on_demand
+            .set(OnDemand::new(fetcher, self.pages()))
+            .map_err(|_| {
+                crate::Error::invalid(
+                    "RAM block",
+                    format!("block '{}' fetches pages on demand already", self.name),
+                )
+            })
+    }
+
+    /// Pages still to be fetched on demand (0 when the block does not fetch on demand
+    /// or is whole).
+    pub fn missing_pages(&self) -> u64 {
+        self.on_demand.get().map_or(0, OnDemand::missing)
+    }
+
+    /// The on-demand fetches so far, if the block fetches on demand.
+    pub fn on_demand_stats(&self) -> Option<OnDemandStats> {
+        self.on_demand.get().map(OnDemand::stats)
+    }
+
+    /// Fetches every page still missing, in order (a background thread's job after a
+    /// lazy restore, so that the guest stops waiting on first touches).
+    pub fn fetch_all(&self) {
+        if let Some(od) = self.on_demand.get() {
+            let mut page = 0;
+            while page < self.pages() && od.missing() > 0 {
+                od.ensure(self, page, page);
+                page += 1;
+            }
+        }
+    }
+
+    #[inline]
+    fn ensure(&self, first: usize, last: usize) {
+        if let Some(od) = self.on_demand.get() {
+            od.ensure(self, first, last);
+        }
+    }
+
+    #[inline]
+    fn now_present(&self, first: usize, last: usize) {
+        if let Some(od) = self.on_demand.get() {
+            od.mark_present(first, last);
+        }
     }
 
     fn store(&self, offset: u64, data: &[u8]) {
@@ -357,6 +431,9 @@ impl GuestRam for RamBlock {
         offset: u64,
     ) -> Option<std::io::Result<()>> {
         Some(RamBlock::read_pages_at(self, page, count, file, offset))
+    }
+    fn fetch_on_demand(&self, fetcher: Box<dyn PageFetcher>) -> Option<Result<()>> {
+        Some(RamBlock::fetch_on_demand(self, fetcher))
     }
 }
 

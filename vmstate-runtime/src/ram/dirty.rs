@@ -42,6 +42,13 @@ impl DirtyBitmap {
         self.words[page / 64].fetch_or(1 << (page % 64), Ordering::Release);
     }
 
+    /// Marks page `page`; true if this call set the bit (it was clear before).
+    #[inline]
+    pub fn test_and_mark(&self, page: usize) -> bool {
+        let bit = 1 << (page % 64);
+        self.words[page / 64].fetch_or(bit, Ordering::AcqRel) & bit == 0
+    }
+
     /// Marks page `page` unless it is already marked, without the release ordering of
     /// [`mark`](Self::mark): for monotonic flags read only while writers are stopped.
     #[inline]

@@ -66,4 +66,12 @@ pub trait GuestRam: Send + Sync {
     ) -> Option<std::io::Result<()>> {
         None
     }
+    /// Fetches pages on first touch through `fetcher` from now on, or `None` when this
+    /// memory cannot (the default). See [`super::on_demand`].
+    fn fetch_on_demand(
+        &self,
+        _fetcher: Box<dyn super::on_demand::PageFetcher>,
+    ) -> Option<crate::Result<()>> {
+        None
+    }
 }

@@ -218,6 +218,8 @@ pub struct RamHandler {
     multifd_unsynced: bool,
     /// QEMU's `mapped-ram` file layout (see [`with_mapped_ram`](Self::with_mapped_ram)).
     mapped_ram: bool,
+    /// Mapped-ram loads leave the pages in the file, fetched on first touch.
+    lazy: bool,
 }
 
 /// How a page went out.
@@ -292,6 +294,7 @@ impl RamHandler {
             multifd: None,
             multifd_unsynced: false,
             mapped_ram: false,
+            lazy: false,
         })
     }
 
@@ -365,6 +368,23 @@ impl RamHandler {
     /// pages present are placed, the others zeroed.
     pub fn with_mapped_ram(mut self) -> Self {
         self.mapped_ram = true;
+        self
+    }
+
+    /// [`with_mapped_ram`](Self::with_mapped_ram) whose loads are lazy: a block's
+    /// header and bitmap are read, its pages stay in the file and come in on first
+    /// touch ([`RamBlock::fetch_on_demand`](super::RamBlock::fetch_on_demand)), so the
+    /// guest can run before its memory is read. Load with
+    /// [`load_file`](crate::stream::load_file) (the pages are read from that file
+    /// later: keep it in place); the blocks must be [`RamBlock`](super::RamBlock)s, and
+    /// every guest access must go through their API (a KVM vCPU touching the mapping
+    /// directly would see zeros: such guests need userfaultfd). Watch
+    /// [`RamBlock::missing_pages`](super::RamBlock::missing_pages); call
+    /// [`RamBlock::fetch_all`](super::RamBlock::fetch_all) in a thread to fetch the
+    /// rest in the background.
+    pub fn with_lazy_restore(mut self) -> Self {
+        self.mapped_ram = true;
+        self.lazy = true;
         self
     }
 
@@ -753,8 +773,11 @@ impl RamHandler {
             .iter()
             .find(|b| b.name() == entry.name)
             .expect("the entry was checked");
-        let (data, zero) = super::mapped_ram::load_block(r, block.as_ref())
-            .map_err(|e| Error::invalid("mapped-ram block", format!("'{}': {e}", entry.name)))?;
+        let named = |e: Error| Error::invalid("mapped-ram block", format!("'{}': {e}", entry.name));
+        if self.lazy {
+            return super::mapped_ram::load_block_lazily(r, block.as_ref()).map_err(named);
+        }
+        let (data, zero) = super::mapped_ram::load_block(r, block.as_ref()).map_err(named)?;
         self.stats.normal_pages.fetch_add(data, Ordering::Relaxed);
         self.stats.zero_pages.fetch_add(zero, Ordering::Relaxed);
         Ok(())

@@ -229,6 +229,76 @@ pub(crate) fn load_block(r: &mut Reader<'_>, block: &dyn GuestRam) -> Result<(u6
     Ok((data_pages, pages as u64 - data_pages))
 }
 
+/// Reads block `block`'s mapped-ram header and bitmap and leaves its pages in the
+/// file: from now on the block fetches each page on first touch from there
+/// ([`RamBlock::fetch_on_demand`](super::RamBlock::fetch_on_demand)). The reader must
+/// be over the file ([`Reader::from_file`]); it seeks past the pages.
+pub(crate) fn load_block_lazily(r: &mut Reader<'_>, block: &dyn GuestRam) -> Result<()> {
+    let ps = block.page_size();
+    let header_at = r.position();
+    let h = MappedRamHeader::decode(r)?;
+    h.check_sequential(header_at, block.len(), ps as u64)?;
+    let len = r.check_alloc(bitmap_len(block.len(), ps as u64), 1)?;
+    let bitmap = r.get_vec(len as u64)?;
+    let file = r
+        .file()
+        .ok_or_else(|| {
+            Error::invalid(
+                "lazy restore",
+                "pages are fetched from the file on demand: load with load_file",
+            )
+        })?
+        .try_clone()?;
+    let fetcher = FilePages {
+        file,
+        pages_offset: h.pages_offset,
+        bitmap,
+        page_size: ps,
+    };
+    block
+        .fetch_on_demand(Box::new(fetcher))
+        .unwrap_or_else(|| {
+            Err(Error::invalid(
+                "lazy restore",
+                "this memory cannot fetch pages on demand (a RamBlock can)",
+            ))
+        })?;
+    r.skip(h.pages_offset + block.len() - r.position())
+}
+
+/// A mapped-ram file's pages of one block, fetched on demand: present pages read by
+/// position straight into guest memory, absent ones left zero.
+struct FilePages {
+    file: std::fs::File,
+    pages_offset: u64,
+    bitmap: Vec<u8>,
+    page_size: usize,
+}
+
+impl super::on_demand::PageFetcher for FilePages {
+    fn fetch(&self, block: &super::RamBlock, first: usize, count: usize) -> Result<()> {
+        let ps = self.page_size;
+        let mut p = first;
+        while p < first + count {
+            if !bitmap_test(&self.bitmap, p) {
+                block.zero_page(p);
+                p += 1;
+                continue;
+            }
+            let mut end = p + 1;
+            while end < first + count && bitmap_test(&self.bitmap, end) {
+                end += 1;
+            }
+            let offset = self.pages_offset + (p * ps) as u64;
+            block
+                .read_pages_at(p, end - p, &self.file, offset)
+                .map_err(|e| Error::from(e).at_offset(offset))?;
+            p = end;
+        }
+        Ok(())
+    }
+}
+
 /// Pages read at most in one positioned read.
 const MAX_READ: usize = 8 << 20;
 

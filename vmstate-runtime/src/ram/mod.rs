@@ -10,6 +10,7 @@ mod handler;
 mod kvm;
 pub mod mapped_ram;
 pub(crate) mod mapping;
+pub mod on_demand;
 mod page_cache;
 pub mod records;
 #[cfg(feature = "vm-memory")]

@@ -13,6 +13,7 @@ for f in "$fixtures"/*.mig; do
 done
 # load_stream with bit 2 (mapped-ram) on: QEMU's mapped-ram snapshot.
 { printf '\4'; cat ../compat-tests/fixtures/qemu-10.0.2-mapped-ram/mapped-ram.mig; } > corpus/load_stream/mapped-ram.mig
+cp ../compat-tests/fixtures/qemu-10.0.2-mapped-ram/mapped-ram.mig corpus/decode/
 (cd .. && cargo run -q --release -p vmstate-examples --example snapshot -- save fuzz/corpus/decode/snapshot.mig >/dev/null)
 cp corpus/decode/snapshot.mig corpus/records/
 { printf '\0'; cat corpus/decode/snapshot.mig; } > corpus/load_stream/snapshot.mig

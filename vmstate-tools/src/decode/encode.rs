@@ -195,8 +195,13 @@ fn put_ram(
                     if let Some(a) = b.mr_addr {
                         w.put(&a.to_be_bytes())?;
                     }
+                    if let Some(m) = &b.mapped_ram {
+                        put_mapped_block(w, b, m, &p.records, pages)?;
+                    }
                 }
             }
+            // Written with its block, after the block's entry.
+            RamRecord::Pages(run) if run.mapped => {}
             RamRecord::Xbzrle { word, block, data } => {
                 w.put(&word.to_be_bytes())?;
                 if let Some(b) = block {
@@ -209,6 +214,83 @@ fn put_ram(
             }
             RamRecord::Pages(run) => put_run(w, run, pages)?,
         }
+    }
+    Ok(())
+}
+
+/// A mapped-ram block after its entry: header, bitmap, zeros to the pages region,
+/// then the region: the block's mapped runs (from `records`) at their offsets, zeros
+/// between.
+fn put_mapped_block(
+    w: &mut Counter<'_>,
+    b: &RamBlockInfo,
+    m: &MappedRamInfo,
+    records: &[RamRecord],
+    pages: &mut Option<&mut dyn PageSource>,
+) -> Result<(), Error> {
+    let h = &m.header;
+    w.put(&h.version.to_be_bytes())?;
+    w.put(&h.page_size.to_be_bytes())?;
+    w.put(&h.bitmap_offset.to_be_bytes())?;
+    w.put(&h.pages_offset.to_be_bytes())?;
+    w.put(&m.bitmap)?;
+    let to_pages = h.pages_offset.checked_sub(w.n).ok_or_else(|| {
+        Error::malformed(format!(
+            "mapped-ram block '{}': pages before the bitmap's end",
+            b.name
+        ))
+    })?;
+    put_zeros(w, to_pages)?;
+    let mut at = 0;
+    for r in records {
+        let RamRecord::Pages(run) = r else { continue };
+        if !run.mapped || *run.block != *b.name {
+            continue;
+        }
+        let gap = run.addr.checked_sub(at).ok_or_else(|| {
+            Error::malformed(format!("mapped-ram block '{}': runs out of order", b.name))
+        })?;
+        put_zeros(w, gap)?;
+        put_mapped_run(w, run, pages)?;
+        at = run.addr + run.count * run.page_size;
+    }
+    put_zeros(w, b.used_length.saturating_sub(at))
+}
+
+fn put_zeros(w: &mut Counter<'_>, n: u64) -> Result<(), Error> {
+    static ZEROS: [u8; 65536] = [0; 65536];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(ZEROS.len() as u64) as usize;
+        w.put(&ZEROS[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+fn put_mapped_run(
+    w: &mut Counter<'_>,
+    run: &PageRun,
+    pages: &mut Option<&mut dyn PageSource>,
+) -> Result<(), Error> {
+    if let Some(data) = &run.data {
+        return w.put(data);
+    }
+    let Some(src) = pages.as_mut() else {
+        return Err(Error::malformed(
+            "page contents are not in the tree and no page source was given",
+        ));
+    };
+    let len = run.count * run.page_size;
+    let mut buf = vec![0u8; COPY_CHUNK.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let k = (len - done).min(buf.len() as u64) as usize;
+        src.read_at(run.offset + done, &mut buf[..k]).map_err(|e| {
+            Error::malformed(format!("reading page data: {e}")).at_offset(run.offset + done)
+        })?;
+        w.put(&buf[..k])?;
+        done += k as u64;
     }
     Ok(())
 }

@@ -278,6 +278,18 @@ pub struct RamBlockInfo {
     pub used_length: u64,
     /// Its guest address, present with the x-ignore-shared capability.
     pub mr_addr: Option<u64>,
+    /// With the mapped-ram capability: the block's header and bitmap (its pages
+    /// follow the block list as runs marked [`PageRun::mapped`]).
+    pub mapped_ram: Option<MappedRamInfo>,
+}
+
+/// A block's mapped-ram header and bitmap of pages present, as in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedRamInfo {
+    /// The header after the block's entry.
+    pub header: vmstate::ram::mapped_ram::MappedRamHeader,
+    /// The bitmap's bytes (host-order 64-bit words, one bit per page).
+    pub bitmap: Vec<u8>,
 }
 
 /// A run of page records: the first may carry the block name, the others have
@@ -300,11 +312,18 @@ pub struct PageRun {
     pub offset: u64,
     /// Page contents (`count * page_size` bytes) when they were kept.
     pub data: Option<Vec<u8>>,
+    /// Pages of a mapped-ram block: their bytes at fixed file offsets, without record
+    /// headers (`offset` is the first page's; never zero pages, which are absent).
+    pub mapped: bool,
 }
 
 impl PageRun {
-    /// Bytes of the first record before its page data (word and name).
+    /// Bytes of the first record before its page data (word and name; none for a
+    /// mapped-ram run).
     pub fn first_header_len(&self) -> u64 {
+        if self.mapped {
+            return 0;
+        }
         8 + if self.named {
             1 + self.block.len() as u64
         } else {
@@ -319,11 +338,17 @@ impl PageRun {
 
     /// Bytes the run takes in the stream.
     pub fn stream_len(&self) -> u64 {
+        if self.mapped {
+            return self.count * self.page_size;
+        }
         self.first_header_len() - 8 + self.count * (8 + self.body_len())
     }
 
     /// Stream offset of the body (page data or zero byte) of record `i`.
     pub fn body_offset(&self, i: u64) -> u64 {
+        if self.mapped {
+            return self.offset + i * self.page_size;
+        }
         if i == 0 {
             self.offset + self.first_header_len()
         } else {

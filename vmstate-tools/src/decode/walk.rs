@@ -231,8 +231,9 @@ impl<'r, 'a, 'o> Walker<'r, 'a, 'o> {
                 }
                 RamRec::MultifdFlush => out.records.push(RamRecord::MultifdFlush { word }),
                 RamRec::MemSize { total } => {
-                    let blocks = self.block_list(total).map_err(fail)?;
+                    let (blocks, runs) = self.block_list(total).map_err(fail)?;
                     out.records.push(RamRecord::MemSize { word, blocks });
+                    out.records.extend(runs.into_iter().map(RamRecord::Pages));
                 }
                 RamRec::Zero { block, offset } => {
                     self.page(&mut out, true, &block, offset, at, ps)
@@ -338,38 +339,53 @@ impl<'r, 'a, 'o> Walker<'r, 'a, 'o> {
             page_size: ps,
             offset: at,
             data,
+            mapped: false,
         }));
         Ok(())
     }
 
-    fn block_list(&mut self, total: u64) -> Result<Vec<RamBlockInfo>, Error> {
-        if self.ram.mapped_ram {
-            return Err(Error::malformed(
-                "mapped-ram streams (file: migration with the mapped-ram capability) are not supported",
-            ));
-        }
+    /// The block list; with mapped-ram, also each block's header, bitmap and pages
+    /// (as runs of the pages present).
+    fn block_list(&mut self, total: u64) -> Result<(Vec<RamBlockInfo>, Vec<PageRun>), Error> {
         let mut blocks = Vec::new();
+        let mut runs = Vec::new();
+        let mapped = self.ram.mapped_ram;
+        let ps = self.ram.records.page_size();
+        let (keep, end) = (self.opts.keep_pages, self.end);
         let (budget, known, last) = (&mut self.budget, &mut self.ram.blocks, &mut self.ram.last);
-        self.ram.records.block_list(self.r, total, |entry, at| {
-            if *budget == 0 {
-                return Err(Error::malformed("too many RAM blocks").at_offset(at));
-            }
-            *budget -= 1;
-            known.insert(entry.name.as_str().into(), entry.used_length);
-            // A block list sent again may resize the block CONTINUE records refer to.
-            if let Some((name, used)) = last
-                && **name == *entry.name
-            {
-                *used = entry.used_length;
-            }
-            blocks.push(RamBlockInfo {
-                name: entry.name,
-                used_length: entry.used_length,
-                mr_addr: entry.mr_addr,
-            });
-            Ok(())
-        })?;
-        Ok(blocks)
+        self.ram
+            .records
+            .block_list_with(self.r, total, |entry, at, r| {
+                if *budget == 0 {
+                    return Err(
+                        vmstate::Error::invalid("RAM block list", "too many RAM blocks")
+                            .at_offset(at),
+                    );
+                }
+                *budget -= 1;
+                let name: Arc<str> = entry.name.as_str().into();
+                known.insert(name.clone(), entry.used_length);
+                // A block list sent again may resize the block CONTINUE records refer to.
+                if let Some((last_name, used)) = last
+                    && **last_name == *entry.name
+                {
+                    *used = entry.used_length;
+                }
+                let mapped_ram = if mapped {
+                    let page = MappedPages { r, ps, keep, end };
+                    Some(page.read(&name, entry.used_length, budget, &mut runs)?)
+                } else {
+                    None
+                };
+                blocks.push(RamBlockInfo {
+                    name: entry.name,
+                    used_length: entry.used_length,
+                    mr_addr: entry.mr_addr,
+                    mapped_ram,
+                });
+                Ok(())
+            })?;
+        Ok((blocks, runs))
     }
 
     fn spend(&mut self, what: &str) -> Result<(), Error> {
@@ -378,5 +394,106 @@ impl<'r, 'a, 'o> Walker<'r, 'a, 'o> {
         }
         self.budget -= 1;
         Ok(())
+    }
+}
+
+/// Reads one mapped-ram block after its entry: the header, the bitmap, the padding and
+/// the pages region front to back. Pages present become runs; the padding and the
+/// absent pages must be zeros (so that the file re-encodes to its own bytes).
+struct MappedPages<'x, 'a> {
+    r: &'x mut Reader<'a>,
+    ps: u64,
+    keep: bool,
+    end: u64,
+}
+
+impl MappedPages<'_, '_> {
+    fn read(
+        self,
+        name: &Arc<str>,
+        used: u64,
+        budget: &mut u64,
+        runs: &mut Vec<PageRun>,
+    ) -> vmstate::Result<MappedRamInfo> {
+        use vmstate::ram::mapped_ram::{MappedRamHeader, bitmap_len, bitmap_test};
+        let MappedPages { r, ps, keep, end } = self;
+        let header_at = r.position();
+        let header = MappedRamHeader::decode(r)?;
+        header.check_sequential(header_at, used, ps)?;
+        if header
+            .pages_offset
+            .checked_add(used)
+            .is_none_or(|e| e > end)
+        {
+            return Err(vmstate::Error::invalid(
+                "mapped-ram block",
+                format!("'{name}': its pages run past the end of the file"),
+            )
+            .at_offset(header_at));
+        }
+        let bitmap = r.get_vec(bitmap_len(used, ps))?;
+        let zeros = |r: &mut Reader<'_>, n: u64| -> vmstate::Result<()> {
+            let mut left = n;
+            while left > 0 {
+                let at = r.position();
+                let take = left.min(1 << 20) as usize;
+                if !r.with_bytes(take, |b| b.iter().all(|&x| x == 0))? {
+                    return Err(vmstate::Error::invalid(
+                        "mapped-ram block",
+                        format!("'{name}': non-zero bytes where the file holds no page"),
+                    )
+                    .at_offset(at));
+                }
+                left -= take as u64;
+            }
+            Ok(())
+        };
+        zeros(r, header.pages_offset - r.position())?;
+        let pages = (used / ps) as usize;
+        let mut p = 0;
+        while p < pages {
+            if !bitmap_test(&bitmap, p) {
+                let mut q = p + 1;
+                while q < pages && !bitmap_test(&bitmap, q) {
+                    q += 1;
+                }
+                zeros(r, (q - p) as u64 * ps)?;
+                p = q;
+                continue;
+            }
+            let mut q = p + 1;
+            while q < pages && bitmap_test(&bitmap, q) {
+                q += 1;
+            }
+            if *budget == 0 {
+                return Err(vmstate::Error::invalid(
+                    "mapped-ram block",
+                    "too many RAM runs (the decoder's value limit was reached)",
+                ));
+            }
+            *budget -= 1;
+            let len = (q - p) as u64 * ps;
+            let offset = r.position();
+            let data = if keep {
+                Some(r.get_vec(len)?)
+            } else {
+                r.skip(len)?;
+                None
+            };
+            runs.push(PageRun {
+                zero: false,
+                block: name.clone(),
+                named: false,
+                addr: p as u64 * ps,
+                count: (q - p) as u64,
+                page_size: ps,
+                offset,
+                data,
+                mapped: true,
+            });
+            p = q;
+        }
+        zeros(r, used - pages as u64 * ps)?;
+        Ok(MappedRamInfo { header, bitmap })
     }
 }

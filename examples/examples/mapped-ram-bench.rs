@@ -97,15 +97,21 @@ fn plain_write(path: &Path, data: &[u8]) -> f64 {
     ms(t)
 }
 
-fn restore(len: u64, path: &Path) -> f64 {
-    let t = Instant::now();
+/// A fresh guest of `len` bytes loaded from `path`, fully or lazily.
+fn load(len: u64, path: &Path, lazy: bool) -> Arc<RamBlock> {
     let ram = Arc::new(RamBlock::new("pc.ram", len).unwrap());
     let opts = LoadOptions {
         machine: Some("bench".into()),
         capabilities: vec!["mapped-ram".into()],
         ..Default::default()
     };
-    load_file(&mut registry(&ram), path, opts, false).unwrap();
+    load_file(&mut registry_with(&ram, lazy), path, opts, false).unwrap();
+    ram
+}
+
+fn restore(len: u64, path: &Path) -> f64 {
+    let t = Instant::now();
+    let _ram = load(len, path, false);
     ms(t)
 }
 
@@ -113,13 +119,7 @@ fn restore(len: u64, path: &Path) -> f64 {
 /// every page in order afterwards, on-demand stats).
 fn lazy_restore(len: u64, path: &Path) -> (f64, f64, vmstate::ram::on_demand::OnDemandStats) {
     let t = Instant::now();
-    let ram = Arc::new(RamBlock::new("pc.ram", len).unwrap());
-    let opts = LoadOptions {
-        machine: Some("bench".into()),
-        capabilities: vec!["mapped-ram".into()],
-        ..Default::default()
-    };
-    load_file(&mut registry_with(&ram, true), path, opts, false).unwrap();
+    let ram = load(len, path, true);
     let ready = ms(t);
     let t = Instant::now();
     let mut sum = 0u64;

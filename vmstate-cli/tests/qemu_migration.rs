@@ -536,6 +536,27 @@ fn text_blob(dir: &Path) -> (Vec<u8>, String) {
 
 const TEXT_AT: u64 = 8 << 20;
 
+/// A QEMU 10 source `-M none -m 64M` (plus `extra` arguments) whose loader devices put
+/// a random MiB at `BLOB_AT` and text at `TEXT_AT`: QEMU, the random bytes, the text.
+fn qemu_source_with_blobs(dir: &Path, extra: &[&str]) -> (Qemu, Vec<u8>, Vec<u8>) {
+    let (content, blob_path) = blob(dir);
+    let (text, text_path) = text_blob(dir);
+    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
+    let text_loader = format!("loader,file={text_path},addr={TEXT_AT},force-raw=on");
+    let mut args = vec![
+        "-M",
+        "none",
+        "-m",
+        "64M",
+        "-device",
+        &loader,
+        "-device",
+        &text_loader,
+    ];
+    args.extend_from_slice(extra);
+    (Qemu::start(dir, "src", &args), content, text)
+}
+
 /// QEMU 10 as the source with `multifd`, `channels` channels and `compression`: our
 /// destination accepts the main stream and the channels, places (and decompresses)
 /// the channels' pages, waits at each flush for every channel's SYNC, and holds
@@ -545,8 +566,6 @@ fn qemu_multifd_source_to_our_destination(channels: usize, compression: Compress
     use vmstate::ram::{RAM_VERSION, RamHandler};
     use vmstate::{Reader, Registration};
     let dir = tempfile::tempdir().unwrap();
-    let (content, blob_path) = blob(dir.path());
-    let (text, text_path) = text_blob(dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let dst = std::thread::spawn(move || {
@@ -566,22 +585,7 @@ fn qemu_multifd_source_to_our_destination(channels: usize, compression: Compress
         let per_channel = receiver.finish()?;
         Ok::<_, vmstate::Error>((ram, per_channel, stats.get()))
     });
-    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
-    let text_loader = format!("loader,file={text_path},addr={TEXT_AT},force-raw=on");
-    let mut q = Qemu::start(
-        dir.path(),
-        "src",
-        &[
-            "-M",
-            "none",
-            "-m",
-            "64M",
-            "-device",
-            &loader,
-            "-device",
-            &text_loader,
-        ],
-    );
+    let (mut q, content, text) = qemu_source_with_blobs(dir.path(), &[]);
     q.execute(
         "migrate-set-capabilities",
         json!({"capabilities": [{"capability": "multifd", "state": true}]}),
@@ -754,8 +758,6 @@ fn qemu_multifd_source_over_mutual_tls_migrates_to_our_destination() {
     use vmstate::{Reader, Registration};
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let (content, blob_path) = blob(dir.path());
-    let (text, text_path) = text_blob(dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = TlsServer::new(&pki.server()).unwrap();
@@ -775,25 +777,8 @@ fn qemu_multifd_source_over_mutual_tls_migrates_to_our_destination() {
         let per_channel = receiver.finish()?;
         Ok::<_, vmstate::Error>((ram, per_channel))
     });
-    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
-    let text_loader = format!("loader,file={text_path},addr={TEXT_AT},force-raw=on");
     let obj = tls_object(&pki, Set::Good, "client");
-    let mut q = Qemu::start(
-        dir.path(),
-        "src",
-        &[
-            "-M",
-            "none",
-            "-m",
-            "64M",
-            "-device",
-            &loader,
-            "-device",
-            &text_loader,
-            "-object",
-            &obj,
-        ],
-    );
+    let (mut q, content, text) = qemu_source_with_blobs(dir.path(), &["-object", &obj]);
     q.execute(
         "migrate-set-capabilities",
         json!({"capabilities": [{"capability": "multifd", "state": true}]}),
@@ -971,24 +956,7 @@ fn qemu_loads_our_mapped_ram_snapshot() {
 #[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
 fn qemus_mapped_ram_snapshot_loads_here() {
     let dir = tempfile::tempdir().unwrap();
-    let (content, blob_path) = blob(dir.path());
-    let (text, text_path) = text_blob(dir.path());
-    let loader = format!("loader,file={blob_path},addr={BLOB_AT},force-raw=on");
-    let text_loader = format!("loader,file={text_path},addr={TEXT_AT},force-raw=on");
-    let mut q = Qemu::start(
-        dir.path(),
-        "src",
-        &[
-            "-M",
-            "none",
-            "-m",
-            "64M",
-            "-device",
-            &loader,
-            "-device",
-            &text_loader,
-        ],
-    );
+    let (mut q, content, text) = qemu_source_with_blobs(dir.path(), &[]);
     q.execute(
         "migrate-set-capabilities",
         json!({"capabilities": [{"capability": "mapped-ram", "state": true}]}),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use vmstate::ram::RamBlock;
-use vmstate::stream::{LoadOptions, SaveSession, StreamConfig, load_file};
+use vmstate::stream::{LoadOptions, StreamConfig, load_file, save_mapped_ram_snapshot};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -66,15 +66,7 @@ fn our_mapped_ram_snapshot_has_qemus_layout_holes_and_loads_back() {
     ram.write(0x100000, &blob);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ours.mig");
-    let mut config = StreamConfig::new("none");
-    config.configuration.add_capability("mapped-ram");
-    {
-        let file = std::fs::File::create(&path).unwrap();
-        let mut s = SaveSession::with_writer(&mut reg, vmstate::Writer::to_fd(file), config);
-        s.setup().unwrap();
-        while s.iterate(u64::MAX).unwrap() == vmstate::IterationStatus::More {}
-        s.complete().unwrap();
-    }
+    save_mapped_ram_snapshot(&mut reg, &path, StreamConfig::new("none")).unwrap();
     let ours = std::fs::read(&path).unwrap();
     let theirs = std::fs::read(fixtures().join("qemu-10.0.2-mapped-ram/mapped-ram.mig")).unwrap();
     assert_eq!(ours[0x65..0x65 + 28], theirs[0x65..0x65 + 28], "the header");

@@ -904,7 +904,7 @@ fn mapped_ram_options() -> LoadOptions {
 #[test]
 #[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
 fn qemu_loads_our_mapped_ram_snapshot() {
-    use vmstate::stream::{SaveSession, StreamConfig};
+    use vmstate::stream::{StreamConfig, save_mapped_ram_snapshot};
     let dir = tempfile::tempdir().unwrap();
     let (mut reg, ram, _) =
         compat_tests::destination::none_with_handler(RAM, |h| h.with_mapped_ram());
@@ -914,15 +914,7 @@ fn qemu_loads_our_mapped_ram_snapshot() {
     ram.write(3 << 20, &pattern);
     ram.write(60 << 20, b"the last page but a few");
     let path = dir.path().join("ours.mig");
-    let mut config = StreamConfig::new("none");
-    config.configuration.add_capability("mapped-ram");
-    {
-        let file = std::fs::File::create(&path).unwrap();
-        let mut s = SaveSession::with_writer(&mut reg, vmstate::Writer::to_fd(file), config);
-        s.setup().unwrap();
-        while s.iterate(u64::MAX).unwrap() == vmstate::IterationStatus::More {}
-        s.complete().unwrap();
-    }
+    save_mapped_ram_snapshot(&mut reg, &path, StreamConfig::new("none")).unwrap();
     let mut q = Qemu::start(
         dir.path(),
         "dst",

@@ -13,11 +13,16 @@ const PAGE: u64 = 4096;
 
 /// A registry with blocks `pc.ram` (3 MiB) and `vram` (256 KiB), mapped-ram on.
 fn machine() -> (Registry, Arc<RamBlock>, Arc<RamBlock>, Arc<RamStats>) {
+    machine_with(RamHandler::with_mapped_ram)
+}
+
+/// [`machine`] with its RAM handler set up by `configure`.
+fn machine_with(
+    configure: fn(RamHandler) -> RamHandler,
+) -> (Registry, Arc<RamBlock>, Arc<RamBlock>, Arc<RamStats>) {
     let ram = Arc::new(RamBlock::new("pc.ram", 3 << 20).unwrap());
     let vram = Arc::new(RamBlock::new("vram", 256 << 10).unwrap());
-    let h = RamHandler::new(vec![ram.clone(), vram.clone()])
-        .unwrap()
-        .with_mapped_ram();
+    let h = configure(RamHandler::new(vec![ram.clone(), vram.clone()]).unwrap());
     let stats = h.stats();
     let mut reg = Registry::new();
     reg.register_iterative("ram", RAM_VERSION, h, Registration::new())
@@ -159,14 +164,7 @@ fn damaged_mapped_ram_files_are_refused_by_what_is_wrong() {
 
 /// A registry whose RAM handler loads mapped-ram files lazily.
 fn lazy_machine() -> (Registry, Arc<RamBlock>, Arc<RamBlock>) {
-    let ram = Arc::new(RamBlock::new("pc.ram", 3 << 20).unwrap());
-    let vram = Arc::new(RamBlock::new("vram", 256 << 10).unwrap());
-    let h = RamHandler::new(vec![ram.clone(), vram.clone()])
-        .unwrap()
-        .with_lazy_restore();
-    let mut reg = Registry::new();
-    reg.register_iterative("ram", RAM_VERSION, h, Registration::new())
-        .unwrap();
+    let (reg, ram, vram, _) = machine_with(RamHandler::with_lazy_restore);
     (reg, ram, vram)
 }
 

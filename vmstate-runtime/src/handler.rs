@@ -32,7 +32,10 @@
 //! `save_cleanup` on every handler, and the guest keeps running on the source. An error
 //! from `load` fails the load with the section named in the error.
 
+use std::sync::Arc;
+
 use crate::error::Result;
+use crate::ram::postcopy::{PageRequests, PostcopyIncoming};
 use crate::wire::{Reader, Writer};
 
 /// Which kind of section a payload belongs to.
@@ -124,9 +127,48 @@ pub trait IterativeHandler: Send {
 
     /// Ends a load, successful or not.
     fn load_cleanup(&mut self) {}
+
+    /// Source: whether this handler keeps sending after the switch to postcopy
+    /// (QEMU's `has_postcopy`). Handlers that cannot send their END section at the
+    /// switch instead. Default: no.
+    fn has_postcopy(&self) -> bool {
+        false
+    }
+
+    /// Source, at the switch to postcopy with the guest stopped: from now on
+    /// [`save_iterate`](Self::save_iterate) serves the destination's page requests
+    /// first. Returns, per RAM block, the byte ranges the destination must discard
+    /// (what is still pending: its copy is stale or it never had it). Default: none.
+    fn postcopy_start(&mut self) -> Vec<(String, Vec<(u64, u64)>)> {
+        Vec::new()
+    }
+
+    /// Source: where the return path puts the destination's page requests, for a
+    /// handler that serves them. Default: none.
+    fn page_requests(&self) -> Option<Arc<PageRequests>> {
+        None
+    }
+
+    /// Destination: the source announced postcopy (`POSTCOPY_ADVISE`, with its page
+    /// sizes when it carried them): get ready to run the guest before every page is
+    /// here, asking for missing ones through `incoming`. Default: nothing to do.
+    fn load_postcopy_advise(
+        &mut self,
+        _incoming: &Arc<PostcopyIncoming>,
+        _page_sizes: Option<(u64, u64)>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Destination: `POSTCOPY_RAM_DISCARD` for RAM block `block`: drop those byte
+    /// ranges, newer contents will come. `Ok(false)` when the block is not this
+    /// handler's (the default).
+    fn load_postcopy_discard(&mut self, _block: &str, _ranges: &[(u64, u64)]) -> Result<bool> {
+        Ok(false)
+    }
 }
 
-impl<H: IterativeHandler> IterativeHandler for std::sync::Arc<std::sync::Mutex<H>> {
+impl<H: IterativeHandler> IterativeHandler for Arc<std::sync::Mutex<H>> {
     fn is_active(&self) -> bool {
         crate::registry::lock(self).is_active()
     }
@@ -162,5 +204,24 @@ impl<H: IterativeHandler> IterativeHandler for std::sync::Arc<std::sync::Mutex<H
     }
     fn load_cleanup(&mut self) {
         crate::registry::lock(self).load_cleanup()
+    }
+    fn has_postcopy(&self) -> bool {
+        crate::registry::lock(self).has_postcopy()
+    }
+    fn postcopy_start(&mut self) -> Vec<(String, Vec<(u64, u64)>)> {
+        crate::registry::lock(self).postcopy_start()
+    }
+    fn page_requests(&self) -> Option<Arc<PageRequests>> {
+        crate::registry::lock(self).page_requests()
+    }
+    fn load_postcopy_advise(
+        &mut self,
+        incoming: &Arc<PostcopyIncoming>,
+        page_sizes: Option<(u64, u64)>,
+    ) -> Result<()> {
+        crate::registry::lock(self).load_postcopy_advise(incoming, page_sizes)
+    }
+    fn load_postcopy_discard(&mut self, block: &str, ranges: &[(u64, u64)]) -> Result<bool> {
+        crate::registry::lock(self).load_postcopy_discard(block, ranges)
     }
 }

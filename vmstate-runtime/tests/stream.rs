@@ -714,20 +714,31 @@ fn unknown_record_type_is_an_error() {
 }
 
 #[test]
-fn postcopy_command_is_unsupported_and_named() {
+fn colo_is_unsupported_and_named() {
     let log = Log::default();
     let mut s = snapshot(&log);
     let at = record_offset(&s, 8, 11);
-    s[at + 2] = 4; // POSTCOPY_LISTEN, len 0
+    s[at + 2] = 8; // ENABLE_COLO, len 0
     let err = load_err(&s, &mut destination(&log));
     assert!(matches!(
         err.kind(),
         ErrorKind::UnsupportedCommand {
-            cmd: 4,
-            name: "POSTCOPY_LISTEN",
+            cmd: 8,
+            name: "ENABLE_COLO",
             ..
         }
     ));
+}
+
+#[test]
+fn a_postcopy_command_out_of_order_is_refused_and_named() {
+    let log = Log::default();
+    let mut s = snapshot(&log);
+    let at = record_offset(&s, 8, 11);
+    s[at + 2] = 4; // POSTCOPY_LISTEN, len 0, without POSTCOPY_ADVISE
+    let err = load_err(&s, &mut destination(&log));
+    assert!(err.to_string().contains("POSTCOPY_LISTEN"), "{err}");
+    assert_eq!(err.offset(), Some(at as u64));
 }
 
 #[test]

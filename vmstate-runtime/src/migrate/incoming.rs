@@ -1,12 +1,14 @@
 //! The destination of a live migration over a two-way connection: load the stream,
 //! answer QEMU's return path, and start the guest only when it is safe.
 
-use std::io;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::DEFAULT_IO_TIMEOUT;
 use super::return_path::{Message, write_message};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ram::postcopy::PostcopyIncoming;
 use crate::registry::Registry;
 use crate::stream::load::{ReturnPath, load_answering};
 use crate::stream::{LoadOptions, LoadReport};
@@ -82,14 +84,80 @@ pub fn receive<C: Connection>(
     params: &IncomingParams,
     start_guest: &mut dyn FnMut() -> Result<()>,
 ) -> Result<LoadReport> {
+    receive_with(registry, conn, params, &mut StartOnly(start_guest))
+}
+
+/// The destination's control over its guest.
+pub trait IncomingGuest {
+    /// Starts the guest (its vCPUs).
+    fn start(&mut self) -> Result<()>;
+    /// Pauses a guest that was started before the stream ended (postcopy) when the
+    /// link to the source fails: its missing pages will not come. vCPUs that touch a
+    /// missing page wait for it forever in any case; this stops the others. Default:
+    /// nothing (only the waiting vCPUs stop).
+    fn pause(&mut self) {}
+}
+
+struct StartOnly<'a>(&'a mut dyn FnMut() -> Result<()>);
+
+impl IncomingGuest for StartOnly<'_> {
+    fn start(&mut self) -> Result<()> {
+        (self.0)()
+    }
+}
+
+/// A writer shared by the loader (PONG, SHUT) and postcopy's page requests; each call
+/// takes the lock, so a message written with one `write_all` is never split.
+struct SharedWriter<W>(Arc<Mutex<W>>);
+
+impl<W: Write> Write for SharedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+/// [`receive`] with a guest that can also be paused: what a destination that accepts
+/// postcopy needs. When the source switches to postcopy (`POSTCOPY_RUN`), the guest
+/// starts before the stream ends, and every access to a page not here yet asks the
+/// source for it and waits (RAM blocks must fetch on demand: [`RamBlock`]s do). If the
+/// link then fails, [`IncomingGuest::pause`] is called and the error says how many
+/// pages were still missing; the guest never runs with a page missing. At the end of
+/// a postcopy stream `SHUT(0)` is sent and the source's close is not waited for: the
+/// source gave the guest up at the switch.
+///
+/// [`RamBlock`]: crate::ram::RamBlock
+pub fn receive_with<C: Connection>(
+    registry: &mut Registry,
+    conn: C,
+    params: &IncomingParams,
+    guest: &mut dyn IncomingGuest,
+) -> Result<LoadReport> {
     conn.set_io_timeout(params.io_timeout)?;
-    let (from_src, mut to_src) = conn.split()?;
+    let (from_src, to_src) = conn.split()?;
+    let to_src = Arc::new(Mutex::new(to_src));
     let mut r = Reader::from_io(from_src).with_limits(params.load.limits);
+    let incoming = PostcopyIncoming::new(Box::new(SharedWriter(to_src.clone())));
+    let mut out = SharedWriter(to_src.clone());
+    let mut started = false;
+    let mut start_now = || {
+        started = true;
+        guest.start()
+    };
     let mut rp = ReturnPath {
-        out: &mut to_src,
+        out: &mut out,
         switchover_ack: params.switchover_ack,
         open: false,
         ack_sent: false,
+        postcopy: Some((incoming.clone(), &mut start_now)),
     };
     let loaded = load_answering(
         registry,
@@ -99,24 +167,54 @@ pub fn receive<C: Connection>(
         Some(&mut rp),
     );
     let opened = rp.open;
+    drop(rp);
+    let shut =
+        |failed: bool| write_message(&mut SharedWriter(to_src.clone()), &Message::Shut { failed });
     let report = match loaded {
         Ok(report) => report,
+        Err(e) if started => {
+            // Postcopy: the guest runs here and the rest of its memory is lost.
+            incoming.fail(e.to_string());
+            guest.pause();
+            if opened {
+                let _ = shut(true);
+            }
+            let e = explain_lost_source(e, params.io_timeout);
+            return Err(Error::new(ErrorKind::MigrationFailed {
+                phase: "postcopy (the guest had started here; it is now paused)".into(),
+                bytes: r.position(),
+                cause: Box::new(Error::invalid(
+                    "postcopy",
+                    format!(
+                        "{} pages were still missing when the stream failed: {e}",
+                        incoming.missing_pages()
+                    ),
+                )),
+            }));
+        }
         Err(e) => {
             if opened {
-                let _ = write_message(&mut to_src, &Message::Shut { failed: true });
+                let _ = shut(true);
             }
             let e = explain_lost_source(e, params.io_timeout);
             return Err(not_started(e, r.position()));
         }
     };
+    if started {
+        // Postcopy: every page is here; the source gave the guest up at the switch.
+        if opened {
+            shut(false).map_err(|e| Error::from(e).in_record("return path (sending SHUT 0)"))?;
+        }
+        return Ok(report);
+    }
     if opened {
         let at = r.position();
-        write_message(&mut to_src, &Message::Shut { failed: false }).map_err(|e| {
+        shut(false).map_err(|e| {
             not_started(Error::from(e).in_record("return path (sending SHUT 0)"), at)
         })?;
         wait_for_close(&mut r, params).map_err(|e| not_started(e, at))?;
     }
-    start_guest()?;
+    guest.start()?;
     Ok(report)
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::return_path::{Message, read_message};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ram::postcopy::PageRequests;
 use crate::transport::is_timeout;
 
 /// What the reading thread saw.
@@ -27,6 +28,9 @@ pub(crate) struct Heard {
     pub pong: bool,
     /// SWITCHOVER_ACK arrived.
     pub switchover_ack: bool,
+    /// The value of the last PONG, and when it arrived.
+    pub last_pong: u32,
+    pub last_pong_at: Option<Instant>,
 }
 
 /// The return path's reader thread and what it reported.
@@ -39,7 +43,12 @@ pub(crate) struct Listener {
 impl Listener {
     /// Starts reading `from` in a thread. A read timeout on `from` only makes the
     /// thread look at its stop flag; timeouts are judged by [`wait_shut`](Self::wait_shut).
-    pub fn spawn(mut from: impl Read + Send + 'static) -> Result<Listener> {
+    /// Postcopy page requests go straight into `requests` from that thread (so that
+    /// the sender sees them between two pages); without it they are an error.
+    pub fn spawn(
+        mut from: impl Read + Send + 'static,
+        requests: Option<Arc<PageRequests>>,
+    ) -> Result<Listener> {
         let (tx, events) = channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -48,6 +57,20 @@ impl Listener {
             .spawn(move || {
                 loop {
                     let event = match read_message(&mut from) {
+                        Ok(Some(Message::ReqPagesId { block, start, len }))
+                            if let Some(q) = &requests =>
+                        {
+                            match q.push(Some(&block), start, u64::from(len)) {
+                                Ok(()) => continue,
+                                Err(e) => Event::Failed(e),
+                            }
+                        }
+                        Ok(Some(Message::ReqPages { start, len })) if let Some(q) = &requests => {
+                            match q.push(None, start, u64::from(len)) {
+                                Ok(()) => continue,
+                                Err(e) => Event::Failed(e),
+                            }
+                        }
                         Ok(Some(m)) => Event::Message(m),
                         Ok(None) => Event::Closed,
                         Err(e) if matches!(e.kind(), ErrorKind::Io(io) if is_timeout(io)) => {
@@ -156,7 +179,11 @@ impl Listener {
     /// Records one event; `Ok(true)` for `SHUT(0)`.
     fn take(&mut self, event: Event, at_end: bool) -> Result<bool> {
         match event {
-            Event::Message(Message::Pong(_)) => self.heard.pong = true,
+            Event::Message(Message::Pong(v)) => {
+                self.heard.pong = true;
+                self.heard.last_pong = v;
+                self.heard.last_pong_at = Some(Instant::now());
+            }
             Event::Message(Message::SwitchoverAck) => self.heard.switchover_ack = true,
             Event::Message(Message::Shut { failed: false }) if at_end => return Ok(true),
             Event::Message(Message::Shut { failed: false }) => {
@@ -171,10 +198,18 @@ impl Listener {
                     "the destination reported that its load failed (SHUT 1)",
                 ));
             }
+            Event::Message(Message::ReqPagesId { .. } | Message::ReqPages { .. }) => {
+                return Err(Error::invalid(
+                    "return path",
+                    "a page request (postcopy) in a precopy migration",
+                ));
+            }
             Event::Message(Message::Other { kind, .. }) => {
                 return Err(Error::invalid(
                     "return path",
-                    format!("message type {kind} (postcopy) in a precopy migration"),
+                    format!(
+                        "message type {kind} (postcopy recovery), which this side does not support"
+                    ),
                 ));
             }
             Event::Closed => return Err(closed_early()),

@@ -48,12 +48,13 @@ mod rate_limit;
 pub mod return_path;
 
 use auto_converge::AutoConverge;
-pub use incoming::{IncomingParams, receive};
+pub use incoming::{IncomingGuest, IncomingParams, receive, receive_with};
 use listener::Listener;
 use rate_limit::RateLimit;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::IterationStatus;
+use crate::ram::postcopy::PageRequests;
 use crate::ram::{RamCounters, RamStats};
 use crate::registry::Registry;
 use crate::stream::{SaveSession, StreamConfig};
@@ -107,6 +108,73 @@ pub struct MigrationParams {
     /// `switchover-ack` capability; both sides must have it). Needs [`migrate_over`].
     /// Default: off.
     pub switchover_ack: bool,
+    /// Switch to postcopy when this policy says so, unless precopy converges first
+    /// (QEMU's `postcopy-ram` capability with `migrate-start-postcopy`). Needs
+    /// [`migrate_over`] and a handler that can go on in postcopy (a
+    /// [`RamHandler`](crate::ram::RamHandler) without multifd channels); the
+    /// destination must be able to take pages on demand. Default: off.
+    pub postcopy: Option<PostcopyPolicy>,
+    /// Bandwidth cap in bytes per second for the pages sent in the background after
+    /// the switch to postcopy (QEMU's `max-postcopy-bandwidth`); requested pages are
+    /// always sent at once. Default: `None`, unlimited.
+    pub max_postcopy_bandwidth: Option<u64>,
+}
+
+/// When a migration switches to postcopy: the guest then runs on the destination,
+/// which asks for each page it misses while the rest follows in the background. The
+/// switch happens at the first of these that applies.
+#[derive(Debug, Clone, Default)]
+pub struct PostcopyPolicy {
+    /// Switch when this is triggered (QEMU's `migrate-start-postcopy`), from any thread.
+    pub trigger: StartPostcopy,
+    /// Switch once this many precopy rounds ran without converging.
+    pub after_rounds: Option<u64>,
+    /// Switch once precopy ran this long without converging.
+    pub after: Option<Duration>,
+}
+
+impl PostcopyPolicy {
+    /// Switch only when `trigger` is pulled.
+    pub fn on_request(trigger: StartPostcopy) -> Self {
+        PostcopyPolicy {
+            trigger,
+            ..Default::default()
+        }
+    }
+
+    /// Switch after `rounds` precopy rounds.
+    pub fn after_rounds(rounds: u64) -> Self {
+        PostcopyPolicy {
+            after_rounds: Some(rounds),
+            ..Default::default()
+        }
+    }
+
+    /// Whether it is time to switch.
+    fn due(&self, rounds: u64, elapsed: Duration) -> bool {
+        self.trigger.is_requested()
+            || self.after_rounds.is_some_and(|n| rounds >= n)
+            || self.after.is_some_and(|t| elapsed >= t)
+    }
+}
+
+/// Asks a running migration to switch to postcopy (QEMU's `migrate-start-postcopy`).
+#[derive(Debug, Clone, Default)]
+pub struct StartPostcopy(Arc<AtomicBool>);
+
+impl StartPostcopy {
+    /// A trigger not pulled yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks for the switch; it happens after the current round.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether the switch was asked for.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl MigrationParams {
@@ -123,6 +191,8 @@ impl MigrationParams {
             auto_converge_period: Duration::from_secs(1),
             io_timeout: Some(DEFAULT_IO_TIMEOUT),
             switchover_ack: false,
+            postcopy: None,
+            max_postcopy_bandwidth: None,
         }
     }
 }
@@ -173,6 +243,8 @@ pub enum Status {
     Active,
     /// The guest is stopped and the rest is being sent.
     Device,
+    /// Postcopy: the guest runs on the destination, which asks for pages it misses.
+    Postcopy,
     /// Done: the destination has the guest.
     Completed,
     /// Cancelled or timed out; the guest runs on the source.
@@ -214,6 +286,25 @@ pub struct MigrationStats {
     pub throttle_percent: u8,
     /// RAM page counters, if `ram_stats` was given.
     pub ram: Option<RamCounters>,
+    /// Postcopy's figures, once the migration switched to it.
+    pub postcopy: Option<PostcopyStats>,
+}
+
+/// What the source saw of postcopy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostcopyStats {
+    /// Precopy's share: from the start to the switch.
+    pub precopy_time: Duration,
+    /// From the switch to the end.
+    pub time_in_postcopy: Duration,
+    /// Page requests from the destination.
+    pub requests: u64,
+    /// Pages sent because they were requested (pages already sent are not resent).
+    pub requested_pages: u64,
+    /// From a request's arrival to its pages being written: median.
+    pub request_latency_p50: Duration,
+    /// From a request's arrival to its pages being written: 99th percentile.
+    pub request_latency_p99: Duration,
 }
 
 /// Migrates the guest described by `registry` to the destination at the other end of
@@ -273,10 +364,24 @@ pub fn migrate_over<C: Connection>(
     let failed = |phase: &str, e: Error| failure(phase, 0, e);
     conn.set_io_timeout(params.io_timeout)
         .map_err(|e| failed("setup", e.into()))?;
+    let requests = match &params.postcopy {
+        None => None,
+        Some(_) => Some(page_requests(registry).ok_or_else(|| {
+            failed(
+                "setup",
+                Error::invalid(
+                    "postcopy",
+                    "no iterative handler can go on in postcopy (a RamHandler without multifd channels can)",
+                ),
+            )
+        })?),
+    };
     let (from_dst, to_dst) = conn.split().map_err(|e| failed("setup", e.into()))?;
-    let mut listener = Listener::spawn(from_dst).map_err(|e| failed("setup", e))?;
+    let mut listener =
+        Listener::spawn(from_dst, requests.clone()).map_err(|e| failed("setup", e))?;
     let mut params = params.clone();
     params.stream.open_return_path = true;
+    params.stream.postcopy = params.postcopy.is_some();
     // The session writes through the cell; after SHUT(0) the driver closes through it.
     // Over a plain socket, guest pages go from guest memory to the kernel uncopied,
     // through a second descriptor of the same socket.
@@ -309,6 +414,14 @@ pub fn migrate_over<C: Connection>(
         to_dst.abort();
     }
     result
+}
+
+/// The page-request queue of the first handler that serves one.
+fn page_requests(registry: &mut Registry) -> Option<Arc<PageRequests>> {
+    registry
+        .entries_mut()
+        .iter_mut()
+        .find_map(|e| e.iterative_mut().and_then(|h| h.page_requests()))
 }
 
 /// What a source that took its guest back after the whole stream was sent writes
@@ -353,6 +466,10 @@ fn run(
             .as_ref()
             .map_or(0, |r| r.get().multifd_bytes)
     };
+    let requests = params
+        .postcopy
+        .as_ref()
+        .and_then(|_| page_requests(registry));
     let mut session = SaveSession::with_writer(registry, sink, params.stream.clone());
     let needs_ack = params.switchover_ack && rp.is_some();
 
@@ -385,6 +502,7 @@ fn run(
     // almost nothing, and a round of them says nothing about the pages that follow.
     let mut cost_factor = 1.0f64;
     let mut auto = AutoConverge::new(params.auto_converge_period);
+    let mut go_postcopy = false;
     loop {
         let round = format!("round {}", stats.rounds + 1);
         if let Some(l) = rp.as_deref_mut()
@@ -432,6 +550,16 @@ fn run(
         }
         if timed_out {
             stats.forced_switchover = true;
+            break;
+        }
+        if acked
+            && rp.is_some()
+            && params
+                .postcopy
+                .as_ref()
+                .is_some_and(|p| p.due(stats.rounds, start.elapsed()))
+        {
+            go_postcopy = true;
             break;
         }
 
@@ -516,6 +644,19 @@ fn run(
     if cancel.is_cancelled() {
         return finish_cancelled(session, stats, start, ram(), progress, None);
     }
+    if go_postcopy {
+        let (Some(l), Some(g)) = (rp, let_go) else {
+            unreachable!("postcopy is chosen only with a return path");
+        };
+        let ctx = Postcopy {
+            start,
+            params,
+            multifd: &multifd,
+            ram: &ram,
+            requests,
+        };
+        return ctx.run(session, guest, l, g, stats, progress);
+    }
     let stopped = Instant::now();
     guest
         .stop()
@@ -550,6 +691,160 @@ fn run(
     stats.ram = ram();
     progress(&stats);
     Ok(stats)
+}
+
+/// The switch to postcopy and what follows it.
+struct Postcopy<'a> {
+    start: Instant,
+    params: &'a MigrationParams,
+    multifd: &'a dyn Fn() -> u64,
+    ram: &'a dyn Fn() -> Option<RamCounters>,
+    requests: Option<Arc<PageRequests>>,
+}
+
+/// The source socket's send buffer in postcopy (the kernel doubles it).
+const POSTCOPY_SEND_BUFFER: usize = 128 << 10;
+
+/// How much a postcopy round may send (requested pages go out within it at once).
+const POSTCOPY_ROUND: u64 = 64 << 20;
+
+impl Postcopy<'_> {
+    /// Stops the guest, sends the switch (discards, package), then the rest while the
+    /// guest runs on the destination. A failure before the package is out resumes the
+    /// guest here; after it, the guest belongs to the destination and is not resumed
+    /// (the destination pauses it; postcopy recovery is not supported).
+    fn run(
+        &self,
+        mut session: SaveSession<'_, '_>,
+        guest: &mut dyn GuestControl,
+        rp: &mut Listener,
+        let_go: &mut dyn FnMut() -> Result<()>,
+        mut stats: MigrationStats,
+        progress: &mut dyn FnMut(&MigrationStats),
+    ) -> Result<MigrationStats> {
+        let bytes = |s: &SaveSession<'_, '_>| s.bytes_written() + (self.multifd)();
+        let stopped = Instant::now();
+        guest
+            .stop()
+            .map_err(|e| failure("switch to postcopy", session.bytes_written(), e))?;
+        if let Err(e) = session.start_postcopy() {
+            guest.resume();
+            let e = with_report(Some(rp), e);
+            stats.status = Status::Failed;
+            progress(&stats);
+            return Err(failure("switch to postcopy", session.bytes_written(), e));
+        }
+        let switched = Instant::now();
+        if let Some(fd) = session.writer_fd() {
+            // Requested pages queue behind what the socket holds: keep that small. A
+            // socket that refuses keeps its buffer (the pages only wait longer).
+            let _ = socket2::SockRef::from(&fd).set_send_buffer_size(POSTCOPY_SEND_BUFFER);
+        }
+        let requests = self.requests.clone();
+        stats.status = Status::Postcopy;
+        let mut postcopy = PostcopyStats {
+            precopy_time: switched.duration_since(self.start),
+            ..Default::default()
+        };
+        let lost = |e: Error, s: &SaveSession<'_, '_>| {
+            let e = Error::invalid(
+                "postcopy",
+                format!(
+                    "{e}; the guest had moved to the destination, which pauses it with pages \
+                     missing; it cannot resume here (postcopy recovery is not supported)"
+                ),
+            );
+            failure("postcopy", s.bytes_written(), e)
+        };
+        let mut limit = RateLimit::new(self.params.max_postcopy_bandwidth);
+        loop {
+            if let Err(e) = rp.poll() {
+                return Err(self.failed(lost(e, &session), &mut stats, &session, progress));
+            }
+            note_downtime(rp, stopped, &mut stats);
+            let budget = match limit.try_budget() {
+                Some(b) => b.min(POSTCOPY_ROUND),
+                // Over the cap: a round of one byte sends requested pages only.
+                None if requests.as_ref().is_some_and(|q| q.has_pending()) => 1,
+                None => {
+                    if let Some(q) = &requests {
+                        q.wait(Duration::from_millis(5));
+                    }
+                    continue;
+                }
+            };
+            let before = session.bytes_written();
+            let status = match session.iterate(budget) {
+                Ok(s) => s,
+                Err(e) => {
+                    let e = with_report(Some(rp), e);
+                    return Err(self.failed(lost(e, &session), &mut stats, &session, progress));
+                }
+            };
+            limit.sent(session.bytes_written() - before);
+            stats.rounds += 1;
+            stats.transferred = bytes(&session);
+            stats.remaining = session.pending(false).total();
+            stats.ram = (self.ram)();
+            stats.total_time = self.start.elapsed();
+            progress(&stats);
+            if status == IterationStatus::Done && stats.remaining == 0 {
+                break;
+            }
+        }
+        let done = session
+            .complete()
+            .map(|_| ())
+            .and_then(|_| rp.wait_shut(self.params.io_timeout))
+            .and_then(|_| let_go());
+        if let Err(e) = done {
+            return Err(self.failed(lost(e, &session), &mut stats, &session, progress));
+        }
+        note_downtime(rp, stopped, &mut stats);
+        postcopy.time_in_postcopy = switched.elapsed();
+        if let Some(q) = requests {
+            let (n, pages, latency) = q.summary();
+            postcopy.requests = n;
+            postcopy.requested_pages = pages;
+            if let Some((p50, p99)) = latency {
+                postcopy.request_latency_p50 = p50;
+                postcopy.request_latency_p99 = p99;
+            }
+        }
+        stats.postcopy = Some(postcopy);
+        stats.status = Status::Completed;
+        stats.transferred = bytes(&session);
+        stats.remaining = 0;
+        stats.total_time = self.start.elapsed();
+        stats.ram = (self.ram)();
+        progress(&stats);
+        Ok(stats)
+    }
+
+    fn failed(
+        &self,
+        e: Error,
+        stats: &mut MigrationStats,
+        session: &SaveSession<'_, '_>,
+        progress: &mut dyn FnMut(&MigrationStats),
+    ) -> Error {
+        stats.status = Status::Failed;
+        stats.transferred = session.bytes_written() + (self.multifd)();
+        stats.total_time = self.start.elapsed();
+        progress(stats);
+        e
+    }
+}
+
+/// The downtime of a postcopy switch ends when the destination answers the last
+/// PING (4), sent after the package: it has loaded the devices and started the guest.
+fn note_downtime(rp: &Listener, stopped: Instant, stats: &mut MigrationStats) {
+    if stats.downtime.is_zero()
+        && rp.heard().last_pong == 4
+        && let Some(at) = rp.heard().last_pong_at
+    {
+        stats.downtime = at.saturating_duration_since(stopped);
+    }
 }
 
 /// When writing failed and the destination has a return path, its own report (a

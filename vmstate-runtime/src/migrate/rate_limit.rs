@@ -27,8 +27,19 @@ impl RateLimit {
     /// Bytes sent beyond a window's budget are carried into the next windows, so the
     /// average rate never exceeds the cap.
     pub(super) fn budget(&mut self) -> u64 {
+        loop {
+            if let Some(b) = self.try_budget() {
+                return b;
+            }
+            let next = self.window_start + WINDOW;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    /// [`budget`](Self::budget) without waiting: `None` while this window's is spent.
+    pub(super) fn try_budget(&mut self) -> Option<u64> {
         let Some(limit) = self.per_window else {
-            return UNLIMITED_ROUND;
+            return Some(UNLIMITED_ROUND);
         };
         let elapsed = self.window_start.elapsed();
         if elapsed >= WINDOW {
@@ -38,13 +49,7 @@ impl RateLimit {
                 .window_bytes
                 .saturating_sub(limit.saturating_mul(u64::from(windows)));
         }
-        while self.window_bytes >= limit {
-            let next = self.window_start + WINDOW;
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            self.window_start = next;
-            self.window_bytes -= limit;
-        }
-        limit - self.window_bytes
+        (self.window_bytes < limit).then(|| limit - self.window_bytes)
     }
 
     pub(super) fn sent(&mut self, bytes: u64) {

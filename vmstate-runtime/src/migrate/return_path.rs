@@ -55,7 +55,23 @@ pub enum Message {
     /// Every device that asked for it is ready: the source may switch over (QEMU's
     /// `switchover-ack` capability).
     SwitchoverAck,
-    /// A message this side does not act on (postcopy's page requests, recovery), kept
+    /// Postcopy: send `len` bytes of RAM block `block` from byte `start` on, first.
+    ReqPagesId {
+        /// The RAM block (QEMU's idstr).
+        block: String,
+        /// Byte offset in the block.
+        start: u64,
+        /// Bytes asked for.
+        len: u32,
+    },
+    /// Postcopy: as [`ReqPagesId`](Self::ReqPagesId), in the block the last one named.
+    ReqPages {
+        /// Byte offset in the block.
+        start: u64,
+        /// Bytes asked for.
+        len: u32,
+    },
+    /// A message this side does not act on (postcopy recovery), kept
     /// with its type and payload.
     Other {
         /// The message type.
@@ -82,6 +98,23 @@ pub fn write_message(w: &mut dyn Write, msg: &Message) -> io::Result<()> {
         Message::Shut { failed } => (MSG_SHUT, u32::from(*failed).to_be_bytes().to_vec()),
         Message::Pong(v) => (MSG_PONG, v.to_be_bytes().to_vec()),
         Message::SwitchoverAck => (MSG_SWITCHOVER_ACK, Vec::new()),
+        Message::ReqPagesId { block, start, len } => {
+            let name = block.as_bytes();
+            let name_len = u8::try_from(name.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "block name too long"))?;
+            let mut p = Vec::with_capacity(13 + name.len());
+            p.extend(start.to_be_bytes());
+            p.extend(len.to_be_bytes());
+            p.push(name_len);
+            p.extend(name);
+            (MSG_REQ_PAGES_ID, p)
+        }
+        Message::ReqPages { start, len } => {
+            let mut p = Vec::with_capacity(12);
+            p.extend(start.to_be_bytes());
+            p.extend(len.to_be_bytes());
+            (MSG_REQ_PAGES, p)
+        }
         Message::Other { kind, payload } => (*kind, payload.clone()),
     };
     let len = u16::try_from(payload.len())
@@ -147,6 +180,26 @@ pub fn read_message(r: &mut dyn Read) -> Result<Option<Message>> {
         },
         MSG_PONG => Message::Pong(be32(&payload)),
         MSG_SWITCHOVER_ACK => Message::SwitchoverAck,
+        MSG_REQ_PAGES => Message::ReqPages {
+            start: u64::from_be_bytes(payload[..8].try_into().expect("8 bytes")),
+            len: be32(&payload[8..]),
+        },
+        MSG_REQ_PAGES_ID => {
+            // be64 start, be32 len, u8 name length, name: exactly, as QEMU checks.
+            let bad = |why: &str| Error::invalid("REQ_PAGES_ID", why.to_string());
+            if payload.len() < 13 {
+                return Err(bad("shorter than its fixed part (13 bytes)"));
+            }
+            let name_len = usize::from(payload[12]);
+            if payload.len() != 13 + name_len {
+                return Err(bad("the block name does not end the message"));
+            }
+            Message::ReqPagesId {
+                block: String::from_utf8_lossy(&payload[13..]).into_owned(),
+                start: u64::from_be_bytes(payload[..8].try_into().expect("8 bytes")),
+                len: be32(&payload[8..]),
+            }
+        }
         _ => Message::Other { kind, payload },
     }))
 }
@@ -168,6 +221,35 @@ mod tests {
         ] {
             assert!(read_message(&mut &bad[..]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn page_requests_round_trip_in_qemus_layout() {
+        let mut wire = Vec::new();
+        let id = Message::ReqPagesId {
+            block: "pc.ram".into(),
+            start: 0x2000,
+            len: 0x1000,
+        };
+        write_message(&mut wire, &id).unwrap();
+        let plain = Message::ReqPages {
+            start: 0x3000,
+            len: 0x1000,
+        };
+        write_message(&mut wire, &plain).unwrap();
+        // Written out by hand from QEMU's migrate_send_rp_req_pages.
+        let mut expected = vec![0, 3, 0, 19];
+        expected.extend([0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0x10, 0, 6]);
+        expected.extend(b"pc.ram");
+        expected.extend([0, 4, 0, 12, 0, 0, 0, 0, 0, 0, 0x30, 0, 0, 0, 0x10, 0]);
+        assert_eq!(wire, expected);
+        let mut r = &wire[..];
+        assert_eq!(read_message(&mut r).unwrap(), Some(id));
+        assert_eq!(read_message(&mut r).unwrap(), Some(plain));
+        // A name length that does not match the payload.
+        let mut bad = expected[..23].to_vec();
+        bad[16] = 7;
+        assert!(read_message(&mut &bad[..]).is_err());
     }
 
     #[test]

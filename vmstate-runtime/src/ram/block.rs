@@ -279,8 +279,8 @@ impl RamBlock {
     /// Zeroes a page (destination side). A page never written is left untouched, so
     /// loading zero pages into fresh memory does not fault it in.
     pub fn zero_page(&self, page: usize) {
-        self.now_present(page, page);
         if !self.is_populated(page) {
+            self.now_present(page, page);
             return;
         }
         let per_page = self.page_size / 8;
@@ -291,6 +291,7 @@ impl RamBlock {
         }
         // `populated` stays set: a write racing this zeroing (DMA during a load) would
         // otherwise leave data in a page the block believes is zero.
+        self.now_present(page, page);
     }
 
     /// A 64-bit FNV-1a checksum of page `page` (for verifying a migration).
@@ -335,6 +336,26 @@ impl RamBlock {
     /// The on-demand fetches so far, if the block fetches on demand.
     pub fn on_demand_stats(&self) -> Option<OnDemandStats> {
         self.on_demand.get().map(OnDemand::stats)
+    }
+
+    /// Whether page `page` is still to be fetched on demand.
+    pub fn page_missing(&self, page: usize) -> bool {
+        self.on_demand.get().is_some_and(|od| !od.is_present(page))
+    }
+
+    /// Makes pages `first .. first + count` missing again, to be fetched on next
+    /// touch (postcopy's discard); `false` if the block does not fetch on demand.
+    /// Panics if the pages are outside the block.
+    pub fn discard_pages(&self, first: usize, count: usize) -> bool {
+        assert!(first + count <= self.pages(), "discard inside the block");
+        match self.on_demand.get() {
+            Some(od) if count > 0 => {
+                od.mark_missing(first, first + count - 1);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Fetches every page still missing, in order (a background thread's job after a
@@ -434,6 +455,15 @@ impl GuestRam for RamBlock {
     }
     fn fetch_on_demand(&self, fetcher: Box<dyn PageFetcher>) -> Option<Result<()>> {
         Some(RamBlock::fetch_on_demand(self, fetcher))
+    }
+    fn page_missing(&self, page: usize) -> bool {
+        RamBlock::page_missing(self, page)
+    }
+    fn missing_pages(&self) -> u64 {
+        RamBlock::missing_pages(self)
+    }
+    fn discard_pages(&self, first: usize, count: usize) -> bool {
+        RamBlock::discard_pages(self, first, count)
     }
 }
 

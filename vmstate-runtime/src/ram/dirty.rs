@@ -49,6 +49,13 @@ impl DirtyBitmap {
         self.words[page / 64].fetch_or(bit, Ordering::AcqRel) & bit == 0
     }
 
+    /// Clears page `page`; true if it was set.
+    #[inline]
+    pub fn test_and_clear(&self, page: usize) -> bool {
+        let bit = 1 << (page % 64);
+        self.words[page / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0
+    }
+
     /// Marks page `page` unless it is already marked, without the release ordering of
     /// [`mark`](Self::mark): for monotonic flags read only while writers are stopped.
     #[inline]
@@ -92,6 +99,12 @@ impl DirtyBitmap {
     /// Whether page `page` is dirty.
     pub fn is_dirty(&self, page: usize) -> bool {
         self.words[page / 64].load(Ordering::Relaxed) & (1 << (page % 64)) != 0
+    }
+
+    /// [`is_dirty`](Self::is_dirty) with acquire ordering: what was written before
+    /// the page was marked is visible after this returns true.
+    pub fn is_marked(&self, page: usize) -> bool {
+        self.words[page / 64].load(Ordering::Acquire) & (1 << (page % 64)) != 0
     }
 
     /// Reads word `i` without clearing it (cheap pre-check before [`take_word`]).

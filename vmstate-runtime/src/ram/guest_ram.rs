@@ -74,4 +74,18 @@ pub trait GuestRam: Send + Sync {
     ) -> Option<crate::Result<()>> {
         None
     }
+    /// Whether page `page` is still to come (it fetches on demand and is not in
+    /// place). Default: never.
+    fn page_missing(&self, _page: usize) -> bool {
+        false
+    }
+    /// Pages still to come (0 for memory that does not fetch on demand).
+    fn missing_pages(&self) -> u64 {
+        0
+    }
+    /// Makes pages `first .. first + count` missing again (postcopy's discard), for
+    /// memory that fetches on demand; `false` when this memory cannot.
+    fn discard_pages(&self, _first: usize, _count: usize) -> bool {
+        false
+    }
 }

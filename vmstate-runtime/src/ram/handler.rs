@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::format::{CONTINUE, EOS, MEM_SIZE, MULTIFD_FLUSH, PAGE, XBZRLE, ZERO};
 use super::guest_ram::GuestRam;
 use super::page_cache::PageCache;
+use super::postcopy::{PageRequests, PostcopyIncoming};
 use super::records::{BlockEntry, BlockRef, RamRecord, RamRecordReader};
 use super::xbzrle;
 use super::zero::is_zero;
@@ -220,6 +221,12 @@ pub struct RamHandler {
     mapped_ram: bool,
     /// Mapped-ram loads leave the pages in the file, fetched on first touch.
     lazy: bool,
+    /// Source: the destination's page requests (postcopy), served first.
+    requests: Arc<PageRequests>,
+    /// Source: the switch to postcopy happened.
+    in_postcopy: bool,
+    /// Destination: the source advised postcopy; pages not here are asked for.
+    incoming: Option<Arc<PostcopyIncoming>>,
 }
 
 /// How a page went out.
@@ -295,6 +302,9 @@ impl RamHandler {
             multifd_unsynced: false,
             mapped_ram: false,
             lazy: false,
+            requests: PageRequests::new(),
+            in_postcopy: false,
+            incoming: None,
         })
     }
 
@@ -471,7 +481,7 @@ impl RamHandler {
     /// stream buffer and, if it turns out zero, rewritten as a ZERO record.
     #[inline]
     fn send_page(&mut self, w: &mut Writer<'_>, bi: usize, page: usize) -> Result<Sent> {
-        if self.xbzrle.is_some() {
+        if self.xbzrle.is_some() && !self.in_postcopy {
             return self.send_page_xbzrle(w, bi, page);
         }
         let block = &self.blocks[bi];
@@ -783,6 +793,98 @@ impl RamHandler {
         Ok(())
     }
 
+    /// Postcopy (source): sends the pages of every queued request that are still to
+    /// be sent (the others went out already), then pushes them out at once.
+    fn serve_requests(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        let mut served = Vec::new();
+        while let Some(req) = self.requests.pop() {
+            let bi = self
+                .blocks
+                .iter()
+                .position(|b| b.name() == req.block)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "page request",
+                        format!(
+                            "the destination asked for pages of unknown RAM block '{}'",
+                            req.block
+                        ),
+                    )
+                })?;
+            let block = &self.blocks[bi];
+            let ps = self.page_size as u64;
+            if req.start % ps != 0
+                || req.len == 0
+                || req
+                    .start
+                    .checked_add(req.len)
+                    .is_none_or(|end| end > block.len())
+            {
+                return Err(Error::invalid(
+                    "page request",
+                    format!(
+                        "0x{:x} bytes at 0x{:x} of block '{}' (0x{:x} bytes, pages of 0x{ps:x})",
+                        req.len,
+                        req.start,
+                        block.name(),
+                        block.len()
+                    ),
+                ));
+            }
+            let first = (req.start / ps) as usize;
+            let count = req.len.div_ceil(ps) as usize;
+            let mut sent = 0;
+            for page in first..first + count {
+                if self.blocks[bi].migration_bitmap().test_and_clear(page) {
+                    let how = self.send_page(w, bi, page)?;
+                    let counter = match how {
+                        Sent::Zero => &self.stats.zero_pages,
+                        _ => &self.stats.normal_pages,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    sent += 1;
+                }
+            }
+            served.push((req, sent));
+        }
+        if !served.is_empty() {
+            w.flush()?;
+            for (req, sent) in &served {
+                self.requests.served(req, *sent);
+            }
+        }
+        Ok(())
+    }
+
+    /// Postcopy (destination): a page record after `POSTCOPY_LISTEN`. Only a page
+    /// still missing is placed: one that is here already (a request crossed it) is
+    /// dropped, as QEMU's `UFFDIO_COPY` refuses to overwrite a present page.
+    fn place_postcopy_page(
+        &self,
+        incoming: &PostcopyIncoming,
+        r: &mut Reader<'_>,
+        bi: usize,
+        page: usize,
+        zero: bool,
+    ) -> Result<()> {
+        let block = &self.blocks[bi];
+        let fresh = block.page_missing(page);
+        match (zero, fresh) {
+            (true, true) => block.zero_page(page),
+            (false, true) => r.with_bytes(self.page_size, |data| block.load_page(page, data))?,
+            (false, false) => r.skip(self.page_size as u64)?,
+            (true, false) => {}
+        }
+        incoming.placed(fresh);
+        let counter = if zero {
+            &self.stats.zero_pages
+        } else {
+            &self.stats.normal_pages
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn check_page(&self, bi: usize, offset: u64, at: u64) -> Result<usize> {
         let block = &self.blocks[bi];
         if offset
@@ -886,6 +988,9 @@ impl IterativeHandler for RamHandler {
         let mut words_sent = 0u32;
         let mut handed = 0u64;
         while clean_run < total_words {
+            if self.in_postcopy && self.requests.has_pending() {
+                self.serve_requests(w)?;
+            }
             if w.position() >= limit || (words_sent % 16 == 15 && began.elapsed() >= MAX_ROUND_TIME)
             {
                 status = IterationStatus::More;
@@ -924,7 +1029,14 @@ impl IterativeHandler for RamHandler {
                 status = IterationStatus::More;
                 break;
             }
+            if self.in_postcopy {
+                // Little in flight ahead of the next requested page.
+                w.flush()?;
+            }
             self.advance_cursor();
+        }
+        if self.in_postcopy {
+            self.serve_requests(w)?;
         }
         w.put_be64(EOS);
         Ok(status)
@@ -961,6 +1073,93 @@ impl IterativeHandler for RamHandler {
         Ok(())
     }
 
+    fn has_postcopy(&self) -> bool {
+        self.multifd.is_none() && !self.mapped_ram
+    }
+
+    fn postcopy_start(&mut self) -> Vec<(String, Vec<(u64, u64)>)> {
+        self.sync_dirty();
+        self.in_postcopy = true;
+        self.blocks
+            .iter()
+            .map(|b| {
+                (
+                    b.name().to_string(),
+                    super::postcopy::dirty_ranges(b.as_ref()),
+                )
+            })
+            .filter(|(_, ranges)| !ranges.is_empty())
+            .collect()
+    }
+
+    fn page_requests(&self) -> Option<Arc<PageRequests>> {
+        self.has_postcopy().then(|| self.requests.clone())
+    }
+
+    fn save_cleanup(&mut self) {
+        self.in_postcopy = false;
+        while self.requests.pop().is_some() {}
+    }
+
+    fn load_postcopy_advise(
+        &mut self,
+        incoming: &Arc<PostcopyIncoming>,
+        page_sizes: Option<(u64, u64)>,
+    ) -> Result<()> {
+        let Some((summary, target)) = page_sizes else {
+            return Ok(()); // dirty-bitmap postcopy only: nothing for RAM
+        };
+        let ours = self
+            .blocks
+            .iter()
+            .fold(0, |acc, b| acc | b.page_size() as u64);
+        if summary != ours || target != self.page_size as u64 {
+            return Err(Error::invalid(
+                "POSTCOPY_ADVISE",
+                format!(
+                    "the source's RAM page sizes are 0x{summary:x} (target page 0x{target:x}), \
+                     this side's 0x{ours:x} (target page 0x{:x})",
+                    self.page_size
+                ),
+            ));
+        }
+        for b in &self.blocks {
+            incoming.attach(b.clone())?;
+        }
+        self.incoming = Some(incoming.clone());
+        Ok(())
+    }
+
+    fn load_postcopy_discard(&mut self, block: &str, ranges: &[(u64, u64)]) -> Result<bool> {
+        let Some(b) = self.blocks.iter().find(|b| b.name() == block) else {
+            return Ok(false);
+        };
+        let Some(incoming) = &self.incoming else {
+            return Err(Error::invalid(
+                "POSTCOPY_RAM_DISCARD",
+                "a discard before POSTCOPY_ADVISE",
+            ));
+        };
+        let ps = self.page_size as u64;
+        for &(start, len) in ranges {
+            if start % ps != 0
+                || len % ps != 0
+                || start.checked_add(len).is_none_or(|end| end > b.len())
+            {
+                return Err(Error::invalid(
+                    "POSTCOPY_RAM_DISCARD",
+                    format!(
+                        "0x{len:x} bytes at 0x{start:x} of block '{block}' (0x{:x} bytes, pages of 0x{ps:x})",
+                        b.len()
+                    ),
+                ));
+            }
+            b.discard_pages((start / ps) as usize, (len / ps) as usize);
+            incoming.discarded(len / ps);
+        }
+        Ok(true)
+    }
+
     fn load_setup(&mut self) -> Result<()> {
         self.last_loaded = None;
         self.records = RamRecordReader::new(self.page_size as u64);
@@ -976,10 +1175,19 @@ impl IterativeHandler for RamHandler {
             )
             .at_offset(r.position()));
         }
+        // After POSTCOPY_LISTEN the guest may run: pages are placed only if missing.
+        let listening = self.incoming.clone().filter(|i| i.is_listening());
         loop {
             let at = r.position();
             match self.records.next(r)? {
                 RamRecord::Eos => return Ok(()),
+                RamRecord::MultifdFlush if listening.is_some() => {
+                    return Err(Error::invalid(
+                        "RAM record",
+                        "a multifd flush record in postcopy (only ZERO, PAGE and EOS are valid there)",
+                    )
+                    .at_offset(at));
+                }
                 RamRecord::MultifdFlush => {
                     if let Some(wait) = &self.multifd_flush {
                         wait().map_err(|e| e.at_offset(at))?;
@@ -1000,6 +1208,23 @@ impl IterativeHandler for RamHandler {
                     return Err(Error::invalid(
                         "RAM record",
                         "a page or flush record in a mapped-ram file (pages live at fixed offsets there)",
+                    )
+                    .at_offset(at));
+                }
+                RamRecord::Zero { block, offset } if let Some(incoming) = &listening => {
+                    let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
+                    let page = self.check_page(bi, offset, at)?;
+                    self.place_postcopy_page(incoming, r, bi, page, true)?;
+                }
+                RamRecord::Page { block, offset } if let Some(incoming) = &listening => {
+                    let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
+                    let page = self.check_page(bi, offset, at)?;
+                    self.place_postcopy_page(incoming, r, bi, page, false)?;
+                }
+                RamRecord::Xbzrle { .. } if listening.is_some() => {
+                    return Err(Error::invalid(
+                        "RAM record",
+                        "an XBZRLE record in postcopy (only ZERO, PAGE and EOS are valid there)",
                     )
                     .at_offset(at));
                 }

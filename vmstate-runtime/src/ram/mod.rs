@@ -12,6 +12,7 @@ pub mod mapped_ram;
 pub(crate) mod mapping;
 pub mod on_demand;
 mod page_cache;
+pub mod postcopy;
 pub mod records;
 #[cfg(feature = "vm-memory")]
 mod vm_memory;

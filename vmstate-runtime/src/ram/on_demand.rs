@@ -3,8 +3,8 @@
 //! read or write, the migration's copy), before the access goes on. This is the
 //! mechanism for emulators whose guest memory accesses go through the RAM block API
 //! (the received-bitmap way of QEMU's postcopy); lazy snapshot restore uses it with a
-//! [`PageFetcher`] that reads a mapped-ram file, and postcopy (a later step) will use it
-//! with one that asks the source.
+//! [`PageFetcher`] that reads a mapped-ram file, and postcopy with one that asks the
+//! source ([`super::postcopy`]).
 //!
 //! Fetches are serialised per block and re-checked under the lock, so a page is
 //! fetched once and a late fetch never overwrites what the guest wrote after the first.
@@ -90,8 +90,24 @@ impl OnDemand {
             return;
         }
         for page in first..=last {
-            if !self.present.is_dirty(page) {
+            if !self.present.is_marked(page) {
                 self.fetch(block, page);
+            }
+        }
+    }
+
+    /// Whether page `page` is in place.
+    #[inline]
+    pub(crate) fn is_present(&self, page: usize) -> bool {
+        self.present.is_marked(page)
+    }
+
+    /// Makes pages `first..=last` missing again (postcopy's discard: the source has
+    /// newer contents for them).
+    pub(crate) fn mark_missing(&self, first: usize, last: usize) {
+        for page in first..=last {
+            if self.present.test_and_clear(page) {
+                self.missing.fetch_add(1, Ordering::AcqRel);
             }
         }
     }

@@ -30,6 +30,16 @@ pub const SECTION_FOOTER: u8 = 0x7e;
 pub const CMD_OPEN_RETURN_PATH: u16 = 1;
 /// QEMU's `MIG_CMD_PING`: a be32 value the destination answers with PONG.
 pub const CMD_PING: u16 = 2;
+/// QEMU's `MIG_CMD_POSTCOPY_ADVISE`: postcopy may follow (page sizes, 0 or 16 bytes).
+pub const CMD_POSTCOPY_ADVISE: u16 = 3;
+/// QEMU's `MIG_CMD_POSTCOPY_LISTEN`: the destination takes pages on demand from now on.
+pub const CMD_POSTCOPY_LISTEN: u16 = 4;
+/// QEMU's `MIG_CMD_POSTCOPY_RUN`: the destination starts the guest.
+pub const CMD_POSTCOPY_RUN: u16 = 5;
+/// QEMU's `MIG_CMD_POSTCOPY_RAM_DISCARD`: page ranges the destination must drop.
+pub const CMD_POSTCOPY_RAM_DISCARD: u16 = 6;
+/// QEMU's `QEMU_VM_PING_PACKAGED_LOADED`: the PING value inside the postcopy package.
+pub const PING_PACKAGED_LOADED: u32 = 0x42;
 /// QEMU's `MIG_CMD_PACKAGED`: a be32 length, then that many bytes of records.
 pub const CMD_PACKAGED: u16 = 7;
 /// QEMU's `MIG_CMD_SWITCHOVER_START`.

@@ -25,10 +25,12 @@ use super::records::{Command, Footers, Record, RecordReader, SectionHeader, Sect
 use super::vmdesc::{self, VmDesc};
 use crate::error::{Error, ErrorKind, Result, SectionRef};
 use crate::migrate::return_path::{self, Message};
+use crate::ram::postcopy::{self, PostcopyIncoming};
 use crate::registry::{PartMut, Registry};
 use crate::state::VmState;
 use crate::transport::ReadAhead;
 use crate::wire::{Limits, Reader};
+use std::sync::Arc;
 
 /// How a stream is loaded.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +88,9 @@ pub struct LoadReport {
     pub switchover_started: bool,
     /// Whether the source opened QEMU's return path (OPEN_RETURN_PATH).
     pub return_path: bool,
+    /// Postcopy's figures, when the source switched to it (the guest then started at
+    /// `POSTCOPY_RUN`, before the end of the stream).
+    pub postcopy: Option<postcopy::PostcopyReport>,
     /// The vmdesc trailer's JSON text, if present.
     pub vmdesc: Option<String>,
     /// Non-fatal oddities (QEMU only warns about them).
@@ -122,11 +127,17 @@ pub(crate) fn load_stream_with(
     load_answering(registry, r, opts, check, None)
 }
 
+/// What starts the destination's guest.
+pub(crate) type StartGuest<'a> = &'a mut dyn FnMut() -> Result<()>;
+
 /// The destination's end of QEMU's return path while a stream loads: where PONG and
-/// SWITCHOVER_ACK go (spec 1.8).
+/// SWITCHOVER_ACK go (spec 1.8), and postcopy's page requests.
 pub(crate) struct ReturnPath<'a> {
     /// The connection back to the source.
     pub out: &'a mut dyn Write,
+    /// Postcopy's shared state (its requests share `out`), and what starts the guest
+    /// at `POSTCOPY_RUN`.
+    pub postcopy: Option<(Arc<PostcopyIncoming>, StartGuest<'a>)>,
     /// This side has QEMU's `switchover-ack` capability.
     pub switchover_ack: bool,
     /// The source sent OPEN_RETURN_PATH.
@@ -164,6 +175,7 @@ pub(crate) fn load_answering(
         loaded,
         check,
         rp,
+        postcopy: PostcopyPhase::None,
     }
     .run(r);
     for &i in &active {
@@ -338,6 +350,19 @@ struct Loader<'a, 'b> {
     loaded: Vec<bool>,
     check: &'a mut dyn FnMut(&Configuration) -> Result<()>,
     rp: Option<&'a mut ReturnPath<'b>>,
+    postcopy: PostcopyPhase,
+}
+
+/// Where the destination is in postcopy (QEMU's `PostcopyState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PostcopyPhase {
+    None,
+    /// `POSTCOPY_ADVISE` seen (discards may follow).
+    Advised,
+    /// `POSTCOPY_LISTEN`: pages are placed only if missing; the guest may run soon.
+    Listening,
+    /// `POSTCOPY_RUN`: the guest runs here.
+    Running,
 }
 
 impl Loader<'_, '_> {
@@ -364,7 +389,26 @@ impl Loader<'_, '_> {
                 Record::Eof => break,
             }
         }
+        if self.postcopy == PostcopyPhase::Listening {
+            return Err(Error::invalid(
+                "stream",
+                "the stream ended after POSTCOPY_LISTEN without POSTCOPY_RUN",
+            )
+            .at_offset(r.position())
+            .in_record("EOF"));
+        }
+        if let Some((incoming, _)) = self.rp.as_deref().and_then(|rp| rp.postcopy.as_ref())
+            && self.postcopy == PostcopyPhase::Running
+        {
+            incoming.ended();
+            self.report.postcopy = Some(incoming.report());
+        }
         self.check_complete(r.position())?;
+        if self.postcopy == PostcopyPhase::Running {
+            // No trailer after a postcopy stream: the source waits for SHUT instead.
+            self.report.bytes = r.position();
+            return Ok(self.report);
+        }
         match self.records.trailer(r)? {
             Trailer::None => {}
             Trailer::Vmdesc { offset, json } => {
@@ -550,11 +594,157 @@ impl Loader<'_, '_> {
                     ))),
                 }
             }
+            format::CMD_POSTCOPY_ADVISE => self.postcopy_advise(&cmd.data).map_err(tag),
+            format::CMD_POSTCOPY_RAM_DISCARD => self.postcopy_discard(&cmd.data).map_err(tag),
+            format::CMD_POSTCOPY_LISTEN => {
+                if self.postcopy != PostcopyPhase::Advised {
+                    return Err(tag(self.out_of_order("POSTCOPY_LISTEN")));
+                }
+                if let Some((incoming, _)) = self.rp.as_deref().and_then(|rp| rp.postcopy.as_ref())
+                {
+                    incoming.listen();
+                }
+                self.postcopy = PostcopyPhase::Listening;
+                Ok(())
+            }
+            format::CMD_POSTCOPY_RUN => {
+                if self.postcopy != PostcopyPhase::Listening {
+                    return Err(tag(self.out_of_order("POSTCOPY_RUN")));
+                }
+                let (incoming, start_guest) = self
+                    .rp
+                    .as_deref_mut()
+                    .and_then(|rp| rp.postcopy.as_mut())
+                    .expect("postcopy was advised, so it has its state");
+                incoming.started();
+                start_guest().map_err(|e| {
+                    tag(Error::invalid(
+                        "POSTCOPY_RUN",
+                        format!("the guest could not be started: {e}"),
+                    ))
+                })?;
+                self.postcopy = PostcopyPhase::Running;
+                Ok(())
+            }
+            format::CMD_PACKAGED => {
+                let package = cmd.package.as_deref().unwrap_or_default();
+                // The package's bytes follow the command's 9 (type, cmd, len, be32 size).
+                self.package(package, at + 9)
+            }
             _ => Err(tag(Error::new(ErrorKind::UnsupportedCommand {
                 cmd: cmd.cmd,
                 name: cmd.name,
                 len: cmd.data.len() as u16,
             }))),
+        }
+    }
+
+    /// `POSTCOPY_ADVISE`: every iterative handler gets ready to take pages on demand.
+    fn postcopy_advise(&mut self, payload: &[u8]) -> Result<()> {
+        if self.postcopy != PostcopyPhase::None {
+            return Err(self.out_of_order("POSTCOPY_ADVISE"));
+        }
+        let page_sizes = postcopy::decode_advise(payload)?;
+        let Some(incoming) = self
+            .rp
+            .as_deref()
+            .and_then(|rp| rp.postcopy.as_ref().map(|p| p.0.clone()))
+        else {
+            return Err(Error::invalid(
+                "POSTCOPY_ADVISE",
+                "the source wants postcopy, which needs a return path and a running \
+                 destination (receive the migration with migrate::receive)",
+            ));
+        };
+        for &i in self.active.iter() {
+            let entry = &mut self.registry.entries_mut()[i];
+            let section = entry.section_ref();
+            if let Some(handler) = entry.iterative_mut() {
+                handler
+                    .load_postcopy_advise(&incoming, page_sizes)
+                    .map_err(|e| e.in_section(section))?;
+            }
+        }
+        self.postcopy = PostcopyPhase::Advised;
+        Ok(())
+    }
+
+    /// `POSTCOPY_RAM_DISCARD`: the handler that has the block drops the ranges.
+    fn postcopy_discard(&mut self, payload: &[u8]) -> Result<()> {
+        if self.postcopy != PostcopyPhase::Advised {
+            return Err(self.out_of_order("POSTCOPY_RAM_DISCARD"));
+        }
+        let (block, ranges) = postcopy::decode_discard(payload)?;
+        for &i in self.active.iter() {
+            if let Some(handler) = self.registry.entries_mut()[i].iterative_mut()
+                && handler.load_postcopy_discard(&block, &ranges)?
+            {
+                return Ok(());
+            }
+        }
+        Err(Error::invalid(
+            "POSTCOPY_RAM_DISCARD",
+            format!("unknown RAM block '{block}'"),
+        ))
+    }
+
+    fn out_of_order(&self, what: &str) -> Error {
+        Error::invalid(
+            "command",
+            format!(
+                "{what} in postcopy phase {:?} (QEMU's order: ADVISE, DISCARD, LISTEN, RUN)",
+                self.postcopy
+            ),
+        )
+    }
+
+    /// The records of a `PACKAGED` command, loaded as part of the stream; they end
+    /// at `POSTCOPY_RUN` or at the package's end. `at` is the package's offset.
+    fn package(&mut self, bytes: &[u8], at: u64) -> Result<()> {
+        let mut r = Reader::from_slice(bytes)
+            .with_base_offset(at)
+            .with_limits(self.opts.limits);
+        let footers = if self.opts.no_section_footers {
+            Footers::Absent
+        } else {
+            Footers::Expected
+        };
+        let outer = std::mem::replace(&mut self.records, RecordReader::for_package(footers));
+        let result = self.package_records(&mut r);
+        self.records = outer;
+        result
+    }
+
+    fn package_records(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        loop {
+            if !self.records.in_section() && r.at_end()? {
+                return Ok(());
+            }
+            let at = r.position();
+            match self.records.next(r)? {
+                Record::Section(header) => {
+                    self.section(r, &header, at).map_err(|e| header.tag(e))?
+                }
+                Record::Footer { .. } => {}
+                Record::Command(cmd) if cmd.cmd == format::CMD_PACKAGED => {
+                    return Err(Error::invalid("PACKAGED", "a package inside a package")
+                        .at_offset(at)
+                        .in_record("COMMAND"));
+                }
+                Record::Command(cmd) => {
+                    self.command(&cmd, at)?;
+                    if cmd.cmd == format::CMD_POSTCOPY_RUN {
+                        return Ok(()); // QEMU stops reading the package here
+                    }
+                }
+                Record::Configuration | Record::Eof => {
+                    return Err(Error::invalid(
+                        "PACKAGED",
+                        "a configuration section or EOF inside a package",
+                    )
+                    .at_offset(at));
+                }
+            }
         }
     }
 

@@ -252,6 +252,22 @@ impl RecordReader {
         }
     }
 
+    /// For the records inside a `PACKAGED` command: no header, no configuration
+    /// section and no EOF; they end where the package ends.
+    pub fn for_package(footers: Footers) -> Self {
+        RecordReader {
+            configuration: ConfigRule::Absent,
+            state: State::BetweenRecords,
+            ..Self::new(footers)
+        }
+    }
+
+    /// Whether a section's payload or footer is still to be read: not a place where
+    /// the records may end.
+    pub fn in_section(&self) -> bool {
+        self.state == State::InSection
+    }
+
     /// For a stream without a configuration section.
     pub fn without_configuration(mut self) -> Self {
         self.configuration = ConfigRule::Absent;

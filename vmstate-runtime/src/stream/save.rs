@@ -39,6 +39,11 @@ pub struct StreamConfig {
     /// Only over a two-way connection: a destination reading a file refuses it.
     /// [`migrate_over`](crate::migrate::migrate_over) turns it on. Default: off.
     pub open_return_path: bool,
+    /// Announce postcopy right after the return path is opened (`POSTCOPY_ADVISE`, with
+    /// `page_size` as both the RAM page-size summary and the target page size; QEMU's
+    /// `postcopy-ram` capability), so that [`SaveSession::start_postcopy`] may switch
+    /// to it later. Default: off.
+    pub postcopy: bool,
     /// End a snapshot written by [`save_snapshot`] with the [integrity
     /// record](super::integrity) (default on; QEMU ignores it). Live migrations never
     /// send it.
@@ -56,6 +61,7 @@ impl StreamConfig {
             send_vmdesc: true,
             page_size: 4096,
             open_return_path: false,
+            postcopy: false,
             integrity_record: true,
         }
     }
@@ -66,6 +72,8 @@ enum State {
     New,
     Begun,
     SetUp,
+    /// Switched to postcopy: the guest runs on the destination.
+    Postcopy,
     Completed,
     Failed,
 }
@@ -154,6 +162,11 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             write_command(&mut self.w, format::CMD_OPEN_RETURN_PATH, &[])?;
             write_command(&mut self.w, format::CMD_PING, &1u32.to_be_bytes())?;
         }
+        if self.config.postcopy {
+            let page = self.config.page_size;
+            let advise = crate::ram::postcopy::encode_advise(page, page);
+            write_command(&mut self.w, format::CMD_POSTCOPY_ADVISE, &advise)?;
+        }
         self.w.flush()
     }
 
@@ -196,9 +209,11 @@ impl<'r, 'w> SaveSession<'r, 'w> {
     /// Bytes the active handlers still have to send; `exact` asks them to synchronise.
     pub fn pending(&mut self, exact: bool) -> Pending {
         let mut total = Pending::default();
+        let postcopy = self.state == State::Postcopy;
         for e in self.registry.entries_mut() {
             if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
+                && (!postcopy || handler.has_postcopy())
             {
                 let p = handler.pending(exact);
                 total.must_precopy += p.must_precopy;
@@ -211,7 +226,9 @@ impl<'r, 'w> SaveSession<'r, 'w> {
     /// One round: a PART section per active handler, sharing `budget` bytes in
     /// priority order. Returns `Done` when every handler is done.
     pub fn iterate(&mut self, budget: u64) -> Result<IterationStatus> {
-        self.expect(State::SetUp, "iterate")?;
+        if self.state != State::Postcopy {
+            self.expect(State::SetUp, "iterate")?;
+        }
         let r = self.iterate_inner(budget);
         let status = match r {
             Ok(s) => s,
@@ -225,11 +242,13 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         let start = self.w.position();
         let footer = self.config.send_section_footer;
         let mut all_done = true;
+        let postcopy = self.state == State::Postcopy;
         for e in self.registry.entries_mut() {
             let id = e.section_id();
             let section = e.section_ref();
             if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
+                && (!postcopy || handler.has_postcopy())
             {
                 let left = budget.saturating_sub(self.w.position() - start);
                 if left == 0 {
@@ -255,11 +274,119 @@ impl<'r, 'w> SaveSession<'r, 'w> {
 
     /// With the guest stopped: SWITCHOVER_START, END sections, every device's FULL
     /// section, EOF and the vmdesc trailer. Flushes the sink.
+    ///
+    /// After [`start_postcopy`](Self::start_postcopy): the END sections of the handlers
+    /// that went on in postcopy, and EOF (no vmdesc, as QEMU).
     pub fn complete(&mut self) -> Result<SaveStats> {
+        if self.state == State::Postcopy {
+            let r = self.complete_postcopy();
+            self.finish_phase(r, State::Completed)?;
+            return Ok(self.stats());
+        }
         self.expect(State::SetUp, "complete")?;
         let r = self.complete_inner();
         self.finish_phase(r, State::Completed)?;
         Ok(self.stats())
+    }
+
+    /// The switch to postcopy, with the guest stopped (QEMU's `postcopy_start`, spec
+    /// 5.6): SWITCHOVER_START, the END sections of handlers that cannot go on in
+    /// postcopy, `POSTCOPY_RAM_DISCARD` for every page still to send, `PING(2)`, the
+    /// `PACKAGED` command holding `POSTCOPY_LISTEN`, every device's FULL section,
+    /// `PING(3)`, `PING(0x42)` and `POSTCOPY_RUN`, then `PING(4)`. Needs
+    /// [`StreamConfig::postcopy`]. Afterwards [`iterate`](Self::iterate) sends the rest
+    /// (requested pages first) and [`complete`](Self::complete) ends the stream.
+    pub fn start_postcopy(&mut self) -> Result<()> {
+        self.expect(State::SetUp, "start_postcopy")?;
+        if !self.config.postcopy {
+            return Err(Error::invalid(
+                "save phase",
+                "start_postcopy on a stream that did not advise postcopy (StreamConfig::postcopy)",
+            ));
+        }
+        let r = self.start_postcopy_inner();
+        self.finish_phase(r, State::Postcopy)
+    }
+
+    fn start_postcopy_inner(&mut self) -> Result<()> {
+        let footer = self.config.send_section_footer;
+        if self.config.send_switchover_start {
+            write_command(&mut self.w, format::CMD_SWITCHOVER_START, &[])?;
+        }
+        let mut discards = Vec::new();
+        for e in self.registry.entries_mut() {
+            let id = e.section_id();
+            let section = e.section_ref();
+            let Some(handler) = e.iterative_mut().filter(|h| h.is_active()) else {
+                continue;
+            };
+            if handler.has_postcopy() {
+                discards.extend(handler.postcopy_start());
+                continue;
+            }
+            write_part_header(&mut self.w, SectionKind::End, id);
+            handler
+                .save_complete(&mut self.w)
+                .map_err(|err| err.in_section(section.clone()))?;
+            put_footer(&mut self.w, footer, id);
+            self.w.flush_if_full()?;
+        }
+        use crate::ram::postcopy::{DISCARDS_PER_COMMAND, encode_discard};
+        for (block, ranges) in &discards {
+            for chunk in ranges.chunks(DISCARDS_PER_COMMAND) {
+                let payload = encode_discard(block, chunk);
+                write_command(&mut self.w, format::CMD_POSTCOPY_RAM_DISCARD, &payload)?;
+                self.w.flush_if_full()?;
+            }
+        }
+        write_command(&mut self.w, format::CMD_PING, &2u32.to_be_bytes())?;
+        // The package: what the destination loads before it starts the guest.
+        let mut package = Writer::new();
+        write_command(&mut package, format::CMD_POSTCOPY_LISTEN, &[])?;
+        for e in self.registry.entries_mut() {
+            let saved = save_device(&mut package, e, footer, self.policy);
+            if saved
+                .map_err(|err| err.in_section(e.section_ref()))?
+                .is_some()
+            {
+                self.stats.device_sections += 1;
+            }
+        }
+        write_command(&mut package, format::CMD_PING, &3u32.to_be_bytes())?;
+        write_command(
+            &mut package,
+            format::CMD_PING,
+            &format::PING_PACKAGED_LOADED.to_be_bytes(),
+        )?;
+        write_command(&mut package, format::CMD_POSTCOPY_RUN, &[])?;
+        let package = package.into_vec();
+        let len = u32::try_from(package.len())
+            .map_err(|_| Error::invalid("PACKAGED", "device state larger than 4 GiB"))?;
+        write_command(&mut self.w, format::CMD_PACKAGED, &len.to_be_bytes())?;
+        self.w.put_bytes(&package);
+        write_command(&mut self.w, format::CMD_PING, &4u32.to_be_bytes())?;
+        self.w.flush()
+    }
+
+    fn complete_postcopy(&mut self) -> Result<()> {
+        let footer = self.config.send_section_footer;
+        for e in self.registry.entries_mut() {
+            let id = e.section_id();
+            let section = e.section_ref();
+            if let Some(handler) = e.iterative_mut()
+                && handler.is_active()
+                && handler.has_postcopy()
+            {
+                write_part_header(&mut self.w, SectionKind::End, id);
+                handler
+                    .save_complete(&mut self.w)
+                    .map_err(|err| err.in_section(section.clone()))?;
+                put_footer(&mut self.w, footer, id);
+                self.w.flush_if_full()?;
+            }
+        }
+        self.w.put_u8(format::EOF);
+        self.w.flush()
     }
 
     fn complete_inner(&mut self) -> Result<()> {
@@ -333,6 +460,11 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         ))
     }
 
+    /// The descriptor the stream is written to, for a [`Writer::to_fd`] writer.
+    pub(crate) fn writer_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.w.fd()
+    }
+
     /// The writer, after [`complete`](Self::complete) (to reuse an in-memory buffer).
     pub fn into_writer(mut self) -> Writer<'w> {
         std::mem::take(&mut self.w)
@@ -378,7 +510,10 @@ impl<'r, 'w> SaveSession<'r, 'w> {
 
 impl Drop for SaveSession<'_, '_> {
     fn drop(&mut self) {
-        if matches!(self.state, State::New | State::Begun | State::SetUp) {
+        if matches!(
+            self.state,
+            State::New | State::Begun | State::SetUp | State::Postcopy
+        ) {
             self.cleanup();
         }
     }

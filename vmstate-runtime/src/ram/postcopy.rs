@@ -1,0 +1,573 @@
+//! Postcopy RAM (spec 5.6): the source's queue of pages the destination asked for,
+//! the destination's side that asks for them and waits, and the payloads of the two
+//! RAM commands (`POSTCOPY_ADVISE`, `POSTCOPY_RAM_DISCARD`).
+//!
+//! After the switch to postcopy the guest runs on the destination while some of its
+//! pages are still on the source. A guest access to such a page goes through
+//! [`RamBlock`](super::RamBlock)'s API (the received-bitmap mechanism of
+//! [`on_demand`](super::on_demand)), which calls the [`PostcopyIncoming`] fetcher: it
+//! sends `REQ_PAGES_ID` / `REQ_PAGES` on the return path and waits until the loader
+//! has placed the pages. The source serves queued requests before anything else.
+//!
+//! ```
+//! use vmstate::ram::postcopy::{decode_discard, encode_discard};
+//! let payload = encode_discard("pc.ram", &[(0x1000, 0x3000)]);
+//! let (name, ranges) = decode_discard(&payload).unwrap();
+//! assert_eq!((name.as_str(), ranges), ("pc.ram", vec![(0x1000, 0x3000)]));
+//! ```
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::GuestRam;
+use super::on_demand::PageFetcher;
+use crate::error::{Error, Result};
+use crate::migrate::return_path::{Message, write_message};
+
+/// The `POSTCOPY_RAM_DISCARD` payload version QEMU writes and accepts.
+pub const DISCARD_VERSION: u8 = 0;
+
+/// QEMU's `MAX_DISCARDS_PER_COMMAND`: ranges per `POSTCOPY_RAM_DISCARD` command.
+pub const DISCARDS_PER_COMMAND: usize = 12;
+
+/// Fault latencies kept for the percentiles (the first this many faults).
+const MAX_LATENCIES: usize = 1 << 20;
+
+/// The `POSTCOPY_ADVISE` payload: the summary of the RAM page sizes (QEMU ORs every
+/// block's page size together) and the target page size, both be64.
+pub fn encode_advise(page_size_summary: u64, target_page_size: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&page_size_summary.to_be_bytes());
+    out[8..].copy_from_slice(&target_page_size.to_be_bytes());
+    out
+}
+
+/// Reads a `POSTCOPY_ADVISE` payload: `None` for the empty one (only dirty-bitmap
+/// postcopy), else the page-size summary and the target page size.
+pub fn decode_advise(payload: &[u8]) -> Result<Option<(u64, u64)>> {
+    match payload.len() {
+        0 => Ok(None),
+        16 => {
+            let be = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+            Ok(Some((be(&payload[..8]), be(&payload[8..]))))
+        }
+        n => Err(Error::invalid(
+            "POSTCOPY_ADVISE",
+            format!("{n} bytes of payload; QEMU sends 0 or 16"),
+        )),
+    }
+}
+
+/// One `POSTCOPY_RAM_DISCARD` payload: version 0, the block name (counted, then a NUL
+/// byte) and `(start, length)` byte ranges, be64 each.
+pub fn encode_discard(block: &str, ranges: &[(u64, u64)]) -> Vec<u8> {
+    let name = &block.as_bytes()[..block.len().min(255)];
+    let mut out = Vec::with_capacity(3 + name.len() + 16 * ranges.len());
+    out.push(DISCARD_VERSION);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.push(0);
+    for &(start, len) in ranges {
+        out.extend(start.to_be_bytes());
+        out.extend(len.to_be_bytes());
+    }
+    out
+}
+
+/// Reads a `POSTCOPY_RAM_DISCARD` payload, with QEMU's checks (version 0, the NUL
+/// after the name, whole 16-byte ranges).
+pub fn decode_discard(payload: &[u8]) -> Result<(String, Vec<(u64, u64)>)> {
+    let bad = |why: String| Error::invalid("POSTCOPY_RAM_DISCARD", why);
+    let [version, len, rest @ ..] = payload else {
+        return Err(bad("shorter than its version and name length".into()));
+    };
+    if *version != DISCARD_VERSION {
+        return Err(bad(format!("version {version}; only 0 exists")));
+    }
+    let len = usize::from(*len);
+    if rest.len() < len + 1 {
+        return Err(bad("the block name runs past the payload".into()));
+    }
+    let name = String::from_utf8_lossy(&rest[..len]).into_owned();
+    if rest[len] != 0 {
+        return Err(bad(format!(
+            "byte 0x{:02x} after the block name, expected 0x00",
+            rest[len]
+        )));
+    }
+    let ranges = &rest[len + 1..];
+    if ranges.len() % 16 != 0 {
+        return Err(bad(format!(
+            "{} bytes of ranges, not a multiple of 16",
+            ranges.len()
+        )));
+    }
+    let be = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    let ranges = ranges
+        .chunks_exact(16)
+        .map(|c| (be(&c[..8]), be(&c[8..])))
+        .collect();
+    Ok((name, ranges))
+}
+
+/// Runs of set bits in a block's bitmap as `(start, length)` byte ranges: what the
+/// source tells the destination to discard at the switch.
+pub fn dirty_ranges(block: &dyn GuestRam) -> Vec<(u64, u64)> {
+    let bitmap = block.migration_bitmap();
+    let page = block.page_size() as u64;
+    let mut ranges = Vec::new();
+    let mut run: Option<usize> = None;
+    for p in 0..=bitmap.pages() {
+        let dirty = p < bitmap.pages() && bitmap.is_dirty(p);
+        match (dirty, run) {
+            (true, None) => run = Some(p),
+            (false, Some(first)) => {
+                ranges.push((first as u64 * page, (p - first) as u64 * page));
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    ranges
+}
+
+/// A page request from the destination (`REQ_PAGES_ID` / `REQ_PAGES`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The RAM block.
+    pub block: String,
+    /// Byte offset in the block.
+    pub start: u64,
+    /// Bytes asked for.
+    pub len: u64,
+    /// When the request arrived.
+    pub arrived: Instant,
+}
+
+/// The source's queue of requested pages, filled by the return-path thread and served
+/// by the RAM handler before any other page.
+#[derive(Debug, Default)]
+pub struct PageRequests {
+    queue: Mutex<VecDeque<PageRequest>>,
+    arrived: Condvar,
+    pending: AtomicBool,
+    /// The block of the last `REQ_PAGES_ID` (a `REQ_PAGES` refers to it).
+    last_block: Mutex<Option<String>>,
+    requests: AtomicU64,
+    served_pages: AtomicU64,
+    latencies_ns: Mutex<Vec<u64>>,
+}
+
+impl PageRequests {
+    /// An empty queue.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Queues a request; `block` is `None` for `REQ_PAGES` (the block of the previous
+    /// request). Refuses a `REQ_PAGES` before any block was named.
+    pub fn push(&self, block: Option<&str>, start: u64, len: u64) -> Result<()> {
+        let mut last = self.last_block.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = block {
+            *last = Some(name.to_string());
+        }
+        let Some(block) = last.clone() else {
+            return Err(Error::invalid(
+                "return path",
+                "REQ_PAGES before any REQ_PAGES_ID named a RAM block",
+            ));
+        };
+        drop(last);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(PageRequest {
+            block,
+            start,
+            len,
+            arrived: Instant::now(),
+        });
+        self.pending.store(true, Ordering::Release);
+        self.arrived.notify_all();
+        Ok(())
+    }
+
+    /// Waits up to `limit` for a request (a source over its bandwidth cap serves
+    /// requests only).
+    pub fn wait(&self, limit: Duration) {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_empty() {
+            let _ = self.arrived.wait_timeout(q, limit);
+        }
+    }
+
+    /// Whether a request waits (cheap: checked between pages).
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// The oldest request.
+    pub fn pop(&self) -> Option<PageRequest> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let r = q.pop_front();
+        if q.is_empty() {
+            self.pending.store(false, Ordering::Release);
+        }
+        r
+    }
+
+    /// Records that a request's pages went out (`pages` of them were still to send).
+    pub fn served(&self, req: &PageRequest, pages: u64) {
+        self.served_pages.fetch_add(pages, Ordering::Relaxed);
+        let mut l = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() < MAX_LATENCIES {
+            l.push(req.arrived.elapsed().as_nanos() as u64);
+        }
+    }
+
+    /// Requests received, pages sent for them (pages already sent are not sent
+    /// again), and the time from a request's arrival to its pages being written, as
+    /// (median, 99th percentile).
+    pub fn summary(&self) -> (u64, u64, Option<(Duration, Duration)>) {
+        let l = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.served_pages.load(Ordering::Relaxed),
+            percentiles(&l),
+        )
+    }
+}
+
+/// The median and 99th percentile of `ns`.
+fn percentiles(ns: &[u64]) -> Option<(Duration, Duration)> {
+    if ns.is_empty() {
+        return None;
+    }
+    let mut v = ns.to_vec();
+    v.sort_unstable();
+    let at = |q: f64| Duration::from_nanos(v[((v.len() - 1) as f64 * q).round() as usize]);
+    Some((at(0.5), at(0.99)))
+}
+
+/// What the destination saw of postcopy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostcopyReport {
+    /// Faults (accesses to a missing page) that sent a request.
+    pub requests: u64,
+    /// Pages asked for in those requests.
+    pub requested_pages: u64,
+    /// Fault latency (access to page in place): median.
+    pub fault_latency_p50: Duration,
+    /// Fault latency: 99th percentile.
+    pub fault_latency_p99: Duration,
+    /// Fault latency: the longest.
+    pub fault_latency_max: Duration,
+    /// Pages received after the guest started here.
+    pub pages_after_start: u64,
+    /// Pages received after the guest started here that were there already (a request
+    /// crossing the page on its way): dropped, as QEMU's `UFFDIO_COPY` does.
+    pub duplicate_pages: u64,
+    /// From `POSTCOPY_RUN` (the guest starts here) to the end of the stream.
+    pub time_in_postcopy: Duration,
+    /// Pages discarded by `POSTCOPY_RAM_DISCARD`.
+    pub discarded_pages: u64,
+}
+
+#[derive(Debug, Default)]
+struct IncomingState {
+    /// The block named in the last request sent.
+    last_block: Option<String>,
+    /// Why postcopy failed, once it did.
+    failed: Option<String>,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+}
+
+/// The destination's postcopy state, shared by the loader and every thread that
+/// touches guest memory: sends page requests on the return path and wakes the
+/// threads that wait for them.
+pub struct PostcopyIncoming {
+    out: Mutex<Box<dyn Write + Send>>,
+    state: Mutex<IncomingState>,
+    arrived: Condvar,
+    waiting: AtomicUsize,
+    blocks: Mutex<Vec<Arc<dyn GuestRam>>>,
+    latencies_ns: Mutex<Vec<u64>>,
+    requests: AtomicU64,
+    requested_pages: AtomicU64,
+    pages_after_start: AtomicU64,
+    duplicate_pages: AtomicU64,
+    discarded_pages: AtomicU64,
+    listening: AtomicBool,
+}
+
+impl std::fmt::Debug for PostcopyIncoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostcopyIncoming({:?})", self.report())
+    }
+}
+
+impl PostcopyIncoming {
+    /// Postcopy state whose requests go to `return_path` (the connection back to the
+    /// source; each message is written whole, under a lock).
+    pub fn new(return_path: Box<dyn Write + Send>) -> Arc<Self> {
+        Arc::new(PostcopyIncoming {
+            out: Mutex::new(return_path),
+            state: Mutex::default(),
+            arrived: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            blocks: Mutex::default(),
+            latencies_ns: Mutex::default(),
+            requests: AtomicU64::new(0),
+            requested_pages: AtomicU64::new(0),
+            pages_after_start: AtomicU64::new(0),
+            duplicate_pages: AtomicU64::new(0),
+            discarded_pages: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+        })
+    }
+
+    /// Writes a return-path message (the loader's PONGs share the connection).
+    pub fn send(&self, msg: &Message) -> std::io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        write_message(&mut **out, msg)
+    }
+
+    /// Makes `block` take its missing pages from the source from now on: every page
+    /// counts as missing until the stream loads it.
+    pub fn attach(self: &Arc<Self>, block: Arc<dyn GuestRam>) -> Result<()> {
+        let fetcher = Box::new(Fetcher(self.clone()));
+        match block.fetch_on_demand(fetcher) {
+            Some(r) => r?,
+            None => {
+                return Err(Error::invalid(
+                    "postcopy",
+                    format!(
+                        "RAM block '{}' cannot take pages on demand (postcopy needs \
+                         RamBlocks whose accesses go through their API)",
+                        block.name()
+                    ),
+                ));
+            }
+        }
+        self.blocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(block);
+        Ok(())
+    }
+
+    /// `POSTCOPY_LISTEN`: from here on page requests are answered.
+    pub fn listen(&self) {
+        self.listening.store(true, Ordering::Release);
+    }
+
+    /// Whether `POSTCOPY_LISTEN` was seen.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// `POSTCOPY_RUN`: the guest starts here now.
+    pub fn started(&self) {
+        self.lock_state().started = Some(Instant::now());
+    }
+
+    /// Whether the guest was started here.
+    pub fn has_started(&self) -> bool {
+        self.lock_state().started.is_some()
+    }
+
+    /// The stream ended: every page is here.
+    pub fn ended(&self) {
+        self.lock_state().ended = Some(Instant::now());
+    }
+
+    /// Counts discarded pages.
+    pub(crate) fn discarded(&self, pages: u64) {
+        self.discarded_pages.fetch_add(pages, Ordering::Relaxed);
+    }
+
+    /// The loader placed a page (`fresh`: it was missing; else it was dropped).
+    pub(crate) fn placed(&self, fresh: bool) {
+        if self.has_started_fast() {
+            self.pages_after_start.fetch_add(1, Ordering::Relaxed);
+            if !fresh {
+                self.duplicate_pages.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Pairs with the fence in `wait_for`: either the waiter sees the page, or
+        // this side sees the waiter.
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            let _held = self.lock_state();
+            self.arrived.notify_all();
+        }
+    }
+
+    fn has_started_fast(&self) -> bool {
+        self.listening.load(Ordering::Relaxed) && self.has_started()
+    }
+
+    /// The link to the source is gone: pages still missing will never come. Threads
+    /// waiting for one stay blocked (the guest never runs with a page missing).
+    pub fn fail(&self, why: impl Into<String>) {
+        let mut s = self.lock_state();
+        s.failed.get_or_insert_with(|| why.into());
+        self.arrived.notify_all();
+    }
+
+    /// Pages still missing, over every attached block.
+    pub fn missing_pages(&self) -> u64 {
+        self.blocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|b| b.missing_pages())
+            .sum()
+    }
+
+    /// What happened so far.
+    pub fn report(&self) -> PostcopyReport {
+        let l = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
+        let (p50, p99) = percentiles(&l).unwrap_or_default();
+        let max = Duration::from_nanos(l.iter().copied().max().unwrap_or(0));
+        drop(l);
+        let s = self.lock_state();
+        let time_in_postcopy = match (s.started, s.ended) {
+            (Some(a), Some(b)) => b.duration_since(a),
+            (Some(a), None) => a.elapsed(),
+            _ => Duration::ZERO,
+        };
+        PostcopyReport {
+            requests: self.requests.load(Ordering::Relaxed),
+            requested_pages: self.requested_pages.load(Ordering::Relaxed),
+            fault_latency_p50: p50,
+            fault_latency_p99: p99,
+            fault_latency_max: max,
+            pages_after_start: self.pages_after_start.load(Ordering::Relaxed),
+            duplicate_pages: self.duplicate_pages.load(Ordering::Relaxed),
+            time_in_postcopy,
+            discarded_pages: self.discarded_pages.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, IncomingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the source for `count` pages of `block` from `first` on and waits until
+    /// they are all in place.
+    fn request(&self, block: &dyn GuestRam, first: usize, count: usize) -> Result<()> {
+        let t = Instant::now();
+        let page = block.page_size() as u64;
+        let start = first as u64 * page;
+        let len = u32::try_from(count as u64 * page).unwrap_or(u32::MAX);
+        let named = {
+            let mut s = self.lock_state();
+            let same = s.last_block.as_deref() == Some(block.name());
+            s.last_block = Some(block.name().to_string());
+            !same
+        };
+        let msg = if named {
+            Message::ReqPagesId {
+                block: block.name().to_string(),
+                start,
+                len,
+            }
+        } else {
+            Message::ReqPages { start, len }
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requested_pages
+            .fetch_add(count as u64, Ordering::Relaxed);
+        if let Err(e) = self.send(&msg) {
+            self.fail(format!("a page request could not be sent: {e}"));
+        }
+        self.wait_for(block, first, count);
+        let mut l = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() < MAX_LATENCIES {
+            l.push(t.elapsed().as_nanos() as u64);
+        }
+        Ok(())
+    }
+
+    fn wait_for(&self, block: &dyn GuestRam, first: usize, count: usize) {
+        let here = |b: &dyn GuestRam| (first..first + count).all(|p| !b.page_missing(p));
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let mut s = self.lock_state();
+        while !here(block) {
+            // A timed wait as well: a wake-up is cheap to miss and costly to lose.
+            s = self
+                .arrived
+                .wait_timeout(s, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(s);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The [`PageFetcher`] of a block attached to [`PostcopyIncoming`].
+struct Fetcher(Arc<PostcopyIncoming>);
+
+impl PageFetcher for Fetcher {
+    fn fetch(&self, block: &super::RamBlock, first: usize, count: usize) -> Result<()> {
+        self.0.request(block, first, count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discard_payloads_are_checked_as_qemu_checks_them() {
+        let good = encode_discard("ram", &[(0, 4096), (8192, 4096)]);
+        assert_eq!(
+            &good[..6],
+            &[0, 3, b'r', b'a', b'm', 0],
+            "version, length, name, NUL"
+        );
+        assert_eq!(good.len(), 6 + 32);
+        let mut wrong_version = good.clone();
+        wrong_version[0] = 1;
+        let mut no_nul = good.clone();
+        no_nul[5] = b'x';
+        for bad in [
+            &wrong_version[..],
+            &no_nul[..],
+            &good[..good.len() - 1],
+            &good[..4],
+            &[][..],
+        ] {
+            assert!(decode_discard(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn advise_is_empty_or_two_words() {
+        assert_eq!(decode_advise(&[]).unwrap(), None);
+        assert_eq!(
+            decode_advise(&encode_advise(0x1000, 0x1000)).unwrap(),
+            Some((0x1000, 0x1000))
+        );
+        assert!(decode_advise(&[0; 8]).is_err());
+    }
+
+    #[test]
+    fn req_pages_needs_a_block_named_first() {
+        let q = PageRequests::default();
+        assert!(q.push(None, 0, 4096).is_err());
+        q.push(Some("ram"), 0, 4096).unwrap();
+        q.push(None, 4096, 4096).unwrap();
+        assert_eq!(q.pop().unwrap().block, "ram");
+        assert!(q.has_pending());
+        assert_eq!(q.pop().unwrap().start, 4096);
+        assert!(!q.has_pending());
+    }
+}

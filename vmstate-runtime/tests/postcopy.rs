@@ -1,0 +1,312 @@
+//! Postcopy between `migrate_over` and `receive_with`: the switch, pages asked for by a
+//! guest already running on the destination, pages dirtied just before the switch,
+//! requests for pages already sent, a link that drops in postcopy, and the destination's
+//! checks of the command order.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use support::proxy::{Cut, Proxy};
+use support::{MACHINE, PAGE, ShadowGuest, TimerDev, UartDev, connect, listen, ram_registry};
+use vmstate::migrate::{
+    CancelToken, IncomingGuest, IncomingParams, MigrationParams, PostcopyPolicy, StartPostcopy,
+    Status, migrate_over, receive_with,
+};
+use vmstate::ram::RamBlock;
+use vmstate::stream::LoadReport;
+use vmstate::{ErrorKind, Registration};
+
+const PAGES: u64 = 4096; // 16 MiB
+
+/// The destination's guest: at start a vCPU thread reads pages through the RAM block's
+/// API (each missing one is asked for) and writes a marker into one page.
+struct DestGuest {
+    ram: Arc<RamBlock>,
+    /// Pages the vCPU reads, in order, and the page it writes `MARK` into first.
+    touch: Vec<u64>,
+    mark_page: Option<u64>,
+    vcpu: Option<JoinHandle<()>>,
+    touched: Arc<AtomicU64>,
+    paused: bool,
+}
+
+const MARK: u64 = 0x5ca1_ab1e_0000_0001;
+
+impl DestGuest {
+    fn new(ram: Arc<RamBlock>, touch: Vec<u64>, mark_page: Option<u64>) -> Self {
+        DestGuest {
+            ram,
+            touch,
+            mark_page,
+            vcpu: None,
+            touched: Arc::default(),
+            paused: false,
+        }
+    }
+}
+
+impl IncomingGuest for DestGuest {
+    fn start(&mut self) -> vmstate::Result<()> {
+        let (ram, touch, mark, touched) = (
+            self.ram.clone(),
+            self.touch.clone(),
+            self.mark_page,
+            self.touched.clone(),
+        );
+        self.vcpu = Some(std::thread::spawn(move || {
+            if let Some(p) = mark {
+                ram.write_u64(p * PAGE + 8, MARK);
+            }
+            let mut buf = [0u8; 8];
+            for p in touch {
+                ram.read(p * PAGE, &mut buf);
+                touched.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        Ok(())
+    }
+    fn pause(&mut self) {
+        self.paused = true;
+    }
+}
+
+struct Landed {
+    result: vmstate::Result<LoadReport>,
+    guest: DestGuest,
+    dev: Arc<Mutex<TimerDev>>,
+}
+
+/// A destination thread receiving one migration on a fresh listener.
+fn destination(
+    listener: std::net::TcpListener,
+    touch: Vec<u64>,
+    mark_page: Option<u64>,
+) -> JoinHandle<Landed> {
+    std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let ram = Arc::new(RamBlock::new("ram0", PAGES * PAGE).unwrap());
+        let dev = Arc::new(Mutex::new(TimerDev::default()));
+        let mut reg = ram_registry(ram.clone());
+        reg.register_device(dev.clone(), Registration::new())
+            .unwrap();
+        reg.register_device(
+            Arc::new(Mutex::new(UartDev::default())),
+            Registration::new(),
+        )
+        .unwrap();
+        let mut guest = DestGuest::new(ram, touch, mark_page);
+        let mut params = IncomingParams::new(MACHINE);
+        params.io_timeout = Some(Duration::from_secs(5));
+        let result = receive_with(&mut reg, sock, &params, &mut guest);
+        Landed { result, guest, dev }
+    })
+}
+
+/// Source parameters that switch to postcopy after one round, slowed down so that
+/// most of RAM is still on the source at the switch and the background pages take a
+/// second: the destination's requests overtake them.
+fn postcopy_params(base: MigrationParams) -> MigrationParams {
+    let mut params = base;
+    params.max_bandwidth = Some(8 << 20);
+    params.max_postcopy_bandwidth = Some(16 << 20);
+    params.postcopy = Some(PostcopyPolicy::after_rounds(1));
+    params
+}
+
+#[test]
+fn postcopy_moves_a_running_guest_and_the_destination_asks_for_what_it_touches() {
+    let mut guest = ShadowGuest::new(PAGES, 256, 7);
+    let (mut reg, params) = guest.source();
+    let params = postcopy_params(params);
+    let (l, addr) = listen();
+    // The destination's vCPU reads pages from the end of RAM backwards (the background
+    // scan sends from the start) and writes a marker into page 3000.
+    let touch: Vec<u64> = (0..PAGES).rev().step_by(7).collect();
+    let dst = destination(l, touch.clone(), Some(3000));
+    let stats = migrate_over(
+        &mut reg,
+        connect(addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    );
+    let mut landed = dst.join().unwrap();
+    let report = match landed.result {
+        Ok(r) => r,
+        Err(e) => panic!("destination: {e}; source: {stats:?}"),
+    };
+    let stats = stats.unwrap();
+
+    assert_eq!(stats.status, Status::Completed);
+    assert_eq!(
+        (guest.stops, guest.resumes),
+        (1, 0),
+        "never resumed on the source"
+    );
+    let pc = stats.postcopy.expect("the migration switched to postcopy");
+    assert!(pc.requests > 0, "the destination asked for pages: {pc:?}");
+    assert!(pc.requested_pages > 0);
+    let seen = report.postcopy.expect("the destination saw postcopy");
+    assert!(seen.requests > 0 && seen.pages_after_start > 0, "{seen:?}");
+    assert!(
+        seen.discarded_pages > 0,
+        "pages still to send were discarded: {seen:?}"
+    );
+    assert!(seen.fault_latency_p99 >= seen.fault_latency_p50);
+
+    landed.guest.vcpu.take().unwrap().join().unwrap();
+    assert_eq!(
+        landed.guest.touched.load(Ordering::Relaxed),
+        touch.len() as u64
+    );
+    assert_eq!(landed.guest.ram.missing_pages(), 0, "every page arrived");
+    // Every page equals the source's at the switch, except the one the destination's
+    // guest wrote, which holds its write (no late page overwrote it).
+    let (src, dst) = (&guest.ram, &landed.guest.ram);
+    for p in 0..PAGES {
+        if p != 3000 {
+            assert_eq!(
+                src.page_checksum(p as usize),
+                dst.page_checksum(p as usize),
+                "page {p}"
+            );
+        }
+    }
+    let mut word = [0u8; 8];
+    dst.read(3000 * PAGE + 8, &mut word);
+    assert_eq!(u64::from_ne_bytes(word), MARK);
+    assert_eq!(*guest.dev.lock().unwrap(), *landed.dev.lock().unwrap());
+    assert!(!landed.guest.paused);
+}
+
+#[test]
+fn pages_dirtied_just_before_the_switch_reach_the_destination() {
+    // Round 1 sends every page; then, right before the switch, 40 pages it sent are
+    // written again: the destination's copies are stale, so they must be discarded
+    // there and sent again.
+    let mut guest = ShadowGuest::new(PAGES, 64, 11);
+    let (mut reg, mut params) = guest.source();
+    let trigger = StartPostcopy::new();
+    params.downtime_limit = Duration::ZERO; // precopy never converges
+    params.postcopy = Some(PostcopyPolicy::on_request(trigger.clone()));
+    let (l, addr) = listen();
+    let dst = destination(l, (1000..1040).collect(), None);
+    let ram = guest.ram.clone();
+    let stats = migrate_over(
+        &mut reg,
+        connect(addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |s| {
+            if s.status == Status::Active && s.rounds == 1 {
+                for p in 1000..1040 {
+                    ram.write_u64(p * PAGE + 16, 0xfeed_0000 + p);
+                }
+                trigger.start();
+            }
+        },
+    );
+    let mut landed = dst.join().unwrap();
+    let report = match landed.result {
+        Ok(r) => r,
+        Err(e) => panic!("destination: {e}; source: {stats:?}"),
+    };
+    let stats = stats.unwrap();
+    assert_eq!(
+        stats.postcopy.map(|p| p.precopy_time.is_zero()),
+        Some(false)
+    );
+    assert!(report.postcopy.unwrap().discarded_pages >= 40);
+    landed.guest.vcpu.take().unwrap().join().unwrap();
+    let mut word = [0u8; 8];
+    for p in 1000..1040u64 {
+        landed.guest.ram.read(p * PAGE + 16, &mut word);
+        assert_eq!(u64::from_ne_bytes(word), 0xfeed_0000 + p, "page {p}");
+    }
+    for p in 0..PAGES as usize {
+        assert_eq!(
+            guest.ram.page_checksum(p),
+            landed.guest.ram.page_checksum(p),
+            "page {p}"
+        );
+    }
+}
+
+#[test]
+fn a_link_dropped_in_postcopy_pauses_the_destination_and_counts_what_is_missing() {
+    let mut guest = ShadowGuest::new(PAGES, 256, 3);
+    let (mut reg, params) = guest.source();
+    let mut params = postcopy_params(params);
+    params.max_bandwidth = Some(4 << 20);
+    params.io_timeout = Some(Duration::from_secs(5));
+    let (l, addr) = listen();
+    // The destination's vCPU touches one page and then nothing: the background pages
+    // flow until the link is cut.
+    let dst = destination(l, vec![PAGES - 1], None);
+    // Cut the link 1 MiB after the package (the pages after POSTCOPY_RUN).
+    let run_cmd = vec![0x08, 0x00, 0x05, 0x00, 0x00];
+    let proxy = Proxy::start(
+        addr,
+        Cut::AfterPattern {
+            pattern: run_cmd,
+            from: 0,
+            plus: 1 << 20,
+        },
+    );
+    let result = migrate_over(
+        &mut reg,
+        connect(proxy.addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    );
+    let landed = dst.join().unwrap();
+    assert!(proxy.did_cut());
+    let e = result.expect_err("the source cannot finish without the link");
+    assert!(e.to_string().contains("postcopy"), "{e}");
+    assert_eq!(
+        guest.resumes, 0,
+        "the guest is not resumed on the source after the switch"
+    );
+
+    let e = landed
+        .result
+        .expect_err("the destination lost the rest of the stream");
+    let ErrorKind::MigrationFailed { phase, cause, .. } = e.kind() else {
+        panic!("{e}");
+    };
+    assert!(phase.contains("paused"), "{phase}");
+    let missing = landed.guest.ram.missing_pages();
+    assert!(missing > 0);
+    assert!(
+        cause
+            .to_string()
+            .contains(&format!("{missing} pages were still missing")),
+        "{cause}"
+    );
+    assert!(landed.guest.paused, "the destination paused its guest");
+    // A vCPU touching a missing page now waits for it: it never runs without it.
+    let ram = landed.guest.ram.clone();
+    let page = (0..PAGES as usize).find(|&p| ram.page_missing(p)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let waiting = Arc::new(AtomicBool::new(true));
+    std::thread::spawn(move || {
+        let mut b = [0u8; 8];
+        ram.read(page as u64 * PAGE, &mut b);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a read of a missing page returned after the link was lost"
+    );
+    waiting.store(false, Ordering::Relaxed);
+    proxy.join();
+}

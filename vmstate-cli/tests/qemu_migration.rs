@@ -177,10 +177,16 @@ fn qemu_ram(q: &mut Qemu, dir: &Path) -> Arc<RamBlock> {
     let file = dir.join("after.mig");
     // A file has no return path and one channel: the capabilities of the incoming
     // side must go.
-    let off: Vec<_> = ["switchover-ack", "return-path", "multifd", "mapped-ram"]
-        .iter()
-        .map(|c| json!({"capability": c, "state": false}))
-        .collect();
+    let off: Vec<_> = [
+        "switchover-ack",
+        "return-path",
+        "multifd",
+        "mapped-ram",
+        "postcopy-ram",
+    ]
+    .iter()
+    .map(|c| json!({"capability": c, "state": false}))
+    .collect();
     q.execute("migrate-set-capabilities", json!({ "capabilities": off }));
     q.execute(
         "migrate",
@@ -968,4 +974,113 @@ fn qemus_mapped_ram_snapshot_loads_here() {
     let s = stats.get();
     assert_eq!(s.normal_pages, 256 + 64);
     assert_eq!(s.normal_pages + s.zero_pages, RAM / 4096);
+}
+
+/// The destination's guest in the postcopy tests: at the start a vCPU thread reads the
+/// text blob's pages through the RAM block (each missing one is asked for).
+struct ReadingGuest {
+    ram: Arc<RamBlock>,
+    vcpu: Option<std::thread::JoinHandle<()>>,
+}
+
+impl vmstate::migrate::IncomingGuest for ReadingGuest {
+    fn start(&mut self) -> vmstate::Result<()> {
+        let ram = self.ram.clone();
+        self.vcpu = Some(std::thread::spawn(move || {
+            let mut b = [0u8; 8];
+            for page in (0..(1u64 << 20) / 4096).rev() {
+                ram.read(TEXT_AT + page * 4096, &mut b);
+            }
+        }));
+        Ok(())
+    }
+}
+
+/// QEMU 10 as the source with `postcopy-ram`, slowed to 2 MB/s so that most of RAM is
+/// still there when `migrate-start-postcopy` switches: our destination loads the
+/// discards and the package, starts its guest at POSTCOPY_RUN, asks for the pages the
+/// guest reads (REQ_PAGES_ID / REQ_PAGES), and ends with QEMU's RAM.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_postcopy_source_migrates_to_our_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dst = std::thread::spawn(move || {
+        let (mut reg, ram) = compat_tests::destination::none_with_ram(RAM);
+        let (sock, _) = listener.accept().unwrap();
+        let mut guest = ReadingGuest {
+            ram: ram.clone(),
+            vcpu: None,
+        };
+        let report = vmstate::migrate::receive_with(
+            &mut reg,
+            sock,
+            &IncomingParams::new("none"),
+            &mut guest,
+        );
+        if let Some(v) = guest.vcpu.take() {
+            v.join().unwrap();
+        }
+        (report, ram)
+    });
+    let (mut q, content, text) = qemu_source_with_blobs(dir.path(), &[]);
+    let caps = json!([{"capability": "postcopy-ram", "state": true}]);
+    q.execute("migrate-set-capabilities", json!({ "capabilities": caps }));
+    q.execute(
+        "migrate-set-parameters",
+        json!({"max-bandwidth": 2_000_000}),
+    );
+    q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    q.execute("migrate-start-postcopy", json!({}));
+    q.wait_migration("QEMU postcopy source to our destination");
+    let (report, ram) = dst.join().unwrap();
+    let report = report.unwrap_or_else(|e| panic!("our destination failed: {e}"));
+    let pc = report.postcopy.expect("QEMU switched to postcopy");
+    assert!(
+        pc.discarded_pages > 0,
+        "QEMU discarded what it had not sent: {pc:?}"
+    );
+    assert!(pc.requests > 0, "our guest asked QEMU for pages: {pc:?}");
+    assert_eq!(ram.missing_pages(), 0);
+    assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    assert_eq!(ram_bytes(&ram, TEXT_AT, text.len()), text);
+    assert!(ram_bytes(&ram, 0, 1 << 20).iter().all(|&b| b == 0));
+    q.quit();
+}
+
+/// Our source with postcopy to a QEMU 10 destination with `postcopy-ram` (which
+/// registers its RAM with userfaultfd at LISTEN): QEMU loads the discards and the
+/// package, runs, takes the rest in the background, reports SHUT(0), and holds our RAM.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run) and userfaultfd (root)"]
+fn our_postcopy_source_reaches_a_qemu_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, port) = qemu_destination(dir.path(), "64M", &["postcopy-ram"]);
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut reg, _ram, pattern) = our_none_source();
+    let mut guest = StillGuest::default();
+    let mut p = params(false);
+    p.max_bandwidth = Some(8 << 20);
+    p.downtime_limit = Duration::ZERO;
+    p.postcopy = Some(vmstate::migrate::PostcopyPolicy::after_rounds(1));
+    let stats = migrate_over(
+        &mut reg,
+        sock,
+        &mut guest,
+        &p,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("our source failed: {e}; QEMU said: {}", q.stderr()));
+    assert_eq!(stats.status, Status::Completed);
+    assert!(
+        stats.postcopy.is_some(),
+        "the migration switched to postcopy"
+    );
+    assert_eq!((guest.stops, guest.resumes), (1, 0));
+    q.wait_migration("our postcopy source to the QEMU destination");
+    let theirs = qemu_ram(&mut q, dir.path());
+    assert_eq!(ram_bytes(&theirs, 3 << 20, pattern.len()), pattern);
+    q.quit();
 }

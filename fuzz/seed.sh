@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../compat-tests/fixtures/qemu-10.0.2
-for t in load_stream decode records ram_load device_load schema_check xbzrle multifd_packet multifd_channel; do mkdir -p corpus/$t; done
+for t in load_stream decode records ram_load device_load schema_check xbzrle multifd_packet multifd_channel postcopy_incoming; do mkdir -p corpus/$t; done
 for f in "$fixtures"/*.mig; do
     cp "$f" corpus/decode/
     cp "$f" corpus/records/
@@ -33,4 +33,18 @@ for m in 1 2; do
     { printf "\\$(printf %o $m)"; head -c 600 ../README.md; printf '\377\377\0\377\377\0\377\377\0\377\377\0'; } \
         > corpus/multifd_channel/text-$m.bin
 done
+# postcopy_incoming: what follows the prologue the target writes (see its source): a
+# discard, the package (LISTEN, PING 3, RUN), a PART with a zero and a full page, END, EOF.
+python3 - <<'PY'
+import struct
+def cmd(n, data=b""): return b"\x08" + struct.pack(">HH", n, len(data)) + data
+def rec(off, flags, name=None): return struct.pack(">Q", off | flags) + (bytes([len(name)]) + name if name else b"")
+discard = cmd(6, b"\x00\x06pc.ram\x00" + struct.pack(">QQ", 0, 8192))
+package = cmd(4) + cmd(2, struct.pack(">I", 3)) + cmd(5)
+part = b"\x02" + struct.pack(">I", 0) + rec(5 * 4096, 0x02, b"pc.ram") + b"\x00" \
+    + rec(0, 0x08, b"vram") + bytes(range(256)) * 16 + rec(0, 0x10) + b"\x7e" + struct.pack(">I", 0)
+end = b"\x03" + struct.pack(">I", 0) + rec(0, 0x10) + b"\x7e" + struct.pack(">I", 0)
+seed = discard + cmd(2, struct.pack(">I", 2)) + cmd(7, struct.pack(">I", len(package))) + package + part + end + b"\x00"
+open("corpus/postcopy_incoming/switch.bin", "wb").write(seed)
+PY
 echo "seeded: $(ls corpus/*/ | wc -l) files"

@@ -15,7 +15,7 @@ fi
 ./seed.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for t in load_stream decode device_load ram_load records schema_check xbzrle multifd_packet multifd_channel; do
+for t in load_stream decode device_load ram_load records schema_check xbzrle multifd_packet multifd_channel postcopy_incoming; do
     echo "--- $t (${secs} s)"
     rc=0
     "${fuzz[@]}" run "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \

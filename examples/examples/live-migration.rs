@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::json;
+use vmstate::migrate::PostcopyPolicy;
 use vmstate::multifd::compress::Compression;
 use vmstate::transport::tls::{Endpoint, TlsClient, TlsCredentials, TlsServer};
 use vmstate_examples::cli::{human, ms, parse_size, progress_bar, show_progress};
@@ -84,6 +85,17 @@ struct Args {
     /// The compression level (zlib 0-9, zstd 1-20; QEMU's default 1).
     #[arg(long, value_name = "LEVEL", requires = "compress")]
     compress_level: Option<i32>,
+    /// Switch to postcopy when precopy has not converged after --postcopy-after-rounds
+    /// rounds or --postcopy-after-ms (QEMU's postcopy-ram): the guest then runs on the
+    /// destination, whose vCPU reads the working set, asking for each page it misses.
+    #[arg(long)]
+    postcopy: bool,
+    /// With --postcopy: switch after this many precopy rounds.
+    #[arg(long, default_value_t = 2, requires = "postcopy")]
+    postcopy_after_rounds: u64,
+    /// With --postcopy: switch after this long in precopy, whatever the rounds.
+    #[arg(long, value_name = "MS", requires = "postcopy")]
+    postcopy_after_ms: Option<u64>,
     /// Give up after this many seconds and force the switchover.
     #[arg(long, default_value_t = 120)]
     max_time: u64,
@@ -178,7 +190,13 @@ fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
     };
     println!("LISTENING {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    live::run_destination_with(listener, args.ram, tls.as_ref(), args.channels)?;
+    live::run_destination_with(
+        listener,
+        args.ram,
+        tls.as_ref(),
+        args.channels,
+        args.working_set,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -230,7 +248,8 @@ impl Drop for TempPki {
 fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()])
-        .args(["--channels", &args.channels.to_string()]);
+        .args(["--channels", &args.channels.to_string()])
+        .args(["--working-set", &args.working_set.to_string()]);
     if let Some(dir) = &args.tls_dir {
         cmd.arg("--tls-dir").arg(dir);
     } else if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca)
@@ -289,6 +308,11 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
             }
             false => None,
         },
+        postcopy: args.postcopy.then(|| PostcopyPolicy {
+            after_rounds: Some(args.postcopy_after_rounds),
+            after: args.postcopy_after_ms.map(Duration::from_millis),
+            ..Default::default()
+        }),
     };
     let bar = progress_bar(args.ram);
     let outcome = live::run_source(&cfg, &addr, &mut |s| show_progress(&bar, s));
@@ -337,6 +361,23 @@ fn report(args: &Args, o: &Outcome) {
             })),
             "redirtied_pages": ram.redirtied_pages,
             "forced_switchover": s.forced_switchover,
+            "postcopy": s.postcopy.as_ref().map(|p| json!({
+                "precopy_ms": ms(p.precopy_time),
+                "time_in_postcopy_ms": ms(p.time_in_postcopy),
+                "requests": p.requests,
+                "requested_pages": p.requested_pages,
+                "request_latency_p50_us": p.request_latency_p50.as_secs_f64() * 1e6,
+                "request_latency_p99_us": p.request_latency_p99.as_secs_f64() * 1e6,
+                "destination": o.destination_postcopy.as_ref().map(|d| json!({
+                    "requests": d.requests,
+                    "requested_pages": d.requested_pages,
+                    "fault_latency_p50_us": d.fault_p50_us,
+                    "fault_latency_p99_us": d.fault_p99_us,
+                    "fault_latency_max_us": d.fault_max_us,
+                    "time_in_postcopy_ms": d.time_in_postcopy_ms,
+                    "discarded_pages": d.discarded_pages,
+                })),
+            })),
             "tls": args.wants_tls(),
             "throttle_percent": s.throttle_percent,
             "guest_page_writes": o.guest_writes,
@@ -386,6 +427,26 @@ fn report(args: &Args, o: &Outcome) {
         human(throughput as u64)
     );
     println!("  rounds             {}", s.rounds);
+    if let Some(p) = &s.postcopy {
+        println!(
+            "  postcopy           switched after {:.1} ms of precopy; {:.1} ms in postcopy",
+            ms(p.precopy_time),
+            ms(p.time_in_postcopy)
+        );
+        println!(
+            "  page requests      {} ({} pages sent for them); served in {:.0} us median, {:.0} us p99",
+            p.requests,
+            p.requested_pages,
+            p.request_latency_p50.as_secs_f64() * 1e6,
+            p.request_latency_p99.as_secs_f64() * 1e6
+        );
+        if let Some(d) = &o.destination_postcopy {
+            println!(
+                "  guest faults       {} on the destination: {:.0} us median, {:.0} us p99, {:.0} us longest; {} pages discarded",
+                d.requests, d.fault_p50_us, d.fault_p99_us, d.fault_max_us, d.discarded_pages
+            );
+        }
+    }
     if s.throttle_percent > 0 || args.auto_converge {
         println!(
             "  vCPU throttle      {}% at the switchover",

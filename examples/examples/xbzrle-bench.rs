@@ -51,6 +51,7 @@ fn config(working_set: u64, downtime_ms: u64, auto_converge: bool, args: &Args) 
         channels: 0,
         compression: Default::default(),
         tls: None,
+        postcopy: None,
     }
 }
 

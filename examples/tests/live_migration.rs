@@ -19,7 +19,7 @@ fn run_with(cfg: SourceConfig, tls: Option<TlsServer>) -> vmstate_examples::mach
     let ram = cfg.ram;
     let channels = cfg.channels;
     let dst = std::thread::spawn(move || {
-        run_destination_with(listener, ram, tls.as_ref(), channels).map_err(|e| e.to_string())
+        run_destination_with(listener, ram, tls.as_ref(), channels, 0).map_err(|e| e.to_string())
     });
     let mut rounds = 0;
     let outcome = run_source(&cfg, &addr, &mut |s| rounds = s.rounds).unwrap();
@@ -45,6 +45,7 @@ fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
         channels: 0,
         compression: Default::default(),
         tls: None,
+        postcopy: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Both ends of a live migration over TCP, as the `live-migration` example runs them.
 //!
 //! The migration runs over one connection with QEMU's return path
-//! ([`migrate_over`] / [`receive`]): the destination confirms with `SHUT(0)` and starts
+//! ([`migrate_over`] / [`receive_with`]): the destination confirms with `SHUT(0)` and starts
 //! its guest only after the source let go. Then the source opens a second connection to
 //! the same address and reads the destination's digest (a checksum per page and the
 //! devices' bytes), which it compares with its own state at switchover.
@@ -11,7 +11,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use vmstate::migrate::{
-    CancelToken, IncomingParams, MigrationParams, MigrationStats, OnTimeout, migrate_over, receive,
+    CancelToken, IncomingGuest, IncomingParams, MigrationParams, MigrationStats, OnTimeout,
+    PostcopyPolicy, migrate_over, receive_with,
 };
 
 use vmstate::transport::Connection;
@@ -45,6 +46,8 @@ pub struct SourceConfig {
     pub compression: vmstate::multifd::compress::Compression,
     /// Mutual TLS: this side's client credentials and the destination's expected name.
     pub tls: Option<TlsClient>,
+    /// Switch to postcopy when this policy says so.
+    pub postcopy: Option<PostcopyPolicy>,
 }
 
 /// What a finished migration reports.
@@ -62,6 +65,91 @@ pub struct Outcome {
     pub differing_pages: usize,
     /// Devices whose state differs.
     pub differing_devices: Vec<String>,
+    /// What the destination saw of postcopy (fault latency, requests), if it ran.
+    pub destination_postcopy: Option<DestinationPostcopy>,
+}
+
+/// The destination's postcopy figures, sent back with its digest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DestinationPostcopy {
+    /// Page requests its guest made.
+    pub requests: u64,
+    /// Pages asked for.
+    pub requested_pages: u64,
+    /// Fault latency, median, in microseconds.
+    pub fault_p50_us: f64,
+    /// Fault latency, 99th percentile, in microseconds.
+    pub fault_p99_us: f64,
+    /// The longest fault, in microseconds.
+    pub fault_max_us: f64,
+    /// From POSTCOPY_RUN to the end of the stream, in milliseconds.
+    pub time_in_postcopy_ms: f64,
+    /// Pages discarded at the switch.
+    pub discarded_pages: u64,
+}
+
+impl DestinationPostcopy {
+    fn from_report(r: &vmstate::ram::postcopy::PostcopyReport) -> Self {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        DestinationPostcopy {
+            requests: r.requests,
+            requested_pages: r.requested_pages,
+            fault_p50_us: us(r.fault_latency_p50),
+            fault_p99_us: us(r.fault_latency_p99),
+            fault_max_us: us(r.fault_latency_max),
+            time_in_postcopy_ms: r.time_in_postcopy.as_secs_f64() * 1e3,
+            discarded_pages: r.discarded_pages,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests,
+            "requested_pages": self.requested_pages,
+            "fault_p50_us": self.fault_p50_us,
+            "fault_p99_us": self.fault_p99_us,
+            "fault_max_us": self.fault_max_us,
+            "time_in_postcopy_ms": self.time_in_postcopy_ms,
+            "discarded_pages": self.discarded_pages,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<Self> {
+        Some(DestinationPostcopy {
+            requests: v["requests"].as_u64()?,
+            requested_pages: v["requested_pages"].as_u64()?,
+            fault_p50_us: v["fault_p50_us"].as_f64()?,
+            fault_p99_us: v["fault_p99_us"].as_f64()?,
+            fault_max_us: v["fault_max_us"].as_f64()?,
+            time_in_postcopy_ms: v["time_in_postcopy_ms"].as_f64()?,
+            discarded_pages: v["discarded_pages"].as_u64()?,
+        })
+    }
+}
+
+/// The destination's guest: once started (at POSTCOPY_RUN, or after the load), one
+/// vCPU reads every page of the working set once, in a scattered order, through the
+/// RAM block (so that in postcopy each missing page is asked for). It only reads: the
+/// destination's state stays comparable with the source's at the switch.
+struct ReadingVcpu {
+    ram: std::sync::Arc<vmstate::ram::RamBlock>,
+    read_set: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IncomingGuest for ReadingVcpu {
+    fn start(&mut self) -> vmstate::Result<()> {
+        let (ram, pages) = (self.ram.clone(), self.read_set / 4096);
+        self.thread = Some(std::thread::spawn(move || {
+            let mut word = [0u8; 8];
+            for i in 0..pages {
+                // An odd stride over a power-of-two count visits every page once.
+                let page = (i * 7919) % pages;
+                ram.read(page * 4096, &mut word);
+            }
+        }));
+        Ok(())
+    }
 }
 
 impl Outcome {
@@ -77,17 +165,19 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// loads the guest into a machine with `ram` bytes (started only once the source
 /// confirmed it let go), then answers one more connection with its digest.
 pub fn run_destination(listener: TcpListener, ram: u64, tls: Option<&TlsServer>) -> AnyResult<()> {
-    run_destination_with(listener, ram, tls, 0)
+    run_destination_with(listener, ram, tls, 0, 0)
 }
 
 /// [`run_destination`] expecting `channels` multifd channels beside the main
 /// connection (each with its own TLS session under `tls`); compressed channels are
-/// recognised by their packets.
+/// recognised by their packets. Its guest reads the first `read_set` bytes of RAM
+/// once started (in postcopy, while pages still arrive).
 pub fn run_destination_with(
     listener: TcpListener,
     ram: u64,
     tls: Option<&TlsServer>,
     channels: usize,
+    read_set: u64,
 ) -> AnyResult<()> {
     let machine = Machine::new(ram)?;
     // The guest's RAM for the channels' receiver, and the receiver's flush hook for
@@ -127,27 +217,41 @@ pub fn run_destination_with(
     let (reg, _) = machine.registry_with(setup)?;
     let mut reg = reg;
     let params = IncomingParams::new(MACHINE_TYPE);
-    // The demo's destination has no vCPUs to start.
-    match main {
+    let mut guest = ReadingVcpu {
+        ram: machine.state.ram.clone(),
+        read_set: read_set.min(ram),
+        thread: None,
+    };
+    let report = match main {
         Main::Plain(sock) => {
             sock.set_nodelay(true)?;
             match tls {
                 Some(server) => {
-                    receive(&mut reg, accept_tls(server, sock)?, &params, &mut || Ok(()))?
+                    receive_with(&mut reg, accept_tls(server, sock)?, &params, &mut guest)?
                 }
-                None => receive(&mut reg, sock, &params, &mut || Ok(()))?,
+                None => receive_with(&mut reg, sock, &params, &mut guest)?,
             }
         }
-        Main::Tls(stream) => receive(&mut reg, stream, &params, &mut || Ok(()))?,
+        Main::Tls(stream) => receive_with(&mut reg, stream, &params, &mut guest)?,
     };
+    if let Some(t) = guest.thread.take() {
+        let _ = t.join();
+    }
+    let postcopy = report
+        .postcopy
+        .as_ref()
+        .map(|r| DestinationPostcopy::from_report(r).to_json());
     if let Some(rx) = receiver {
         rx.finish()?;
     }
     let (verify, _) = listener.accept()?;
     let digest = machine.digest()?.to_bytes();
+    let postcopy = serde_json::to_vec(&postcopy)?;
     let send = |mut w: Box<dyn Write>| -> AnyResult<()> {
-        w.write_all(&(digest.len() as u64).to_be_bytes())?;
-        w.write_all(&digest)?;
+        for part in [&digest, &postcopy] {
+            w.write_all(&(part.len() as u64).to_be_bytes())?;
+            w.write_all(part)?;
+        }
         w.flush()?;
         Ok(())
     };
@@ -232,6 +336,7 @@ pub fn run_source(
     params.on_timeout = OnTimeout::ForceSwitchover;
     params.ram_stats = Some(ram_stats);
     params.auto_converge = cfg.auto_converge;
+    params.postcopy = cfg.postcopy.clone();
 
     let started = Instant::now();
     let cancel = CancelToken::new();
@@ -249,15 +354,9 @@ pub fn run_source(
         Some(client) => Box::new(client.connect(sock)?),
         None => Box::new(sock),
     };
-    let mut len = [0u8; 8];
-    verify.read_exact(&mut len)?;
-    let len = usize::try_from(u64::from_be_bytes(len))?;
-    if len > 64 << 20 {
-        return Err(format!("digest of {len} bytes is implausible").into());
-    }
-    let mut bytes = vec![0u8; len];
-    verify.read_exact(&mut bytes)?;
+    let bytes = read_part(&mut verify)?;
     let dest = Digest::from_bytes(&bytes).ok_or("malformed digest from the destination")?;
+    let postcopy: serde_json::Value = serde_json::from_slice(&read_part(&mut verify)?)?;
     Ok(Outcome {
         stats,
         wall,
@@ -265,7 +364,21 @@ pub fn run_source(
         pages: source_digest.pages.len(),
         differing_pages: source_digest.differing_pages(&dest),
         differing_devices: source_digest.differing_devices(&dest),
+        destination_postcopy: DestinationPostcopy::from_json(&postcopy),
     })
+}
+
+/// One length-prefixed part of the destination's answer.
+fn read_part(r: &mut dyn Read) -> AnyResult<Vec<u8>> {
+    let mut len = [0u8; 8];
+    r.read_exact(&mut len)?;
+    let len = usize::try_from(u64::from_be_bytes(len))?;
+    if len > 64 << 20 {
+        return Err(format!("an answer of {len} bytes is implausible").into());
+    }
+    let mut bytes = vec![0u8; len];
+    r.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The main example's default migration (a quarter of `ram` rewritten by one vCPU,
@@ -290,6 +403,7 @@ pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome
         channels: 0,
         compression: Default::default(),
         tls: client,
+        postcopy: None,
     };
     migrate_locally_with(&cfg, server, &mut |_| {})
 }
@@ -304,9 +418,10 @@ pub fn migrate_locally_with(
 ) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let addr = listener.local_addr().expect("its address").to_string();
-    let (ram, channels) = (cfg.ram, cfg.channels);
+    let (ram, channels, read_set) = (cfg.ram, cfg.channels, cfg.workload.working_set);
     let dst = std::thread::spawn(move || {
-        run_destination_with(listener, ram, server.as_ref(), channels).map_err(|e| e.to_string())
+        run_destination_with(listener, ram, server.as_ref(), channels, read_set)
+            .map_err(|e| e.to_string())
     });
     let o = run_source(cfg, &addr, progress).expect("the source's migration");
     dst.join()

@@ -385,7 +385,16 @@ pub fn migrate_over<C: Connection>(
     // The session writes through the cell; after SHUT(0) the driver closes through it.
     // Over a plain socket, guest pages go from guest memory to the kernel uncopied,
     // through a second descriptor of the same socket.
-    let in_place = to_dst.try_clone_fd().map(Writer::to_fd);
+    let in_place = to_dst.try_clone_fd();
+    if params.postcopy.is_some()
+        && let Some(fd) = &in_place
+    {
+        // Requested pages queue behind what the socket holds: keep that small from
+        // the start, so that little precopy data is still in flight at the switch. A
+        // socket that refuses keeps its buffer (the pages only wait longer).
+        let _ = socket2::SockRef::from(fd).set_send_buffer_size(POSTCOPY_SEND_BUFFER);
+    }
+    let in_place = in_place.map(Writer::to_fd);
     let to_dst = RefCell::new(to_dst);
     let sink = in_place.unwrap_or_else(|| Writer::to_io(CellWriter(&to_dst)));
     let result = run(
@@ -735,11 +744,6 @@ impl Postcopy<'_> {
             return Err(failure("switch to postcopy", session.bytes_written(), e));
         }
         let switched = Instant::now();
-        if let Some(fd) = session.writer_fd() {
-            // Requested pages queue behind what the socket holds: keep that small. A
-            // socket that refuses keeps its buffer (the pages only wait longer).
-            let _ = socket2::SockRef::from(&fd).set_send_buffer_size(POSTCOPY_SEND_BUFFER);
-        }
         let requests = self.requests.clone();
         stats.status = Status::Postcopy;
         let mut postcopy = PostcopyStats {

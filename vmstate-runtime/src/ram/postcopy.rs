@@ -294,7 +294,8 @@ pub struct PostcopyIncoming {
     state: Mutex<IncomingState>,
     arrived: Condvar,
     waiting: AtomicUsize,
-    blocks: Mutex<Vec<Arc<dyn GuestRam>>>,
+    /// Weak: each block's fetcher holds this state.
+    blocks: Mutex<Vec<std::sync::Weak<dyn GuestRam>>>,
     latencies_ns: Mutex<Vec<u64>>,
     requests: AtomicU64,
     requested_pages: AtomicU64,
@@ -356,7 +357,7 @@ impl PostcopyIncoming {
         self.blocks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(block);
+            .push(Arc::downgrade(&block));
         Ok(())
     }
 
@@ -425,6 +426,7 @@ impl PostcopyIncoming {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
+            .filter_map(std::sync::Weak::upgrade)
             .map(|b| b.missing_pages())
             .sum()
     }

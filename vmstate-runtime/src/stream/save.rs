@@ -460,11 +460,6 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         ))
     }
 
-    /// The descriptor the stream is written to, for a [`Writer::to_fd`] writer.
-    pub(crate) fn writer_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.w.fd()
-    }
-
     /// The writer, after [`complete`](Self::complete) (to reuse an in-memory buffer).
     pub fn into_writer(mut self) -> Writer<'w> {
         std::mem::take(&mut self.w)

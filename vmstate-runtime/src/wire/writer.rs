@@ -116,15 +116,6 @@ impl<'a> Writer<'a> {
         self.flushed + (self.buf.len() + self.in_place_bytes) as u64
     }
 
-    /// The descriptor of a [`to_fd`](Self::to_fd) writer.
-    pub(crate) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        match &self.sink {
-            Sink::Fd(f) => Some(f.as_fd()),
-            _ => None,
-        }
-    }
-
     /// Whether [`put_guest_pages`](Self::put_guest_pages) sends pages in place (a
     /// [`to_fd`](Self::to_fd) writer) rather than copying them into the buffer.
     #[inline]

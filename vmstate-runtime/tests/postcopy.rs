@@ -310,3 +310,206 @@ fn a_link_dropped_in_postcopy_pauses_the_destination_and_counts_what_is_missing(
     waiting.store(false, Ordering::Relaxed);
     proxy.join();
 }
+
+/// What one record of a postcopy stream was, as the tests below list them.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Command(&'static str, Vec<u8>),
+    /// A PACKAGED command and what its package held.
+    Package(Vec<Seen>),
+    Section(u8, String),
+    /// A page record in a RAM section: block, page, whether it was a full page.
+    Page(String, u64, bool),
+    Eof,
+}
+
+/// Lists the records of `bytes` (a whole stream, or a package when `package`), RAM
+/// section payloads page by page; checks that nothing follows EOF.
+fn walk(bytes: &[u8], package: bool) -> Vec<Seen> {
+    use vmstate::VmState;
+    use vmstate::ram::records::{BlockRef, RamRecord, RamRecordReader};
+    use vmstate::stream::records::{Footers, Record, RecordReader};
+    let mut r = vmstate::Reader::from_slice(bytes);
+    let mut records = if package {
+        RecordReader::for_package(Footers::Expected)
+    } else {
+        RecordReader::new(Footers::Expected)
+    };
+    let mut ram = RamRecordReader::new(PAGE);
+    let mut last_block = String::new();
+    let mut out = Vec::new();
+    loop {
+        if package && !records.in_section() && r.at_end().unwrap() {
+            return out;
+        }
+        match records.next(&mut r).unwrap() {
+            Record::Configuration => {
+                vmstate::stream::Configuration::default()
+                    .load(&mut r, 0)
+                    .unwrap();
+            }
+            Record::Footer { .. } => {}
+            Record::Command(c) => match c.package {
+                Some(p) => out.push(Seen::Package(walk(&p, true))),
+                None => out.push(Seen::Command(c.name, c.data)),
+            },
+            Record::Section(h) => {
+                out.push(Seen::Section(h.kind.byte(), h.idstr.clone()));
+                if h.idstr == "timer-dev" {
+                    TimerDev::default().load(&mut r, h.version).unwrap();
+                    continue;
+                }
+                if h.idstr == "uart-dev" {
+                    UartDev::default().load(&mut r, h.version).unwrap();
+                    continue;
+                }
+                loop {
+                    let (block, offset, full) = match ram.next(&mut r).unwrap() {
+                        RamRecord::Eos => break,
+                        RamRecord::MemSize { total } => {
+                            ram.block_list(&mut r, total, |_, _| Ok(())).unwrap();
+                            continue;
+                        }
+                        RamRecord::Zero { block, offset } => (block, offset, false),
+                        RamRecord::Page { block, offset } => {
+                            r.skip(PAGE).unwrap();
+                            (block, offset, true)
+                        }
+                        other => panic!("{other:?} in a postcopy stream"),
+                    };
+                    if let BlockRef::Named(n) = block {
+                        last_block = n;
+                    }
+                    out.push(Seen::Page(last_block.clone(), offset / PAGE, full));
+                }
+            }
+            Record::Eof => {
+                out.push(Seen::Eof);
+                assert!(r.at_end().unwrap(), "no vmdesc after a postcopy stream");
+                return out;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_switch_follows_qemus_command_sequence_and_discards_what_is_still_to_send() {
+    use vmstate::IterativeHandler;
+    use vmstate::ram::{RAM_VERSION, RamHandler};
+    use vmstate::stream::{SaveSession, StreamConfig};
+    let ram = Arc::new(RamBlock::new("ram0", 64 * PAGE).unwrap());
+    for p in 0..64 {
+        ram.write_u64(p * PAGE, p + 1);
+    }
+    let handler = RamHandler::new(vec![ram.clone()]).unwrap();
+    let requests = handler.page_requests().expect("RAM serves page requests");
+    let mut reg = vmstate::Registry::new();
+    reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+        .unwrap();
+    reg.register_device(TimerDev::default(), Registration::new())
+        .unwrap();
+    let mut config = StreamConfig::new(MACHINE);
+    config.open_return_path = true;
+    config.postcopy = true;
+    let mut out = Vec::new();
+    let mut s = SaveSession::new(&mut reg, &mut out, config);
+    s.setup().unwrap();
+    s.iterate(u64::MAX).unwrap(); // every page goes out once
+    for p in [3, 4, 5, 10] {
+        ram.write_u64(p * PAGE + 8, 0xd1); // dirtied just before the switch
+    }
+    s.start_postcopy().unwrap();
+    // The destination asks for page 0 (sent, not dirtied since: not sent again) and
+    // page 10 (dirty: sent first, before the background pages).
+    requests.push(Some("ram0"), 0, PAGE).unwrap();
+    requests.push(None, 10 * PAGE, PAGE).unwrap();
+    s.iterate(u64::MAX).unwrap();
+    s.complete().unwrap();
+    drop(s);
+
+    let seen = walk(&out, false);
+    let commands: Vec<_> = seen
+        .iter()
+        .filter_map(|x| match x {
+            Seen::Command(name, _) => Some(*name),
+            Seen::Package(_) => Some("PACKAGED"),
+            _ => None,
+        })
+        .collect();
+    // Spec 5.6: advise at the start; at the switch SWITCHOVER_START, the discards,
+    // PING 2, the package, PING 4.
+    assert_eq!(
+        commands,
+        [
+            "OPEN_RETURN_PATH",
+            "PING",
+            "POSTCOPY_ADVISE",
+            "SWITCHOVER_START",
+            "POSTCOPY_RAM_DISCARD",
+            "PING",
+            "PACKAGED",
+            "PING"
+        ]
+    );
+    let data = |name: &str, nth: usize| {
+        seen.iter()
+            .filter_map(|x| match x {
+                Seen::Command(n, d) if *n == name => Some(d.clone()),
+                _ => None,
+            })
+            .nth(nth)
+            .unwrap()
+    };
+    assert_eq!(
+        data("POSTCOPY_ADVISE", 0),
+        [0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x10, 0]
+    );
+    let mut discard = vec![0u8, 4];
+    discard.extend(b"ram0\0");
+    for (start, len) in [(3u64, 3u64), (10, 1)] {
+        discard.extend((start * PAGE).to_be_bytes());
+        discard.extend((len * PAGE).to_be_bytes());
+    }
+    assert_eq!(data("POSTCOPY_RAM_DISCARD", 0), discard);
+    assert_eq!(data("PING", 1), 2u32.to_be_bytes());
+    assert_eq!(data("PING", 2), 4u32.to_be_bytes());
+    let package = seen
+        .iter()
+        .find_map(|x| match x {
+            Seen::Package(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        package,
+        [
+            Seen::Command("POSTCOPY_LISTEN", vec![]),
+            Seen::Section(4, "timer-dev".into()),
+            Seen::Command("PING", 3u32.to_be_bytes().to_vec()),
+            Seen::Command("PING", 0x42u32.to_be_bytes().to_vec()),
+            Seen::Command("POSTCOPY_RUN", vec![]),
+        ]
+    );
+    // After PING 4: one PART whose first page is the requested dirty one, then the other
+    // discarded pages; page 0 is not sent again; END; EOF.
+    let ping4 = seen
+        .iter()
+        .rposition(|x| matches!(x, Seen::Command("PING", _)))
+        .unwrap();
+    let after: Vec<_> = seen[ping4 + 1..].to_vec();
+    let page = |p: u64| Seen::Page("ram0".into(), p, true);
+    assert_eq!(
+        after,
+        [
+            Seen::Section(2, "ram".into()),
+            page(10),
+            page(3),
+            page(4),
+            page(5),
+            Seen::Section(3, "ram".into()),
+            Seen::Eof
+        ]
+    );
+    let (n, sent_for_requests, _) = requests.summary();
+    assert_eq!((n, sent_for_requests), (2, 1));
+}

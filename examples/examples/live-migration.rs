@@ -96,6 +96,10 @@ struct Args {
     /// With --postcopy: switch after this long in precopy, whatever the rounds.
     #[arg(long, value_name = "MS", requires = "postcopy")]
     postcopy_after_ms: Option<u64>,
+    /// With --postcopy: cap the pages sent in the background after the switch, in bytes
+    /// per second (QEMU's max-postcopy-bandwidth; requested pages are not capped).
+    #[arg(long, value_parser = parse_size, requires = "postcopy")]
+    max_postcopy_bandwidth: Option<u64>,
     /// Give up after this many seconds and force the switchover.
     #[arg(long, default_value_t = 120)]
     max_time: u64,
@@ -308,6 +312,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
             }
             false => None,
         },
+        max_postcopy_bandwidth: args.max_postcopy_bandwidth,
         postcopy: args.postcopy.then(|| PostcopyPolicy {
             after_rounds: Some(args.postcopy_after_rounds),
             after: args.postcopy_after_ms.map(Duration::from_millis),

@@ -52,6 +52,7 @@ fn config(working_set: u64, downtime_ms: u64, auto_converge: bool, args: &Args) 
         compression: Default::default(),
         tls: None,
         postcopy: None,
+        max_postcopy_bandwidth: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
         compression: Default::default(),
         tls: None,
         postcopy: None,
+        max_postcopy_bandwidth: None,
     }
 }
 

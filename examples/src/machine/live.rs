@@ -48,6 +48,8 @@ pub struct SourceConfig {
     pub tls: Option<TlsClient>,
     /// Switch to postcopy when this policy says so.
     pub postcopy: Option<PostcopyPolicy>,
+    /// Cap on the background pages after the switch to postcopy, in bytes per second.
+    pub max_postcopy_bandwidth: Option<u64>,
 }
 
 /// What a finished migration reports.
@@ -337,6 +339,7 @@ pub fn run_source(
     params.ram_stats = Some(ram_stats);
     params.auto_converge = cfg.auto_converge;
     params.postcopy = cfg.postcopy.clone();
+    params.max_postcopy_bandwidth = cfg.max_postcopy_bandwidth;
 
     let started = Instant::now();
     let cancel = CancelToken::new();
@@ -404,6 +407,7 @@ pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome
         compression: Default::default(),
         tls: client,
         postcopy: None,
+        max_postcopy_bandwidth: None,
     };
     migrate_locally_with(&cfg, server, &mut |_| {})
 }

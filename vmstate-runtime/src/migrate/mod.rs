@@ -385,16 +385,7 @@ pub fn migrate_over<C: Connection>(
     // The session writes through the cell; after SHUT(0) the driver closes through it.
     // Over a plain socket, guest pages go from guest memory to the kernel uncopied,
     // through a second descriptor of the same socket.
-    let in_place = to_dst.try_clone_fd();
-    if params.postcopy.is_some()
-        && let Some(fd) = &in_place
-    {
-        // Requested pages queue behind what the socket holds: keep that small from
-        // the start, so that little precopy data is still in flight at the switch. A
-        // socket that refuses keeps its buffer (the pages only wait longer).
-        let _ = socket2::SockRef::from(fd).set_send_buffer_size(POSTCOPY_SEND_BUFFER);
-    }
-    let in_place = in_place.map(Writer::to_fd);
+    let in_place = to_dst.try_clone_fd().map(Writer::to_fd);
     let to_dst = RefCell::new(to_dst);
     let sink = in_place.unwrap_or_else(|| Writer::to_io(CellWriter(&to_dst)));
     let result = run(
@@ -711,9 +702,6 @@ struct Postcopy<'a> {
     requests: Option<Arc<PageRequests>>,
 }
 
-/// The source socket's send buffer in postcopy (the kernel doubles it).
-const POSTCOPY_SEND_BUFFER: usize = 128 << 10;
-
 /// How much a postcopy round may send (requested pages go out within it at once).
 const POSTCOPY_ROUND: u64 = 64 << 20;
 
@@ -760,7 +748,8 @@ impl Postcopy<'_> {
             );
             failure("postcopy", s.bytes_written(), e)
         };
-        let mut limit = RateLimit::new(self.params.max_postcopy_bandwidth);
+        let mut limit =
+            RateLimit::with_window(self.params.max_postcopy_bandwidth, Duration::from_millis(5));
         loop {
             if let Err(e) = rp.poll() {
                 return Err(self.failed(lost(e, &session), &mut stats, &session, progress));

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 /// Rate limiting in windows of 100 ms, as QEMU (`max-bandwidth / 10` per window).
 pub(super) struct RateLimit {
+    window: Duration,
     per_window: Option<u64>,
     window_start: Instant,
     window_bytes: u64,
@@ -16,8 +17,17 @@ const UNLIMITED_ROUND: u64 = 32 << 20;
 
 impl RateLimit {
     pub(super) fn new(max_bandwidth: Option<u64>) -> Self {
+        Self::with_window(max_bandwidth, WINDOW)
+    }
+
+    /// Windows of `window` instead of QEMU's 100 ms: shorter windows send in shorter
+    /// bursts (postcopy's background pages, so that a request never waits behind a
+    /// long burst).
+    pub(super) fn with_window(max_bandwidth: Option<u64>, window: Duration) -> Self {
+        let per_second = 1_000_000_000 / window.as_nanos().max(1) as u64;
         RateLimit {
-            per_window: max_bandwidth.map(|b| (b / 10).max(4096)),
+            window,
+            per_window: max_bandwidth.map(|b| (b / per_second.max(1)).max(4096)),
             window_start: Instant::now(),
             window_bytes: 0,
         }
@@ -31,7 +41,7 @@ impl RateLimit {
             if let Some(b) = self.try_budget() {
                 return b;
             }
-            let next = self.window_start + WINDOW;
+            let next = self.window_start + self.window;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
     }
@@ -42,9 +52,10 @@ impl RateLimit {
             return Some(UNLIMITED_ROUND);
         };
         let elapsed = self.window_start.elapsed();
-        if elapsed >= WINDOW {
-            let windows = (elapsed.as_nanos() / WINDOW.as_nanos()).min(u32::MAX as u128) as u32;
-            self.window_start += WINDOW * windows;
+        if elapsed >= self.window {
+            let windows =
+                (elapsed.as_nanos() / self.window.as_nanos()).min(u32::MAX as u128) as u32;
+            self.window_start += self.window * windows;
             self.window_bytes = self
                 .window_bytes
                 .saturating_sub(limit.saturating_mul(u64::from(windows)));

@@ -875,7 +875,7 @@ impl RamHandler {
             (false, false) => r.skip(self.page_size as u64)?,
             (true, false) => {}
         }
-        incoming.placed(fresh);
+        incoming.placed(block.as_ref(), page, fresh);
         let counter = if zero {
             &self.stats.zero_pages
         } else {

@@ -284,6 +284,8 @@ struct IncomingState {
     failed: Option<String>,
     started: Option<Instant>,
     ended: Option<Instant>,
+    /// What waiting accesses wait for: block name and page range.
+    waits: Vec<(String, std::ops::Range<usize>)>,
 }
 
 /// The destination's postcopy state, shared by the loader and every thread that
@@ -391,8 +393,10 @@ impl PostcopyIncoming {
         self.discarded_pages.fetch_add(pages, Ordering::Relaxed);
     }
 
-    /// The loader placed a page (`fresh`: it was missing; else it was dropped).
-    pub(crate) fn placed(&self, fresh: bool) {
+    /// The loader placed page `page` of `block` (`fresh`: it was missing; else it was
+    /// dropped). Wakes the accesses whose pages are now all there (only those: a
+    /// wake-up per page would cost more than the page).
+    pub(crate) fn placed(&self, block: &dyn GuestRam, page: usize, fresh: bool) {
         if self.has_started_fast() {
             self.pages_after_start.fetch_add(1, Ordering::Relaxed);
             if !fresh {
@@ -403,8 +407,15 @@ impl PostcopyIncoming {
         // this side sees the waiter.
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::Relaxed) > 0 {
-            let _held = self.lock_state();
-            self.arrived.notify_all();
+            let s = self.lock_state();
+            let complete = s.waits.iter().any(|(name, range)| {
+                range.contains(&page)
+                    && name == block.name()
+                    && range.clone().all(|p| !block.page_missing(p))
+            });
+            if complete {
+                self.arrived.notify_all();
+            }
         }
     }
 
@@ -497,10 +508,12 @@ impl PostcopyIncoming {
     }
 
     fn wait_for(&self, block: &dyn GuestRam, first: usize, count: usize) {
-        let here = |b: &dyn GuestRam| (first..first + count).all(|p| !b.page_missing(p));
+        let range = first..first + count;
+        let here = |b: &dyn GuestRam| range.clone().all(|p| !b.page_missing(p));
+        let mut s = self.lock_state();
+        s.waits.push((block.name().to_string(), range.clone()));
         self.waiting.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let mut s = self.lock_state();
         while !here(block) {
             // A timed wait as well: a wake-up is cheap to miss and costly to lose.
             s = self
@@ -509,7 +522,13 @@ impl PostcopyIncoming {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        drop(s);
+        if let Some(i) = s
+            .waits
+            .iter()
+            .position(|(n, r)| *r == range && n == block.name())
+        {
+            s.waits.swap_remove(i);
+        }
         self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }

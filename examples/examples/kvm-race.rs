@@ -64,6 +64,12 @@ struct Args {
     /// Both destinations fault in their guest memory before the migration starts.
     #[arg(long)]
     prealloc: bool,
+    /// QEMU's runs use postcopy: `postcopy-ram` (and `postcopy-blocktime` on the
+    /// destination) on both ends, `migrate-start-postcopy` this many milliseconds after
+    /// `migrate`. Our side still runs precopy (its KVM destination cannot take pages on
+    /// demand yet: that needs userfaultfd).
+    #[arg(long, value_name = "MS")]
+    qemu_postcopy_after_ms: Option<u64>,
     /// (Internal) run our destination, listening on ADDR.
     #[arg(long, hide = true)]
     listen: Option<String>,
@@ -80,6 +86,10 @@ struct Run {
     /// Throughput as a fraction of a raw loopback copy of the same bytes.
     raw_ratio: f64,
     forced: bool,
+    /// Postcopy (QEMU only): pages the destination requested, and the total time its
+    /// vCPUs were blocked on missing pages (`postcopy-blocktime`), in ms.
+    postcopy_requests: f64,
+    blocktime_ms: f64,
 }
 
 fn quiet() -> LineSink {
@@ -190,6 +200,20 @@ fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
     dst_args.extend(&extra);
     let mut dst = qemu_vm(dir, "dst", args, image, &dst_args);
     let mut src = qemu_vm(dir, "src", args, image, &extra);
+    if args.qemu_postcopy_after_ms.is_some() {
+        let caps = |names: &[&str]| {
+            let v: Vec<_> = names
+                .iter()
+                .map(|c| json!({"capability": c, "state": true}))
+                .collect();
+            json!({ "capabilities": v })
+        };
+        dst.execute(
+            "migrate-set-capabilities",
+            caps(&["postcopy-ram", "postcopy-blocktime"]),
+        );
+        src.execute("migrate-set-capabilities", caps(&["postcopy-ram"]));
+    }
     let bandwidth = args.max_bandwidth_mib.map_or(1u64 << 40, |m| m << 20);
     src.execute(
         "migrate-set-parameters",
@@ -203,7 +227,15 @@ fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
     src.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
     let started = Instant::now();
     let mut forced = false;
+    let mut postcopy_started = false;
     let reply = loop {
+        if let Some(ms) = args.qemu_postcopy_after_ms
+            && !postcopy_started
+            && started.elapsed() >= Duration::from_millis(ms)
+        {
+            src.execute("migrate-start-postcopy", json!({}));
+            postcopy_started = true;
+        }
         let r = src.execute("query-migrate", json!({}));
         match r["status"].as_str().unwrap_or("") {
             "completed" => break r,
@@ -215,6 +247,20 @@ fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
             src.execute("migrate-set-parameters", json!({"downtime-limit": 100_000}));
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    let blocktime_ms = match args.qemu_postcopy_after_ms {
+        Some(_) => {
+            // The destination's figures, once its side of the migration completed.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = dst.execute("query-migrate", json!({}));
+                if r["status"] == "completed" || Instant::now() > deadline {
+                    break r["postcopy-blocktime"].as_f64().unwrap_or(0.0);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        None => 0.0,
     };
     src.quit();
     dst.quit();
@@ -228,6 +274,8 @@ fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
         bytes,
         raw_ratio: raw_copy(bytes as u64).as_secs_f64() * 1e3 / total_ms,
         forced,
+        postcopy_requests: reply["ram"]["postcopy-requests"].as_f64().unwrap_or(0.0),
+        blocktime_ms,
     }
 }
 
@@ -303,6 +351,7 @@ fn run_ours(args: &Args, w: Workload) -> Run {
         max_bandwidth: args.max_bandwidth_mib.map(|m| m << 20),
         max_time: Duration::from_secs(args.max_time),
         warm_up: Duration::from_millis(200),
+        postcopy: None,
     };
     let o = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
     assert!(child.wait().unwrap().success(), "our destination failed");
@@ -317,6 +366,7 @@ fn run_ours(args: &Args, w: Workload) -> Run {
         bytes: s.transferred as f64,
         raw_ratio: raw_copy(s.transferred).as_secs_f64() * 1e3 / total_ms,
         forced: s.forced_switchover,
+        ..Run::default()
     }
 }
 
@@ -331,6 +381,8 @@ fn median_run(runs: &[Run]) -> Run {
         bytes: m(|r| r.bytes),
         raw_ratio: m(|r| r.raw_ratio),
         forced: runs.iter().any(|r| r.forced),
+        postcopy_requests: m(|r| r.postcopy_requests),
+        blocktime_ms: m(|r| r.blocktime_ms),
     }
 }
 
@@ -358,6 +410,12 @@ fn print_table(args: &Args, table: &[(String, Run, Run)]) {
                 r.rounds,
                 r.bytes / 1_048_576.0,
                 r.raw_ratio
+            );
+        }
+        if args.qemu_postcopy_after_ms.is_some() {
+            println!(
+                "  QEMU postcopy: {:.0} page requests, vCPUs blocked {:.1} ms in all (postcopy-blocktime)",
+                qemu.postcopy_requests, qemu.blocktime_ms
             );
         }
     }

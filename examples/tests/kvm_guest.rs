@@ -63,6 +63,16 @@ fn example_migration(
     workload: Workload,
     preallocate: bool,
 ) -> vmstate_examples::kvm::live::Outcome {
+    example_migration_with(vcpus, workload, preallocate, None)
+}
+
+/// [`example_migration`], switching to postcopy as `postcopy` says.
+fn example_migration_with(
+    vcpus: u32,
+    workload: Workload,
+    preallocate: bool,
+    postcopy: Option<vmstate::migrate::PostcopyPolicy>,
+) -> vmstate_examples::kvm::live::Outcome {
     use vmstate_examples::kvm::live::{SourceConfig, run_source};
     let (addr, destination) = example_destination(vcpus, preallocate);
     let cfg = SourceConfig {
@@ -73,6 +83,7 @@ fn example_migration(
         max_bandwidth: None,
         max_time: Duration::from_secs(60),
         warm_up: Duration::from_millis(50),
+        postcopy,
     };
     let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
     destination.join().unwrap().unwrap();
@@ -244,6 +255,58 @@ fn kvm_example_ends_agree_and_verify_the_migration() {
         outcome.source_last_passes[0] + 1
     );
     assert!(outcome.verified());
+}
+
+/// A policy that switches to postcopy at once: every page comes in postcopy.
+fn postcopy_at_once() -> vmstate::migrate::PostcopyPolicy {
+    let t = vmstate::migrate::StartPostcopy::new();
+    t.start();
+    vmstate::migrate::PostcopyPolicy::on_request(t)
+}
+
+/// Postcopy into a KVM guest: the destination's vCPU runs with none of its memory
+/// there yet, and each page it touches faults into userfaultfd and is asked for
+/// (mechanism (b): KVM touches guest memory directly, not through the RAM API).
+#[test]
+#[ignore = "needs /dev/kvm and userfaultfd (root; run by .ci/run where /dev/kvm exists)"]
+fn kvm_guest_runs_on_the_destination_in_postcopy_through_userfaultfd() {
+    let policy = postcopy_at_once();
+    let outcome =
+        example_migration_with(1, Workload::Rewrite { pages: PAGES }, false, Some(policy));
+    let pc = outcome
+        .stats
+        .postcopy
+        .clone()
+        .expect("switched to postcopy");
+    assert!(
+        pc.requests > 0,
+        "the destination's vCPU faulted on missing pages: {pc:?}"
+    );
+    // The guest rewrites its pages as soon as it runs there: devices and passes are
+    // compared, pages are not.
+    assert!(!outcome.pages_compared);
+    assert!(outcome.differing_devices.is_empty(), "{outcome:?}");
+    assert_eq!(
+        outcome.destination_passes[0].0,
+        outcome.source_last_passes[0] + 1,
+        "the guest went on from its next pass"
+    );
+    assert!(outcome.verified());
+}
+
+/// A paused guest in postcopy: once every page arrived, the destination's memory is
+/// the source's, page for page (its vCPU only spins, through pages that fault in).
+#[test]
+#[ignore = "needs /dev/kvm and userfaultfd (root; run by .ci/run where /dev/kvm exists)"]
+fn kvm_paused_guest_in_postcopy_arrives_whole() {
+    let workload = Workload::Preloaded {
+        pages: 1024,
+        seed: 0x0bad_cafe,
+    };
+    let outcome = example_migration_with(1, workload, false, Some(postcopy_at_once()));
+    assert!(outcome.stats.postcopy.is_some());
+    assert!(outcome.pages_compared);
+    assert!(outcome.verified(), "{outcome:?}");
 }
 
 #[test]

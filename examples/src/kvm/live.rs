@@ -13,7 +13,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use vmstate::migrate::{
-    CancelToken, IncomingParams, MigrationParams, MigrationStats, OnTimeout, migrate_over, receive,
+    CancelToken, IncomingGuest, IncomingParams, MigrationParams, MigrationStats, OnTimeout,
+    PostcopyPolicy, migrate_over, receive_with,
 };
 
 use super::{FILLED, KvmMachine, LineSink, MACHINE_TYPE, Workload};
@@ -43,6 +44,10 @@ pub struct SourceConfig {
     /// How long a rewriting guest runs after its first pass before the migration
     /// starts.
     pub warm_up: Duration,
+    /// Switch to postcopy when this policy says so: the destination's vCPUs then run
+    /// before all of the guest's memory is there, and each page they touch that is
+    /// missing comes through userfaultfd.
+    pub postcopy: Option<PostcopyPolicy>,
 }
 
 /// The destination's settings.
@@ -70,6 +75,10 @@ pub struct Outcome {
     pub pages: usize,
     /// Pages whose contents differ between source and destination at switchover.
     pub differing_pages: usize,
+    /// Whether the pages were compared: not after postcopy with a rewriting guest,
+    /// which rewrites them as soon as it runs on the destination (its devices and its
+    /// passes are still checked).
+    pub pages_compared: bool,
     /// Devices (the vCPUs, the chipset, the consoles) whose state differs.
     pub differing_devices: Vec<String>,
 }
@@ -89,6 +98,44 @@ impl Outcome {
     }
 }
 
+/// A checksum of every page of the machine's RAM.
+fn page_checksums(m: &KvmMachine) -> Vec<u64> {
+    (0..m.block.pages())
+        .map(|p| m.block.page_checksum(p))
+        .collect()
+}
+
+/// The destination's guest: records what was loaded just before its vCPUs start (in
+/// postcopy, inside the load: the devices only, as reading a missing page from the
+/// loading thread would wait for itself), then starts them.
+struct StartingGuest<'a> {
+    machine: &'a mut KvmMachine,
+    loaded: Option<Digest>,
+    /// Each vCPU's last pass and console reports before the start.
+    passes: Option<(Vec<u32>, Vec<u64>)>,
+}
+
+impl IncomingGuest for StartingGuest<'_> {
+    fn start(&mut self) -> vmstate::Result<()> {
+        let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+            vmstate::Error::invalid("destination guest", e.to_string())
+        };
+        self.loaded = Some(digest(self.machine).map_err(fail)?);
+        let reports = self
+            .machine
+            .consoles
+            .iter()
+            .map(|c| c.lock().unwrap().reports)
+            .collect();
+        self.passes = Some((self.machine.last_passes(), reports));
+        self.machine.start().map_err(fail)
+    }
+
+    fn pause(&mut self) {
+        let _ = self.machine.stop();
+    }
+}
+
 /// The digest of a stopped (or not yet started) machine: a checksum per page and the
 /// saved bytes of every device.
 pub fn digest(m: &KvmMachine) -> AnyResult<Digest> {
@@ -104,9 +151,12 @@ pub fn digest(m: &KvmMachine) -> AnyResult<Digest> {
         ));
     }
     Ok(Digest {
-        pages: (0..m.block.pages())
-            .map(|p| m.block.page_checksum(p))
-            .collect(),
+        pages: if m.block.missing_pages() > 0 {
+            // Postcopy, at the start: pages are checksummed once they are all there.
+            Vec::new()
+        } else {
+            page_checksums(m)
+        },
         devices,
     })
 }
@@ -129,26 +179,27 @@ pub fn run_destination(
     ready();
     let (sock, _) = listener.accept()?;
     sock.set_nodelay(true)?;
-    let mut loaded = None;
-    receive(
+    let mut guest = StartingGuest {
+        machine: &mut machine,
+        loaded: None,
+        passes: None,
+    };
+    let report = receive_with(
         &mut reg,
         sock,
         &IncomingParams::new(MACHINE_TYPE),
-        &mut || {
-            loaded = Some(
-                digest(&machine).map_err(|e| vmstate::Error::invalid("digest", e.to_string()))?,
-            );
-            Ok(())
-        },
+        &mut guest,
     )?;
-    let loaded = loaded.ok_or("the source never let the guest go")?;
-    let resumed_from = machine.last_passes();
-    let reports: Vec<u64> = machine
-        .consoles
-        .iter()
-        .map(|c| c.lock().unwrap().reports)
-        .collect();
-    machine.start()?;
+    let mut loaded = guest
+        .loaded
+        .take()
+        .ok_or("the source never let the guest go")?;
+    let (resumed_from, reports) = guest.passes.take().expect("set with the digest");
+    if report.postcopy.is_some() && resumed_from[0] == FILLED {
+        // Postcopy: the pages were not all there when the guest started; now they are,
+        // and a filled guest only spins: they are still the source's.
+        loaded.pages = page_checksums(&machine);
+    }
     if resumed_from[0] == FILLED {
         // A filled guest only spins: there are no passes to wait for.
         std::thread::sleep(Duration::from_millis(50));
@@ -242,6 +293,7 @@ pub fn run_source(
     params.max_total_time = Some(cfg.max_time);
     params.on_timeout = OnTimeout::ForceSwitchover;
     params.ram_stats = Some(ram_stats);
+    params.postcopy = cfg.postcopy.clone();
     let stats = migrate_over(
         &mut reg,
         sock,
@@ -280,7 +332,12 @@ pub fn run_source(
         source_last_passes,
         destination_passes,
         pages: mine.pages.len(),
-        differing_pages: mine.differing_pages(&theirs),
+        pages_compared: !theirs.pages.is_empty(),
+        differing_pages: if theirs.pages.is_empty() {
+            0
+        } else {
+            mine.differing_pages(&theirs)
+        },
         differing_devices: mine.differing_devices(&theirs),
     })
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use super::dirty::DirtyBitmap;
 use super::guest_ram::GuestRam;
+use super::mapping::Userfault;
 use super::mapping::{GuestPages, Mapping};
 use super::on_demand::{OnDemand, OnDemandStats, PageFetcher};
 use crate::error::{Error, Result};
@@ -46,6 +47,8 @@ pub struct RamBlock {
     populated: DirtyBitmap,
     /// Pages fetched on first touch (lazy restore), once set up.
     on_demand: std::sync::OnceLock<OnDemand>,
+    /// Postcopy into memory touched directly (KVM): the userfaultfd registration.
+    userfault: std::sync::OnceLock<Userfault>,
 }
 
 impl RamBlock {
@@ -92,6 +95,7 @@ impl RamBlock {
             dirty: DirtyBitmap::new(pages),
             populated: DirtyBitmap::new(pages),
             on_demand: std::sync::OnceLock::new(),
+            userfault: std::sync::OnceLock::new(),
         })
     }
 
@@ -237,8 +241,22 @@ impl RamBlock {
     #[inline]
     pub fn load_page(&self, page: usize, data: &[u8]) {
         assert_eq!(data.len(), self.page_size, "load_page loads one page");
+        let at = page * self.page_size;
+        // Registered with userfaultfd, a page not mapped yet is placed atomically (a
+        // plain write would fault into userfaultfd and wait for itself).
+        let placed = match self.userfault.get() {
+            Some(uf) if !self.is_populated(page) => uf.place(at, data).unwrap_or_else(|e| {
+                panic!(
+                    "page {page} of RAM block '{}' cannot be placed: {e}",
+                    self.name
+                )
+            }),
+            _ => false,
+        };
         self.populated.mark_relaxed(page);
-        self.memory.copy_in(page * self.page_size, data);
+        if !placed {
+            self.memory.copy_in(at, data);
+        }
         self.now_present(page, page);
     }
 
@@ -327,6 +345,35 @@ impl RamBlock {
             })
     }
 
+    /// [`fetch_on_demand`](Self::fetch_on_demand) for memory that is also touched
+    /// directly, not through this API (a KVM vCPU's accesses): the mapping is
+    /// registered with userfaultfd, and a thread turns each access to a missing page
+    /// into a fetch (the accessing thread waits in the kernel meanwhile). Pages are
+    /// then placed atomically (`UFFDIO_COPY`), and a page known to be zero but never
+    /// written gets a zero page (`UFFDIO_ZEROPAGE`). Needs userfaultfd (root, or
+    /// `vm.unprivileged_userfaultfd`). The thread ends when the block is dropped.
+    pub fn fetch_on_demand_userfault(
+        self: &Arc<Self>,
+        fetcher: Box<dyn PageFetcher>,
+    ) -> Result<()> {
+        let uf = Userfault::register(self.memory.clone()).map_err(|e| {
+            crate::Error::invalid(
+                "RAM block",
+                format!("'{}' cannot be registered with userfaultfd: {e}", self.name),
+            )
+        })?;
+        self.fetch_on_demand(fetcher)?;
+        self.userfault
+            .set(uf)
+            .map_err(|_| crate::Error::invalid("RAM block", "registered with userfaultfd twice"))?;
+        let block = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name(format!("userfault {}", self.name))
+            .spawn(move || serve_userfaults(&block))
+            .map_err(crate::Error::from)?;
+        Ok(())
+    }
+
     /// Pages still to be fetched on demand (0 when the block does not fetch on demand
     /// or is whole).
     pub fn missing_pages(&self) -> u64 {
@@ -351,6 +398,19 @@ impl RamBlock {
         match self.on_demand.get() {
             Some(od) if count > 0 => {
                 od.mark_missing(first, first + count - 1);
+                if self.userfault.get().is_some() {
+                    // The kernel must see them missing too: an access faults again.
+                    for page in first..first + count {
+                        self.populated.test_and_clear(page);
+                    }
+                    let at = first * self.page_size;
+                    if let Err(e) = self.memory.discard(at, count * self.page_size) {
+                        panic!(
+                            "pages of RAM block '{}' cannot be discarded: {e}",
+                            self.name
+                        );
+                    }
+                }
                 true
             }
             Some(_) => true,
@@ -406,6 +466,35 @@ impl RamBlock {
             }
             at += n as u64;
             rest = &rest[n..];
+        }
+    }
+}
+
+/// The thread behind [`RamBlock::fetch_on_demand_userfault`]: each access to a page
+/// that is not mapped is either for a page still missing (fetched, which places it and
+/// wakes the access) or for one that is here in the block's books but was never written
+/// (a zero page: mapped as such). Ends when the block is gone or userfaultfd fails.
+fn serve_userfaults(block: &std::sync::Weak<RamBlock>) {
+    loop {
+        let Some(b) = block.upgrade() else { return };
+        let Some(uf) = b.userfault.get() else { return };
+        let at = match uf.next_fault(100) {
+            Ok(Some(at)) => at,
+            Ok(None) => continue,
+            Err(_) => return,
+        };
+        let page = at / b.page_size;
+        let start = page * b.page_size;
+        if b.page_missing(page) {
+            b.ensure(page, page);
+        }
+        let done = if b.is_populated(page) {
+            uf.wake(start, b.page_size)
+        } else {
+            uf.place_zero(start, b.page_size).map(|_| ())
+        };
+        if done.is_err() {
+            return;
         }
     }
 }
@@ -470,6 +559,67 @@ impl GuestRam for RamBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fetches pages by loading `page as u8` into every byte, counting fetches.
+    struct Pattern(std::sync::Mutex<Vec<usize>>);
+
+    impl PageFetcher for Arc<Pattern> {
+        fn fetch(&self, block: &RamBlock, first: usize, count: usize) -> Result<()> {
+            for page in first..first + count {
+                self.0.lock().unwrap().push(page);
+                block.load_page(page, &vec![page as u8; block.page_size()]);
+            }
+            Ok(())
+        }
+    }
+
+    /// A word read as a vCPU reads it: straight from the mapping, not through the API.
+    fn direct_read(block: &Arc<RamBlock>, page: usize) -> u64 {
+        let b = block.clone();
+        std::thread::spawn(move || b.mapping().words()[page * 512].load(Ordering::Relaxed))
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri has no userfaultfd")]
+    fn direct_accesses_to_missing_pages_wait_for_them_through_userfaultfd() {
+        let block = Arc::new(RamBlock::new("uf", 16 * 4096).unwrap());
+        let fetched = Arc::new(Pattern(Default::default()));
+        block
+            .fetch_on_demand_userfault(Box::new(fetched.clone()))
+            .expect("userfaultfd (this runs as root)");
+        // A missing page: the access faults, the page is fetched (with the missing
+        // pages after it) and placed, and the access sees it.
+        assert_eq!(direct_read(&block, 3), u64::from_ne_bytes([3; 8]));
+        assert_eq!(fetched.0.lock().unwrap().first(), Some(&3));
+        // A page that came as a zero page and was never written: no fetch, zeros.
+        let block2 = Arc::new(RamBlock::new("uf2", 16 * 4096).unwrap());
+        let fetched2 = Arc::new(Pattern(Default::default()));
+        block2
+            .fetch_on_demand_userfault(Box::new(fetched2.clone()))
+            .unwrap();
+        block2.zero_page(5);
+        block2.load_page(6, &[6; 4096]);
+        assert_eq!(direct_read(&block2, 5), 0);
+        assert_eq!(direct_read(&block2, 6), u64::from_ne_bytes([6; 8]));
+        assert!(fetched2.0.lock().unwrap().is_empty(), "nothing was fetched");
+        // Discarded: missing again, in the kernel too; the next access fetches it.
+        assert!(block2.discard_pages(6, 1));
+        assert!(block2.page_missing(6));
+        assert_eq!(direct_read(&block2, 6), u64::from_ne_bytes([6; 8]));
+        // The access went on once its page was placed; the fetch places the missing
+        // pages after it too.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while block2.page_missing(15) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fetch never ended"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(*fetched2.0.lock().unwrap(), (6..16).collect::<Vec<_>>());
+    }
 
     #[test]
     fn unaligned_writes_read_back_and_mark_every_touched_page() {

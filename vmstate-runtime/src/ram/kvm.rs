@@ -136,4 +136,21 @@ impl GuestRam for KvmRam {
     fn zero_page(&self, page: usize) {
         self.block.zero_page(page)
     }
+    fn fetch_on_demand(
+        &self,
+        fetcher: Box<dyn super::on_demand::PageFetcher>,
+    ) -> Option<Result<()>> {
+        // KVM's vCPUs touch the memory directly: missing pages come through
+        // userfaultfd.
+        Some(self.block.fetch_on_demand_userfault(fetcher))
+    }
+    fn page_missing(&self, page: usize) -> bool {
+        self.block.page_missing(page)
+    }
+    fn missing_pages(&self) -> u64 {
+        self.block.missing_pages()
+    }
+    fn discard_pages(&self, first: usize, count: usize) -> bool {
+        self.block.discard_pages(first, count)
+    }
 }

@@ -15,7 +15,8 @@
 //!   [`Mapping::copy_in`]), which is how rust-vmm's `vm-memory` copies guest memory
 //!   (`ptr::copy_nonoverlapping` for anything longer than a word);
 //! - by the kernel, through [`write_all_vectored`], which sends pages to a socket or
-//!   file straight from the mapping.
+//!   file straight from the mapping, and through userfaultfd ([`Userfault`]), which
+//!   places whole pages atomically into memory registered for postcopy.
 //!
 //! The tests of this module run under Miri (`cargo +nightly miri test -p
 //! vmstate-runtime --lib ram::mapping`, in `.ci/run`), except the vectored write, which
@@ -35,7 +36,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use memmap2::{Advice, MmapMut};
+use memmap2::{Advice, MmapMut, UncheckedAdvice};
 
 /// A zero-filled anonymous mapping of whole 64-bit words.
 pub(crate) struct Mapping {
@@ -84,6 +85,23 @@ impl Mapping {
             return Ok(());
         }
         self._map.advise(Advice::PopulateWrite)
+    }
+
+    /// Drops the pages of `len` bytes at `at` (`MADV_DONTNEED`): they read as zero
+    /// again, and in memory registered with [`Userfault`] they are missing again.
+    pub(crate) fn discard(&self, at: usize, len: usize) -> io::Result<()> {
+        self.check(at, len);
+        if len == 0 || cfg!(miri) {
+            return Ok(());
+        }
+        // SAFETY: the range is inside the live mapping (checked above). Dropping pages
+        // of private anonymous memory only makes them read as zero (or fault into
+        // userfaultfd); no Rust reference to the bytes exists (the module's rule), and
+        // the atomic words read the new contents like any other change.
+        unsafe {
+            self._map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, at, len)
+        }
     }
 
     /// Size in bytes.
@@ -364,6 +382,234 @@ pub(crate) fn set_xsave(
 pub(crate) enum Piece<'a> {
     Bytes(&'a [u8]),
     Guest(&'a GuestPages),
+}
+
+/// Guest memory registered with userfaultfd for missing pages (postcopy into memory
+/// that vCPUs touch directly, as KVM's do): any access to a page that was never
+/// placed, or was discarded, stops the accessing thread in the kernel until the page
+/// is placed with [`place`](Self::place) or [`place_zero`](Self::place_zero), which
+/// wake it. The registration ends when this is dropped (the descriptor is closed).
+///
+/// The kernel interface (`linux/userfaultfd.h`) is called directly: five ioctls on
+/// fixed `repr(C)` structures (see [`uffd`]).
+pub(crate) struct Userfault {
+    fd: std::os::fd::OwnedFd,
+    map: Arc<Mapping>,
+}
+
+impl std::fmt::Debug for Userfault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Userfault({:?})", self.map)
+    }
+}
+
+/// `linux/userfaultfd.h`, as far as postcopy needs it (x86_64 and every 64-bit Linux:
+/// the structures are made of 64-bit fields only).
+mod uffd {
+    pub const API: u64 = 0xaa;
+    pub const EVENT_PAGEFAULT: u8 = 0x12;
+    pub const REGISTER_MODE_MISSING: u64 = 1;
+    /// `_IOWR(0xaa, nr, size)` and `_IOR(0xaa, nr, size)`.
+    const fn iowr(nr: u64, size: usize) -> u64 {
+        (3 << 30) | ((size as u64) << 16) | (0xaa << 8) | nr
+    }
+    pub const IOC_API: u64 = iowr(0x3f, std::mem::size_of::<Api>());
+    pub const IOC_REGISTER: u64 = iowr(0x00, std::mem::size_of::<Register>());
+    pub const IOC_WAKE: u64 = (2 << 30) | (16 << 16) | (0xaa << 8) | 0x02;
+    pub const IOC_COPY: u64 = iowr(0x03, std::mem::size_of::<Copy>());
+    pub const IOC_ZEROPAGE: u64 = iowr(0x04, std::mem::size_of::<Zeropage>());
+
+    #[repr(C)]
+    pub struct Api {
+        pub api: u64,
+        pub features: u64,
+        pub ioctls: u64,
+    }
+    #[repr(C)]
+    pub struct Range {
+        pub start: u64,
+        pub len: u64,
+    }
+    #[repr(C)]
+    pub struct Register {
+        pub range: Range,
+        pub mode: u64,
+        pub ioctls: u64,
+    }
+    #[repr(C)]
+    pub struct Copy {
+        pub dst: u64,
+        pub src: u64,
+        pub len: u64,
+        pub mode: u64,
+        pub copy: i64,
+    }
+    #[repr(C)]
+    pub struct Zeropage {
+        pub range: Range,
+        pub mode: u64,
+        pub zeropage: i64,
+    }
+    /// `struct uffd_msg` (32 bytes): the event byte, then for a page fault the flags
+    /// and the address at bytes 8 and 16.
+    pub const MSG_SIZE: usize = 32;
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn ioctl_numbers_are_the_kernels() {
+            // From the kernel's headers (x86_64).
+            assert_eq!(super::IOC_API, 0xc018_aa3f);
+            assert_eq!(super::IOC_REGISTER, 0xc020_aa00);
+            assert_eq!(super::IOC_WAKE, 0x8010_aa02);
+            assert_eq!(super::IOC_COPY, 0xc028_aa03);
+            assert_eq!(super::IOC_ZEROPAGE, 0xc020_aa04);
+        }
+    }
+}
+
+impl Userfault {
+    /// Registers all of `map`. Huge pages are turned off for it first, as QEMU does:
+    /// a missing page is placed 4 KiB at a time.
+    pub(crate) fn register(map: Arc<Mapping>) -> io::Result<Userfault> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a plain system call with integer arguments; it returns a new
+        // descriptor or -1.
+        let raw =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor the kernel just made, owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) };
+        let uf = Userfault { fd, map };
+        let mut api = uffd::Api {
+            api: uffd::API,
+            features: 0,
+            ioctls: 0,
+        };
+        uf.ioctl(uffd::IOC_API, (&raw mut api).cast(), "UFFDIO_API")?;
+        if uf.map.len > 0 {
+            let _ = uf.map._map.advise(Advice::NoHugePage);
+            let mut reg = uffd::Register {
+                range: uf.range(0, uf.map.len),
+                mode: uffd::REGISTER_MODE_MISSING,
+                ioctls: 0,
+            };
+            uf.ioctl(uffd::IOC_REGISTER, (&raw mut reg).cast(), "UFFDIO_REGISTER")?;
+        }
+        Ok(uf)
+    }
+
+    fn range(&self, at: usize, len: usize) -> uffd::Range {
+        uffd::Range {
+            start: self.map.base.as_ptr() as u64 + at as u64,
+            len: len as u64,
+        }
+    }
+
+    /// One userfaultfd ioctl on `arg`, a live structure of the size `cmd` encodes.
+    fn ioctl(&self, cmd: u64, arg: *mut libc::c_void, name: &str) -> io::Result<()> {
+        loop {
+            // SAFETY: every caller passes a pointer to a live `repr(C)` structure of
+            // the type `cmd` is defined with (the sizes are in the numbers, checked by
+            // a test against the kernel's); the kernel reads and writes only that. The
+            // ranges named in it are inside the registered mapping (callers check), and
+            // COPY/ZEROPAGE only fill pages that are not mapped yet.
+            let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), cmd as _, arg) };
+            if r == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
+                _ => return Err(io::Error::new(e.kind(), format!("{name}: {e}"))),
+            }
+        }
+    }
+
+    /// Places `data` (whole pages) at byte `at`, atomically, and wakes the threads that
+    /// wait for it. `Ok(false)` when a page there is already mapped (nothing placed).
+    pub(crate) fn place(&self, at: usize, data: &[u8]) -> io::Result<bool> {
+        self.map.check(at, data.len());
+        let mut copy = uffd::Copy {
+            dst: self.range(at, 0).start,
+            src: data.as_ptr() as u64,
+            len: data.len() as u64,
+            mode: 0,
+            copy: 0,
+        };
+        match self.ioctl(uffd::IOC_COPY, (&raw mut copy).cast(), "UFFDIO_COPY") {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Places zero pages over `len` bytes at `at` and wakes their waiters; `Ok(false)`
+    /// when a page there is already mapped.
+    pub(crate) fn place_zero(&self, at: usize, len: usize) -> io::Result<bool> {
+        self.map.check(at, len);
+        let mut zero = uffd::Zeropage {
+            range: self.range(at, len),
+            mode: 0,
+            zeropage: 0,
+        };
+        match self.ioctl(
+            uffd::IOC_ZEROPAGE,
+            (&raw mut zero).cast(),
+            "UFFDIO_ZEROPAGE",
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Wakes the threads waiting on `len` bytes at `at` (their page was placed by
+    /// another way in the meantime).
+    pub(crate) fn wake(&self, at: usize, len: usize) -> io::Result<()> {
+        self.map.check(at, len);
+        let mut range = self.range(at, len);
+        self.ioctl(uffd::IOC_WAKE, (&raw mut range).cast(), "UFFDIO_WAKE")
+    }
+
+    /// Waits up to `timeout_ms` for an access to a missing page; its byte offset in
+    /// the mapping, or `None` after the timeout.
+    pub(crate) fn next_fault(&self, timeout_ms: i32) -> io::Result<Option<usize>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one live, initialised `pollfd`, as the count says.
+        let ready = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if ready <= 0 {
+            let e = io::Error::last_os_error();
+            return match ready {
+                0 => Ok(None),
+                _ if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut msg = [0u8; uffd::MSG_SIZE];
+        // SAFETY: `msg` is a live buffer of the length given; the kernel writes at
+        // most one message of that size into it.
+        let got = unsafe { libc::read(self.fd.as_raw_fd(), msg.as_mut_ptr().cast(), msg.len()) };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        if got as usize != uffd::MSG_SIZE || msg[0] != uffd::EVENT_PAGEFAULT {
+            return Ok(None);
+        }
+        let addr = u64::from_ne_bytes(msg[16..24].try_into().expect("8 bytes"));
+        let at = addr.wrapping_sub(self.map.base.as_ptr() as u64) as usize;
+        Ok((at < self.map.len).then_some(at))
+    }
 }
 
 /// The most pieces one `sendmsg`/`writev` takes (Linux's `UIO_MAXIOV`).

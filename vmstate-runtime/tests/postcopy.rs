@@ -513,3 +513,139 @@ fn the_switch_follows_qemus_command_sequence_and_discards_what_is_still_to_send(
     let (n, sent_for_requests, _) = requests.summary();
     assert_eq!((n, sent_for_requests), (2, 1));
 }
+
+/// A hand-made postcopy stream fed to `receive_with` over a socket pair (the source's
+/// end drained): what the destination says about it.
+fn receive_crafted(tail: &[u8]) -> vmstate::Result<LoadReport> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use vmstate::ram::{RAM_VERSION, RamHandler};
+    use vmstate::stream::records::{SectionKind, write_command, write_footer, write_full_header};
+    let mut w = vmstate::Writer::new();
+    w.put_be32(0x5145_564d);
+    w.put_be32(3);
+    w.put_u8(0x07);
+    vmstate::VmState::save(&mut vmstate::stream::Configuration::new(MACHINE), &mut w).unwrap();
+    write_command(&mut w, 1, &[]).unwrap(); // OPEN_RETURN_PATH
+    let mut advise = PAGE.to_be_bytes().to_vec();
+    advise.extend(PAGE.to_be_bytes());
+    write_command(&mut w, 3, &advise).unwrap();
+    write_full_header(&mut w, SectionKind::Start, 0, "ram", 0, RAM_VERSION).unwrap();
+    w.put_be64((8 * PAGE) | 0x04);
+    w.put_counted_str("ram0").unwrap();
+    w.put_be64(8 * PAGE);
+    w.put_be64(0x10);
+    write_footer(&mut w, 0);
+    let mut stream = w.into_vec();
+    stream.extend_from_slice(tail);
+    let ram = Arc::new(RamBlock::new("ram0", 8 * PAGE).unwrap());
+    let mut reg = vmstate::Registry::new();
+    reg.register_iterative(
+        "ram",
+        RAM_VERSION,
+        RamHandler::new(vec![ram]).unwrap(),
+        Registration::new(),
+    )
+    .unwrap();
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let mut drain = theirs.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = theirs.write_all(&stream);
+        let _ = theirs.shutdown(std::net::Shutdown::Write);
+    });
+    std::thread::spawn(move || {
+        let mut b = [0u8; 256];
+        while matches!(drain.read(&mut b), Ok(n) if n > 0) {}
+    });
+    let mut params = IncomingParams::new(MACHINE);
+    params.io_timeout = Some(Duration::from_secs(5));
+    struct NoVcpu;
+    impl IncomingGuest for NoVcpu {
+        fn start(&mut self) -> vmstate::Result<()> {
+            Ok(())
+        }
+    }
+    receive_with(&mut reg, ours, &params, &mut NoVcpu)
+}
+
+fn cmd(n: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x08];
+    v.extend(n.to_be_bytes());
+    v.extend((data.len() as u16).to_be_bytes());
+    v.extend(data);
+    v
+}
+
+fn package(inner: &[u8]) -> Vec<u8> {
+    let mut v = cmd(7, &(inner.len() as u32).to_be_bytes());
+    v.extend(inner);
+    v
+}
+
+#[test]
+fn the_destination_refuses_postcopy_commands_out_of_order_or_malformed() {
+    let listen_run = [cmd(4, &[]), cmd(5, &[])].concat();
+    let discard = |start: u64, len: u64| {
+        let mut p = vec![0u8, 4];
+        p.extend(b"ram0\0");
+        p.extend(start.to_be_bytes());
+        p.extend(len.to_be_bytes());
+        cmd(6, &p)
+    };
+    for (tail, why) in [
+        (cmd(5, &[]), "POSTCOPY_RUN"), // RUN before LISTEN
+        (
+            [cmd(4, &[]), discard(0, PAGE)].concat(),
+            "POSTCOPY_RAM_DISCARD",
+        ), // discard after LISTEN
+        (discard(100, PAGE), "0x1000 bytes at 0x64"), // not page-aligned
+        (discard(0, 9 * PAGE), "0x9000 bytes"), // past the block
+        (package(&package(&listen_run)), "package inside a package"),
+        (
+            [package(&listen_run), vec![0]].concat(),
+            "8 pages never sent",
+        ), // EOF, pages missing
+    ] {
+        let e = receive_crafted(&tail).expect_err(why);
+        assert!(e.to_string().contains(why), "{why}: {e}");
+    }
+}
+
+#[test]
+fn a_postcopy_stream_that_sends_every_page_loads() {
+    // Discard a page that never came, LISTEN and RUN in a package, then all 8 pages
+    // as zero pages in a PART, END, EOF.
+    let mut p = vec![0u8, 4];
+    p.extend(b"ram0\0");
+    p.extend(0u64.to_be_bytes());
+    p.extend(PAGE.to_be_bytes());
+    let mut part = vec![0x02, 0, 0, 0, 0];
+    for page in 0..8u64 {
+        let cont = if page == 0 { 0 } else { 0x20 };
+        part.extend((page * PAGE | 0x02 | cont).to_be_bytes());
+        if page == 0 {
+            part.push(4);
+            part.extend(b"ram0");
+        }
+        part.push(0);
+    }
+    part.extend(0x10u64.to_be_bytes());
+    part.extend([0x7e, 0, 0, 0, 0]);
+    let end = [
+        vec![0x03, 0, 0, 0, 0],
+        0x10u64.to_be_bytes().to_vec(),
+        vec![0x7e, 0, 0, 0, 0],
+    ]
+    .concat();
+    let tail = [
+        cmd(6, &p),
+        package(&[cmd(4, &[]), cmd(5, &[])].concat()),
+        part,
+        end,
+        vec![0],
+    ]
+    .concat();
+    let report = receive_crafted(&tail).unwrap();
+    let pc = report.postcopy.expect("postcopy ran");
+    assert_eq!((pc.pages_after_start, pc.discarded_pages), (8, 1));
+}

@@ -385,7 +385,16 @@ pub fn migrate_over<C: Connection>(
     // The session writes through the cell; after SHUT(0) the driver closes through it.
     // Over a plain socket, guest pages go from guest memory to the kernel uncopied,
     // through a second descriptor of the same socket.
-    let in_place = to_dst.try_clone_fd().map(Writer::to_fd);
+    let in_place = to_dst.try_clone_fd();
+    if params.postcopy.is_some()
+        && let Some(fd) = &in_place
+    {
+        // A requested page waits behind what the socket already holds (the pages
+        // written before it, precopy's included): keep that small. A socket that
+        // refuses keeps its buffer (the pages only wait longer).
+        let _ = socket2::SockRef::from(fd).set_send_buffer_size(POSTCOPY_SEND_BUFFER);
+    }
+    let in_place = in_place.map(Writer::to_fd);
     let to_dst = RefCell::new(to_dst);
     let sink = in_place.unwrap_or_else(|| Writer::to_io(CellWriter(&to_dst)));
     let result = run(
@@ -701,6 +710,9 @@ struct Postcopy<'a> {
     ram: &'a dyn Fn() -> Option<RamCounters>,
     requests: Option<Arc<PageRequests>>,
 }
+
+/// The source socket's send buffer when postcopy may happen (the kernel doubles it).
+const POSTCOPY_SEND_BUFFER: usize = 128 << 10;
 
 /// How much a postcopy round may send (requested pages go out within it at once).
 const POSTCOPY_ROUND: u64 = 64 << 20;

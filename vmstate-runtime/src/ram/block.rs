@@ -272,6 +272,17 @@ impl RamBlock {
         file: &std::fs::File,
         offset: u64,
     ) -> std::io::Result<()> {
+        if self.userfault.get().is_some() {
+            // Registered memory: a read into a page not mapped yet would fault into
+            // userfaultfd; read aside and place page by page.
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; count * self.page_size];
+            file.read_exact_at(&mut buf, offset)?;
+            for (i, data) in buf.chunks_exact(self.page_size).enumerate() {
+                self.load_page(page + i, data);
+            }
+            return Ok(());
+        }
         self.populated.mark_range(page, page + count - 1);
         self.memory
             .read_in_at(page * self.page_size, count * self.page_size, file, offset)?;

@@ -1249,6 +1249,18 @@ impl IterativeHandler for RamHandler {
                     let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
                     let page = self.check_page(bi, offset, at)?;
                     let block = &self.blocks[bi];
+                    if block.page_missing(page) {
+                        // (With postcopy advised, patching it would first ask the
+                        // source for it and wait for this very loader.)
+                        return Err(Error::invalid(
+                            "RAM XBZRLE page",
+                            format!(
+                                "page 0x{offset:x} of block '{}' was never received: no page to apply a delta to",
+                                block.name()
+                            ),
+                        )
+                        .at_offset(at));
+                    }
                     // The record reader checked the encoding byte and the length.
                     let encoded = &data[3..];
                     xbzrle::decode(encoded, self.page_size, |from, bytes| {

@@ -400,6 +400,15 @@ impl Loader<'_, '_> {
         if let Some((incoming, _)) = self.rp.as_deref().and_then(|rp| rp.postcopy.as_ref())
             && self.postcopy == PostcopyPhase::Running
         {
+            let missing = incoming.missing_pages();
+            if missing > 0 {
+                return Err(Error::invalid(
+                    "stream",
+                    format!("the postcopy stream ended with {missing} pages never sent"),
+                )
+                .at_offset(r.position())
+                .in_record("EOF"));
+            }
             incoming.ended();
             self.report.postcopy = Some(incoming.report());
         }

@@ -622,7 +622,7 @@ fn a_postcopy_stream_that_sends_every_page_loads() {
     let mut part = vec![0x02, 0, 0, 0, 0];
     for page in 0..8u64 {
         let cont = if page == 0 { 0 } else { 0x20 };
-        part.extend((page * PAGE | 0x02 | cont).to_be_bytes());
+        part.extend(((page * PAGE) | 0x02 | cont).to_be_bytes());
         if page == 0 {
             part.push(4);
             part.extend(b"ram0");

@@ -33,6 +33,9 @@ for m in 1 2; do
     { printf "\\$(printf %o $m)"; head -c 600 ../README.md; printf '\377\377\0\377\377\0\377\377\0\377\377\0'; } \
         > corpus/multifd_channel/text-$m.bin
 done
+# QEMU 10.0.2's postcopy stream for the decoder and the record reader.
+cp ../compat-tests/fixtures/qemu-10.0.2-postcopy/postcopy.mig corpus/decode/
+cp ../compat-tests/fixtures/qemu-10.0.2-postcopy/postcopy.mig corpus/records/
 # postcopy_incoming: what follows the prologue the target writes (see its source): a
 # discard, the package (LISTEN, PING 3, RUN), a PART with a zero and a full page, END, EOF.
 python3 - <<'PY'

@@ -1031,6 +1031,12 @@ fn qemu_postcopy_source_migrates_to_our_destination() {
         "migrate-set-parameters",
         json!({"max-bandwidth": 2_000_000}),
     );
+    // VMSTATE_CAPTURE=FILE records QEMU's stream on the way (the fixture of
+    // compat-tests/fixtures/qemu-10.0.2-postcopy was made so).
+    let port = match std::env::var_os("VMSTATE_CAPTURE") {
+        Some(file) => recording_proxy(port, file.into()),
+        None => port,
+    };
     q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
     q.execute("migrate-start-postcopy", json!({}));
     q.wait_migration("QEMU postcopy source to our destination");
@@ -1047,6 +1053,33 @@ fn qemu_postcopy_source_migrates_to_our_destination() {
     assert_eq!(ram_bytes(&ram, TEXT_AT, text.len()), text);
     assert!(ram_bytes(&ram, 0, 1 << 20).iter().all(|&b| b == 0));
     q.quit();
+}
+
+/// A proxy on a new port that forwards one connection to `to` both ways and writes
+/// what came from the connecting side to `file` when it ends.
+fn recording_proxy(to: u16, file: std::path::PathBuf) -> u16 {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut from, _) = l.accept().unwrap();
+        let mut up = TcpStream::connect(("127.0.0.1", to)).unwrap();
+        let (mut back_from, mut back_to) = (up.try_clone().unwrap(), from.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut back_from, &mut back_to);
+        });
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || up.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = up.shutdown(std::net::Shutdown::Write);
+        std::fs::write(file, seen).unwrap();
+    });
+    port
 }
 
 /// Our source with postcopy to a QEMU 10 destination with `postcopy-ram` (which

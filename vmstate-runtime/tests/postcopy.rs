@@ -436,8 +436,9 @@ fn the_switch_follows_qemus_command_sequence_and_discards_what_is_still_to_send(
             _ => None,
         })
         .collect();
-    // Spec 5.6: advise at the start; at the switch SWITCHOVER_START, the discards,
-    // PING 2, the package, PING 4.
+    // Spec 5.6 (and QEMU 10.0.2's stream, which has no PING 0x42 in the package):
+    // advise at the start; at the switch SWITCHOVER_START, the discards, PING 2, the
+    // package, PING 4.
     assert_eq!(
         commands,
         [
@@ -486,7 +487,6 @@ fn the_switch_follows_qemus_command_sequence_and_discards_what_is_still_to_send(
             Seen::Command("POSTCOPY_LISTEN", vec![]),
             Seen::Section(4, "timer-dev".into()),
             Seen::Command("PING", 3u32.to_be_bytes().to_vec()),
-            Seen::Command("PING", 0x42u32.to_be_bytes().to_vec()),
             Seen::Command("POSTCOPY_RUN", vec![]),
         ]
     );

@@ -38,7 +38,8 @@ pub const CMD_POSTCOPY_LISTEN: u16 = 4;
 pub const CMD_POSTCOPY_RUN: u16 = 5;
 /// QEMU's `MIG_CMD_POSTCOPY_RAM_DISCARD`: page ranges the destination must drop.
 pub const CMD_POSTCOPY_RAM_DISCARD: u16 = 6;
-/// QEMU's `QEMU_VM_PING_PACKAGED_LOADED`: the PING value inside the postcopy package.
+/// QEMU's `QEMU_VM_PING_PACKAGED_LOADED`: a PING value inside the postcopy package in
+/// later QEMU releases (QEMU 10.0.2 does not send it; destinations answer it as any PING).
 pub const PING_PACKAGED_LOADED: u32 = 0x42;
 /// QEMU's `MIG_CMD_PACKAGED`: a be32 length, then that many bytes of records.
 pub const CMD_PACKAGED: u16 = 7;

@@ -293,7 +293,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
     /// 5.6): SWITCHOVER_START, the END sections of handlers that cannot go on in
     /// postcopy, `POSTCOPY_RAM_DISCARD` for every page still to send, `PING(2)`, the
     /// `PACKAGED` command holding `POSTCOPY_LISTEN`, every device's FULL section,
-    /// `PING(3)`, `PING(0x42)` and `POSTCOPY_RUN`, then `PING(4)`. Needs
+    /// `PING(3)` and `POSTCOPY_RUN`, then `PING(4)`, as QEMU 10.0.2 writes it. Needs
     /// [`StreamConfig::postcopy`]. Afterwards [`iterate`](Self::iterate) sends the rest
     /// (requested pages first) and [`complete`](Self::complete) ends the stream.
     pub fn start_postcopy(&mut self) -> Result<()> {
@@ -353,11 +353,8 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             }
         }
         write_command(&mut package, format::CMD_PING, &3u32.to_be_bytes())?;
-        write_command(
-            &mut package,
-            format::CMD_PING,
-            &format::PING_PACKAGED_LOADED.to_be_bytes(),
-        )?;
+        // (The spec adds PING(0x42) here; QEMU 10.0.2 does not send it, and this
+        // writes what QEMU 10.0.2 writes: see compat-tests/fixtures/qemu-10.0.2-postcopy.)
         write_command(&mut package, format::CMD_POSTCOPY_RUN, &[])?;
         let package = package.into_vec();
         let len = u32::try_from(package.len())

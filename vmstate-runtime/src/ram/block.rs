@@ -361,12 +361,23 @@ impl RamBlock {
     /// registered with userfaultfd, and a thread turns each access to a missing page
     /// into a fetch (the accessing thread waits in the kernel meanwhile). Pages are
     /// then placed atomically (`UFFDIO_COPY`), and a page known to be zero but never
-    /// written gets a zero page (`UFFDIO_ZEROPAGE`). Needs userfaultfd (root, or
-    /// `vm.unprivileged_userfaultfd`). The thread ends when the block is dropped.
+    /// written gets a zero page (`UFFDIO_ZEROPAGE`). Needs 4 KiB pages and userfaultfd
+    /// (root, or `vm.unprivileged_userfaultfd`; x86_64, aarch64 or riscv64). The thread
+    /// ends when the block is dropped.
     pub fn fetch_on_demand_userfault(
         self: &Arc<Self>,
         fetcher: Box<dyn PageFetcher>,
     ) -> Result<()> {
+        if self.page_size != DEFAULT_PAGE_SIZE {
+            // Pages are placed one host page at a time.
+            return Err(crate::Error::invalid(
+                "RAM block",
+                format!(
+                    "'{}' has {}-byte pages; userfaultfd places 4 KiB host pages",
+                    self.name, self.page_size
+                ),
+            ));
+        }
         let uf = Userfault::register(self.memory.clone()).map_err(|e| {
             crate::Error::invalid(
                 "RAM block",
@@ -499,10 +510,13 @@ fn serve_userfaults(block: &std::sync::Weak<RamBlock>) {
         if b.page_missing(page) {
             b.ensure(page, page);
         }
-        let done = if b.is_populated(page) {
-            uf.wake(start, b.page_size)
-        } else {
-            uf.place_zero(start, b.page_size).map(|_| ())
+        // Here in the block's books but not mapped: a zero page never written, or one
+        // whose first write is on its way (it was zero until then). A zero page is
+        // right either way; if one is mapped meanwhile, the access only needs waking.
+        let done = match uf.place_zero(start, b.page_size) {
+            Ok(true) => Ok(()),
+            Ok(false) => uf.wake(start, b.page_size),
+            Err(e) => Err(e),
         };
         if done.is_err() {
             return;

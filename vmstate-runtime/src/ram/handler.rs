@@ -227,6 +227,8 @@ pub struct RamHandler {
     in_postcopy: bool,
     /// Destination: the source advised postcopy; pages not here are asked for.
     incoming: Option<Arc<PostcopyIncoming>>,
+    /// Destination: pages discarded so far (a source discards each page at most once).
+    discarded: u64,
 }
 
 /// How a page went out.
@@ -305,6 +307,7 @@ impl RamHandler {
             requests: PageRequests::new(),
             in_postcopy: false,
             incoming: None,
+            discarded: 0,
         })
     }
 
@@ -907,6 +910,8 @@ impl RamHandler {
 
 impl IterativeHandler for RamHandler {
     fn save_setup(&mut self, w: &mut Writer<'_>) -> Result<()> {
+        self.requests.accept(false); // until this migration switches to postcopy
+        while self.requests.pop().is_some() {}
         self.last_sent = None;
         self.last_stage = false;
         if let Some(x) = &mut self.xbzrle {
@@ -1080,6 +1085,7 @@ impl IterativeHandler for RamHandler {
     fn postcopy_start(&mut self) -> Vec<(String, Vec<(u64, u64)>)> {
         self.sync_dirty();
         self.in_postcopy = true;
+        self.requests.accept(true);
         self.blocks
             .iter()
             .map(|b| {
@@ -1097,6 +1103,7 @@ impl IterativeHandler for RamHandler {
     }
 
     fn save_cleanup(&mut self) {
+        // (The queue stays open: a request crossing the last pages is not an error.)
         self.in_postcopy = false;
         while self.requests.pop().is_some() {}
     }
@@ -1154,6 +1161,17 @@ impl IterativeHandler for RamHandler {
                     ),
                 ));
             }
+            let total_pages = self.total_bytes() / ps;
+            self.discarded += len / ps;
+            if self.discarded > total_pages {
+                return Err(Error::invalid(
+                    "POSTCOPY_RAM_DISCARD",
+                    format!(
+                        "{} pages discarded, more than RAM's {total_pages}: a source discards each page once",
+                        self.discarded
+                    ),
+                ));
+            }
             b.discard_pages((start / ps) as usize, (len / ps) as usize);
             incoming.discarded(len / ps);
         }
@@ -1162,6 +1180,7 @@ impl IterativeHandler for RamHandler {
 
     fn load_setup(&mut self) -> Result<()> {
         self.last_loaded = None;
+        self.discarded = 0;
         self.records = RamRecordReader::new(self.page_size as u64);
         self.stats.reset();
         Ok(())

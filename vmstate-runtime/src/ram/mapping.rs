@@ -403,8 +403,9 @@ impl std::fmt::Debug for Userfault {
     }
 }
 
-/// `linux/userfaultfd.h`, as far as postcopy needs it (x86_64 and every 64-bit Linux:
-/// the structures are made of 64-bit fields only).
+/// `linux/userfaultfd.h`, as far as postcopy needs it: the structures are made of
+/// 64-bit fields only; the ioctl numbers use the generic `_IOC` encoding, which x86_64,
+/// aarch64 and riscv64 share (other architectures are refused at registration).
 mod uffd {
     pub const API: u64 = 0xaa;
     pub const EVENT_PAGEFAULT: u8 = 0x12;
@@ -473,6 +474,16 @@ impl Userfault {
     /// a missing page is placed 4 KiB at a time.
     pub(crate) fn register(map: Arc<Mapping>) -> io::Result<Userfault> {
         use std::os::fd::FromRawFd;
+        if !cfg!(any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "userfaultfd's ioctl numbers are encoded differently on this architecture",
+            ));
+        }
         // SAFETY: a plain system call with integer arguments; it returns a new
         // descriptor or -1.
         let raw =

@@ -33,6 +33,9 @@ pub const DISCARD_VERSION: u8 = 0;
 /// QEMU's `MAX_DISCARDS_PER_COMMAND`: ranges per `POSTCOPY_RAM_DISCARD` command.
 pub const DISCARDS_PER_COMMAND: usize = 12;
 
+/// Page requests that may wait on the source at once.
+pub const MAX_QUEUED: usize = 1 << 16;
+
 /// Fault latencies kept for the percentiles (the first this many faults).
 const MAX_LATENCIES: usize = 1 << 20;
 
@@ -151,6 +154,8 @@ pub struct PageRequest {
 /// by the RAM handler before any other page.
 #[derive(Debug, Default)]
 pub struct PageRequests {
+    /// Set at the switch to postcopy: requests before it are refused.
+    accepting: AtomicBool,
     queue: Mutex<VecDeque<PageRequest>>,
     arrived: Condvar,
     pending: AtomicBool,
@@ -167,9 +172,23 @@ impl PageRequests {
         Arc::new(Self::default())
     }
 
+    /// Opens the queue (at the switch to postcopy) or closes it (when a migration
+    /// starts; it stays open after one ends, for requests that cross the last pages).
+    pub fn accept(&self, on: bool) {
+        self.accepting.store(on, Ordering::Release);
+    }
+
     /// Queues a request; `block` is `None` for `REQ_PAGES` (the block of the previous
-    /// request). Refuses a `REQ_PAGES` before any block was named.
+    /// request). Refuses a `REQ_PAGES` before any block was named, a request before
+    /// the switch to postcopy, and more than [`MAX_QUEUED`] waiting requests (a
+    /// destination flooding the source).
     pub fn push(&self, block: Option<&str>, start: u64, len: u64) -> Result<()> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(Error::invalid(
+                "return path",
+                "a page request before the switch to postcopy",
+            ));
+        }
         let mut last = self.last_block.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(name) = block {
             *last = Some(name.to_string());
@@ -183,6 +202,14 @@ impl PageRequests {
         drop(last);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= MAX_QUEUED {
+            return Err(Error::invalid(
+                "return path",
+                format!(
+                    "more than {MAX_QUEUED} page requests waiting: the destination floods the source"
+                ),
+            ));
+        }
         q.push_back(PageRequest {
             block,
             start,
@@ -278,8 +305,6 @@ pub struct PostcopyReport {
 
 #[derive(Debug, Default)]
 struct IncomingState {
-    /// The block named in the last request sent.
-    last_block: Option<String>,
     /// Why postcopy failed, once it did.
     failed: Option<String>,
     started: Option<Instant>,
@@ -292,7 +317,9 @@ struct IncomingState {
 /// touches guest memory: sends page requests on the return path and wakes the
 /// threads that wait for them.
 pub struct PostcopyIncoming {
-    out: Mutex<Box<dyn Write + Send>>,
+    /// The return path, and the block named by the last request written to it (a
+    /// `REQ_PAGES` refers to it: decided and written under one lock).
+    out: Mutex<(Box<dyn Write + Send>, Option<String>)>,
     state: Mutex<IncomingState>,
     arrived: Condvar,
     waiting: AtomicUsize,
@@ -318,7 +345,7 @@ impl PostcopyIncoming {
     /// source; each message is written whole, under a lock).
     pub fn new(return_path: Box<dyn Write + Send>) -> Arc<Self> {
         Arc::new(PostcopyIncoming {
-            out: Mutex::new(return_path),
+            out: Mutex::new((return_path, None)),
             state: Mutex::default(),
             arrived: Condvar::new(),
             waiting: AtomicUsize::new(0),
@@ -336,7 +363,7 @@ impl PostcopyIncoming {
     /// Writes a return-path message (the loader's PONGs share the connection).
     pub fn send(&self, msg: &Message) -> std::io::Result<()> {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        write_message(&mut **out, msg)
+        write_message(&mut *out.0, msg)
     }
 
     /// Makes `block` take its missing pages from the source from now on: every page
@@ -478,25 +505,24 @@ impl PostcopyIncoming {
         let page = block.page_size() as u64;
         let start = first as u64 * page;
         let len = u32::try_from(count as u64 * page).unwrap_or(u32::MAX);
-        let named = {
-            let mut s = self.lock_state();
-            let same = s.last_block.as_deref() == Some(block.name());
-            s.last_block = Some(block.name().to_string());
-            !same
-        };
-        let msg = if named {
-            Message::ReqPagesId {
-                block: block.name().to_string(),
-                start,
-                len,
-            }
-        } else {
-            Message::ReqPages { start, len }
-        };
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.requested_pages
             .fetch_add(count as u64, Ordering::Relaxed);
-        if let Err(e) = self.send(&msg) {
+        let sent = {
+            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            let msg = if out.1.as_deref() == Some(block.name()) {
+                Message::ReqPages { start, len }
+            } else {
+                out.1 = Some(block.name().to_string());
+                Message::ReqPagesId {
+                    block: block.name().to_string(),
+                    start,
+                    len,
+                }
+            };
+            write_message(&mut *out.0, &msg)
+        };
+        if let Err(e) = sent {
             self.fail(format!("a page request could not be sent: {e}"));
         }
         self.wait_for(block, first, count);
@@ -583,6 +609,8 @@ mod tests {
     #[test]
     fn req_pages_needs_a_block_named_first() {
         let q = PageRequests::default();
+        assert!(q.push(Some("ram"), 0, 4096).is_err(), "before the switch");
+        q.accept(true);
         assert!(q.push(None, 0, 4096).is_err());
         q.push(Some("ram"), 0, 4096).unwrap();
         q.push(None, 4096, 4096).unwrap();

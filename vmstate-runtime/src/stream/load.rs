@@ -398,19 +398,23 @@ impl Loader<'_, '_> {
             .in_record("EOF"));
         }
         if let Some((incoming, _)) = self.rp.as_deref().and_then(|rp| rp.postcopy.as_ref())
-            && self.postcopy == PostcopyPhase::Running
+            && self.postcopy != PostcopyPhase::None
         {
+            // Advised, whether it switched or ended as precopy: every page must be here
+            // (a missing one would make the guest wait for it forever).
             let missing = incoming.missing_pages();
             if missing > 0 {
                 return Err(Error::invalid(
                     "stream",
-                    format!("the postcopy stream ended with {missing} pages never sent"),
+                    format!("the stream ended with {missing} pages never sent"),
                 )
                 .at_offset(r.position())
                 .in_record("EOF"));
             }
-            incoming.ended();
-            self.report.postcopy = Some(incoming.report());
+            if self.postcopy == PostcopyPhase::Running {
+                incoming.ended();
+                self.report.postcopy = Some(incoming.report());
+            }
         }
         self.check_complete(r.position())?;
         if self.postcopy == PostcopyPhase::Running {
@@ -653,7 +657,15 @@ impl Loader<'_, '_> {
         if self.postcopy != PostcopyPhase::None {
             return Err(self.out_of_order("POSTCOPY_ADVISE"));
         }
-        let page_sizes = postcopy::decode_advise(payload)?;
+        let Some(page_sizes) = postcopy::decode_advise(payload)? else {
+            // QEMU's empty advise: postcopy of dirty bitmaps only, which needs block
+            // devices this side does not have.
+            return Err(Error::invalid(
+                "POSTCOPY_ADVISE",
+                "an empty advise (postcopy of dirty bitmaps only) is not supported",
+            ));
+        };
+        let page_sizes = Some(page_sizes);
         let Some(incoming) = self
             .rp
             .as_deref()

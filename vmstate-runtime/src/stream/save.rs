@@ -293,7 +293,10 @@ impl<'r, 'w> SaveSession<'r, 'w> {
     /// 5.6): SWITCHOVER_START, the END sections of handlers that cannot go on in
     /// postcopy, `POSTCOPY_RAM_DISCARD` for every page still to send, `PING(2)`, the
     /// `PACKAGED` command holding `POSTCOPY_LISTEN`, every device's FULL section,
-    /// `PING(3)` and `POSTCOPY_RUN`, then `PING(4)`, as QEMU 10.0.2 writes it. Needs
+    /// `PING(3)` and `POSTCOPY_RUN`, then `PING(4)`, as QEMU 10.0.2 writes it. Everything
+    /// up to the package has left when this returns `Ok` (so an error means the
+    /// destination cannot have started the guest); `PING(4)` leaves with the next
+    /// flush. Needs
     /// [`StreamConfig::postcopy`]. Afterwards [`iterate`](Self::iterate) sends the rest
     /// (requested pages first) and [`complete`](Self::complete) ends the stream.
     pub fn start_postcopy(&mut self) -> Result<()> {
@@ -361,8 +364,11 @@ impl<'r, 'w> SaveSession<'r, 'w> {
             .map_err(|_| Error::invalid("PACKAGED", "device state larger than 4 GiB"))?;
         write_command(&mut self.w, format::CMD_PACKAGED, &len.to_be_bytes())?;
         self.w.put_bytes(&package);
-        write_command(&mut self.w, format::CMD_PING, &4u32.to_be_bytes())?;
-        self.w.flush()
+        // Pushed out on its own: if this fails, POSTCOPY_RUN (the package's last
+        // bytes) did not leave, and the guest may run here again. PING(4) goes with the
+        // next flush; from here on the guest belongs to the destination.
+        self.w.flush()?;
+        write_command(&mut self.w, format::CMD_PING, &4u32.to_be_bytes())
     }
 
     fn complete_postcopy(&mut self) -> Result<()> {

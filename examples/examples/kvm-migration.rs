@@ -232,6 +232,13 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
                 "requested_pages": p.requested_pages,
                 "request_latency_p50_us": p.request_latency_p50.as_secs_f64() * 1e6,
                 "request_latency_p99_us": p.request_latency_p99.as_secs_f64() * 1e6,
+                "destination": o.destination_postcopy.as_ref().map(|d| json!({
+                    "faults": d.requests,
+                    "fault_latency_p50_us": d.fault_p50_us,
+                    "fault_latency_p99_us": d.fault_p99_us,
+                    "fault_latency_max_us": d.fault_max_us,
+                    "discarded_pages": d.discarded_pages,
+                })),
             })),
             "differing_pages": o.differing_pages,
             "differing_devices": o.differing_devices,
@@ -283,6 +290,12 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
             p.request_latency_p50.as_secs_f64() * 1e6,
             p.request_latency_p99.as_secs_f64() * 1e6
         );
+        if let Some(d) = &o.destination_postcopy {
+            println!(
+                "  vCPU faults        {} on the destination: {:.0} us median, {:.0} us p99, {:.0} us longest; {} pages discarded",
+                d.requests, d.fault_p50_us, d.fault_p99_us, d.fault_max_us, d.discarded_pages
+            );
+        }
     }
     if o.source_last_passes.first() == Some(&FILLED) {
         println!("  guest              paused with its working set filled");

@@ -81,6 +81,8 @@ pub struct Outcome {
     pub pages_compared: bool,
     /// Devices (the vCPUs, the chipset, the consoles) whose state differs.
     pub differing_devices: Vec<String>,
+    /// What the destination saw of postcopy (its vCPUs' faults), if it ran.
+    pub destination_postcopy: Option<crate::machine::live::DestinationPostcopy>,
 }
 
 impl Outcome {
@@ -195,6 +197,12 @@ pub fn run_destination(
         .take()
         .ok_or("the source never let the guest go")?;
     let (resumed_from, reports) = guest.passes.take().expect("set with the digest");
+    let postcopy = report
+        .postcopy
+        .as_ref()
+        .map_or(serde_json::Value::Null, |r| {
+            crate::machine::live::DestinationPostcopy::from_report(r).to_json()
+        });
     if report.postcopy.is_some() && resumed_from[0] == FILLED {
         // Postcopy: the pages were not all there when the guest started; now they are,
         // and a filled guest only spins: they are still the source's.
@@ -205,7 +213,7 @@ pub fn run_destination(
         std::thread::sleep(Duration::from_millis(50));
         machine.stop()?;
         let none = vec![(0, 0); resumed_from.len()];
-        return answer(&listener, &loaded, &none);
+        return answer(&listener, &loaded, &none, &postcopy);
     }
     // Each vCPU's first pass after the resume, once it reported one.
     let mut first: Vec<Option<u32>> = vec![None; resumed_from.len()];
@@ -236,12 +244,17 @@ pub fn run_destination(
         .zip(machine.last_passes())
         .map(|(f, last)| (f.unwrap_or(0), last))
         .collect();
-    answer(&listener, &loaded, &passes)
+    answer(&listener, &loaded, &passes, &postcopy)
 }
 
 /// Answers the source's second connection: the digest, then each vCPU's first and
 /// last pass.
-fn answer(listener: &TcpListener, loaded: &Digest, passes: &[(u32, u32)]) -> AnyResult<()> {
+fn answer(
+    listener: &TcpListener,
+    loaded: &Digest,
+    passes: &[(u32, u32)],
+    postcopy: &serde_json::Value,
+) -> AnyResult<()> {
     let (mut verify, _) = listener.accept()?;
     let bytes = loaded.to_bytes();
     verify.write_all(&(bytes.len() as u64).to_be_bytes())?;
@@ -251,6 +264,9 @@ fn answer(listener: &TcpListener, loaded: &Digest, passes: &[(u32, u32)]) -> Any
         verify.write_all(&first.to_be_bytes())?;
         verify.write_all(&last.to_be_bytes())?;
     }
+    let postcopy = serde_json::to_vec(postcopy)?;
+    verify.write_all(&(postcopy.len() as u64).to_be_bytes())?;
+    verify.write_all(&postcopy)?;
     verify.flush()?;
     Ok(())
 }
@@ -327,6 +343,13 @@ pub fn run_source(
     for _ in 0..count {
         destination_passes.push((read_u32(&mut verify)?, read_u32(&mut verify)?));
     }
+    let len = usize::try_from(read_u64(&mut verify)?)?;
+    if len > 1 << 20 {
+        return Err(format!("a postcopy report of {len} bytes is implausible").into());
+    }
+    let mut postcopy = vec![0u8; len];
+    verify.read_exact(&mut postcopy)?;
+    let postcopy: serde_json::Value = serde_json::from_slice(&postcopy)?;
     Ok(Outcome {
         stats,
         source_last_passes,
@@ -339,6 +362,7 @@ pub fn run_source(
             mine.differing_pages(&theirs)
         },
         differing_devices: mine.differing_devices(&theirs),
+        destination_postcopy: crate::machine::live::DestinationPostcopy::from_json(&postcopy),
     })
 }
 

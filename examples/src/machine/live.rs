@@ -91,7 +91,8 @@ pub struct DestinationPostcopy {
 }
 
 impl DestinationPostcopy {
-    fn from_report(r: &vmstate::ram::postcopy::PostcopyReport) -> Self {
+    /// The figures of the destination's load report.
+    pub fn from_report(r: &vmstate::ram::postcopy::PostcopyReport) -> Self {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         DestinationPostcopy {
             requests: r.requests,
@@ -104,7 +105,8 @@ impl DestinationPostcopy {
         }
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    /// As JSON, for the answer to the source.
+    pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "requests": self.requests,
             "requested_pages": self.requested_pages,
@@ -116,7 +118,8 @@ impl DestinationPostcopy {
         })
     }
 
-    fn from_json(v: &serde_json::Value) -> Option<Self> {
+    /// Back from [`to_json`](Self::to_json).
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
         Some(DestinationPostcopy {
             requests: v["requests"].as_u64()?,
             requested_pages: v["requested_pages"].as_u64()?,

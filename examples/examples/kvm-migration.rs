@@ -225,21 +225,9 @@ fn report(args: &Args, pages: u32, o: &Outcome) {
             "destination_passes": o.destination_passes,
             "verified": o.verified(),
             "pages_compared": o.pages_compared,
-            "postcopy": s.postcopy.as_ref().map(|p| json!({
-                "precopy_ms": ms(p.precopy_time),
-                "time_in_postcopy_ms": ms(p.time_in_postcopy),
-                "requests": p.requests,
-                "requested_pages": p.requested_pages,
-                "request_latency_p50_us": p.request_latency_p50.as_secs_f64() * 1e6,
-                "request_latency_p99_us": p.request_latency_p99.as_secs_f64() * 1e6,
-                "destination": o.destination_postcopy.as_ref().map(|d| json!({
-                    "faults": d.requests,
-                    "fault_latency_p50_us": d.fault_p50_us,
-                    "fault_latency_p99_us": d.fault_p99_us,
-                    "fault_latency_max_us": d.fault_max_us,
-                    "discarded_pages": d.discarded_pages,
-                })),
-            })),
+            "postcopy": s.postcopy.as_ref().map(|p| {
+                vmstate_examples::machine::live::postcopy_json(p, o.destination_postcopy.as_ref())
+            }),
             "differing_pages": o.differing_pages,
             "differing_devices": o.differing_devices,
         });

@@ -132,6 +132,33 @@ impl DestinationPostcopy {
     }
 }
 
+/// A migration's postcopy figures as the examples' JSON reports show them: the
+/// source's, and the destination's when it sent them.
+pub fn postcopy_json(
+    p: &vmstate::migrate::PostcopyStats,
+    destination: Option<&DestinationPostcopy>,
+) -> serde_json::Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    serde_json::json!({
+        "precopy_ms": ms(p.precopy_time),
+        "time_in_postcopy_ms": ms(p.time_in_postcopy),
+        "requests": p.requests,
+        "requested_pages": p.requested_pages,
+        "request_latency_p50_us": us(p.request_latency_p50),
+        "request_latency_p99_us": us(p.request_latency_p99),
+        "destination": destination.map(|d| serde_json::json!({
+            "requests": d.requests,
+            "requested_pages": d.requested_pages,
+            "fault_latency_p50_us": d.fault_p50_us,
+            "fault_latency_p99_us": d.fault_p99_us,
+            "fault_latency_max_us": d.fault_max_us,
+            "time_in_postcopy_ms": d.time_in_postcopy_ms,
+            "discarded_pages": d.discarded_pages,
+        })),
+    })
+}
+
 /// The destination's guest: once started (at POSTCOPY_RUN, or after the load), one
 /// vCPU reads every page of the working set once, in a scattered order, through the
 /// RAM block (so that in postcopy each missing page is asked for). It only reads: the

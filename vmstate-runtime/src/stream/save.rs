@@ -11,7 +11,7 @@ use super::records::{
     SectionKind, write_command, write_footer, write_full_header, write_part_header,
 };
 use crate::error::{Error, Result};
-use crate::handler::{IterationStatus, Pending};
+use crate::handler::{IterationStatus, IterativeHandler, Pending};
 use crate::registry::{Entry, Registry};
 use crate::save_policy::{SavePolicy, StreamSaveCtx};
 use crate::state::VmState;
@@ -316,23 +316,15 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         if self.config.send_switchover_start {
             write_command(&mut self.w, format::CMD_SWITCHOVER_START, &[])?;
         }
+        self.end_sections(|h| !h.has_postcopy())?;
         let mut discards = Vec::new();
         for e in self.registry.entries_mut() {
-            let id = e.section_id();
-            let section = e.section_ref();
-            let Some(handler) = e.iterative_mut().filter(|h| h.is_active()) else {
-                continue;
-            };
-            if handler.has_postcopy() {
+            if let Some(handler) = e.iterative_mut()
+                && handler.is_active()
+                && handler.has_postcopy()
+            {
                 discards.extend(handler.postcopy_start());
-                continue;
             }
-            write_part_header(&mut self.w, SectionKind::End, id);
-            handler
-                .save_complete(&mut self.w)
-                .map_err(|err| err.in_section(section.clone()))?;
-            put_footer(&mut self.w, footer, id);
-            self.w.flush_if_full()?;
         }
         use crate::ram::postcopy::{DISCARDS_PER_COMMAND, encode_discard};
         for (block, ranges) in &discards {
@@ -372,13 +364,20 @@ impl<'r, 'w> SaveSession<'r, 'w> {
     }
 
     fn complete_postcopy(&mut self) -> Result<()> {
+        self.end_sections(|h| h.has_postcopy())?;
+        self.w.put_u8(format::EOF);
+        self.w.flush()
+    }
+
+    /// The END section of every active iterative handler that `pick` selects.
+    fn end_sections(&mut self, pick: fn(&dyn IterativeHandler) -> bool) -> Result<()> {
         let footer = self.config.send_section_footer;
         for e in self.registry.entries_mut() {
             let id = e.section_id();
             let section = e.section_ref();
             if let Some(handler) = e.iterative_mut()
                 && handler.is_active()
-                && handler.has_postcopy()
+                && pick(&*handler)
             {
                 write_part_header(&mut self.w, SectionKind::End, id);
                 handler
@@ -388,8 +387,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
                 self.w.flush_if_full()?;
             }
         }
-        self.w.put_u8(format::EOF);
-        self.w.flush()
+        Ok(())
     }
 
     fn complete_inner(&mut self) -> Result<()> {
@@ -397,20 +395,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         if self.config.send_switchover_start {
             write_command(&mut self.w, format::CMD_SWITCHOVER_START, &[])?;
         }
-        for e in self.registry.entries_mut() {
-            let id = e.section_id();
-            let section = e.section_ref();
-            if let Some(handler) = e.iterative_mut()
-                && handler.is_active()
-            {
-                write_part_header(&mut self.w, SectionKind::End, id);
-                handler
-                    .save_complete(&mut self.w)
-                    .map_err(|err| err.in_section(section.clone()))?;
-                put_footer(&mut self.w, footer, id);
-                self.w.flush_if_full()?;
-            }
-        }
+        self.end_sections(|_| true)?;
         for e in self.registry.entries_mut() {
             let saved = save_device(&mut self.w, e, footer, self.policy);
             if let Some(json) = saved.map_err(|err| err.in_section(e.section_ref()))? {

@@ -9,6 +9,9 @@
 //! cargo run --release --example live-migration -- --working-set 768M --downtime-ms 50 --xbzrle 1G
 //! cargo run --release --example live-migration -- --channels 2   # pages on two multifd channels
 //! cargo run --release --example live-migration -- --channels 2 --compress zstd --compress-level 3
+//! # postcopy: requested pages on a preempt channel, destination memory preallocated
+//! cargo run --release --example live-migration -- --working-set 768M --downtime-ms 50 \
+//!     --postcopy --postcopy-preempt --prealloc
 //! # two hosts: start the destination first, then the source
 //! cargo run --release --example live-migration -- --listen 0.0.0.0:4444 --ram 1G
 //! cargo run --release --example live-migration -- --connect desthost:4444 --ram 1G
@@ -100,6 +103,15 @@ struct Args {
     /// per second (QEMU's max-postcopy-bandwidth; requested pages are not capped).
     #[arg(long, value_parser = parse_size, requires = "postcopy")]
     max_postcopy_bandwidth: Option<u64>,
+    /// With --postcopy: send requested pages on a second connection, ahead of the
+    /// background pages (QEMU's postcopy-preempt; both ends must be given it; not with
+    /// --tls)
+    #[arg(long, conflicts_with = "tls")]
+    postcopy_preempt: bool,
+    /// Destination: back guest RAM with memory before the migration starts (QEMU's
+    /// -mem-prealloc), so that arriving pages never wait for the kernel to find memory
+    #[arg(long)]
+    prealloc: bool,
     /// Give up after this many seconds and force the switchover.
     #[arg(long, default_value_t = 120)]
     max_time: u64,
@@ -194,13 +206,13 @@ fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
     };
     println!("LISTENING {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    live::run_destination_with(
-        listener,
-        args.ram,
-        tls.as_ref(),
-        args.channels,
-        args.working_set,
-    )?;
+    let opts = live::DestinationOptions {
+        channels: args.channels,
+        read_set: args.working_set,
+        postcopy_preempt: args.postcopy_preempt,
+        preallocate: args.prealloc,
+    };
+    live::run_destination_with(listener, args.ram, tls.as_ref(), &opts)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -254,6 +266,12 @@ fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
     cmd.args(["--listen", "127.0.0.1:0", "--ram", &args.ram.to_string()])
         .args(["--channels", &args.channels.to_string()])
         .args(["--working-set", &args.working_set.to_string()]);
+    if args.postcopy_preempt {
+        cmd.arg("--postcopy-preempt");
+    }
+    if args.prealloc {
+        cmd.arg("--prealloc");
+    }
     if let Some(dir) = &args.tls_dir {
         cmd.arg("--tls-dir").arg(dir);
     } else if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca)
@@ -318,6 +336,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
             after: args.postcopy_after_ms.map(Duration::from_millis),
             ..Default::default()
         }),
+        postcopy_preempt: args.postcopy_preempt,
     };
     let bar = progress_bar(args.ram);
     let outcome = live::run_source(&cfg, &addr, &mut |s| show_progress(&bar, s));

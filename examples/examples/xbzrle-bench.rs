@@ -53,6 +53,7 @@ fn config(working_set: u64, downtime_ms: u64, auto_converge: bool, args: &Args) 
         tls: None,
         postcopy: None,
         max_postcopy_bandwidth: None,
+        postcopy_preempt: false,
     }
 }
 

@@ -7,7 +7,9 @@ use compat_tests::certs::{Set, TestPki};
 use vmstate::migrate::Status;
 use vmstate::transport::tls::{Endpoint, TlsClient, TlsServer};
 use vmstate_examples::machine::Workload;
-use vmstate_examples::machine::live::{SourceConfig, run_destination_with, run_source};
+use vmstate_examples::machine::live::{
+    DestinationOptions, SourceConfig, run_destination_with, run_source,
+};
 
 fn run(cfg: SourceConfig) -> vmstate_examples::machine::live::Outcome {
     run_with(cfg, None)
@@ -19,7 +21,16 @@ fn run_with(cfg: SourceConfig, tls: Option<TlsServer>) -> vmstate_examples::mach
     let ram = cfg.ram;
     let channels = cfg.channels;
     let dst = std::thread::spawn(move || {
-        run_destination_with(listener, ram, tls.as_ref(), channels, 0).map_err(|e| e.to_string())
+        run_destination_with(
+            listener,
+            ram,
+            tls.as_ref(),
+            &DestinationOptions {
+                channels,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())
     });
     let mut rounds = 0;
     let outcome = run_source(&cfg, &addr, &mut |s| rounds = s.rounds).unwrap();
@@ -47,6 +58,7 @@ fn config(vcpus: usize, dirty_rate: Option<u64>) -> SourceConfig {
         tls: None,
         postcopy: None,
         max_postcopy_bandwidth: None,
+        postcopy_preempt: false,
     }
 }
 

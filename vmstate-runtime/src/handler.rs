@@ -139,8 +139,8 @@ pub trait IterativeHandler: Send {
     /// [`save_iterate`](Self::save_iterate) serves the destination's page requests
     /// first. Returns, per RAM block, the byte ranges the destination must discard
     /// (what is still pending: its copy is stale or it never had it). Default: none.
-    fn postcopy_start(&mut self) -> Vec<(String, Vec<(u64, u64)>)> {
-        Vec::new()
+    fn postcopy_start(&mut self) -> Result<crate::ram::postcopy::Discards> {
+        Ok(Vec::new())
     }
 
     /// Source: where the return path puts the destination's page requests, for a
@@ -208,7 +208,7 @@ impl<H: IterativeHandler> IterativeHandler for Arc<std::sync::Mutex<H>> {
     fn has_postcopy(&self) -> bool {
         crate::registry::lock(self).has_postcopy()
     }
-    fn postcopy_start(&mut self) -> Vec<(String, Vec<(u64, u64)>)> {
+    fn postcopy_start(&mut self) -> Result<crate::ram::postcopy::Discards> {
         crate::registry::lock(self).postcopy_start()
     }
     fn page_requests(&self) -> Option<Arc<PageRequests>> {

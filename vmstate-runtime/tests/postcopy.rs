@@ -12,12 +12,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use support::proxy::{Cut, Proxy};
-use support::{MACHINE, PAGE, ShadowGuest, TimerDev, UartDev, connect, listen, ram_registry};
+use support::{MACHINE, PAGE, ShadowGuest, TimerDev, UartDev, connect, listen};
 use vmstate::migrate::{
     CancelToken, IncomingGuest, IncomingParams, MigrationParams, PostcopyPolicy, StartPostcopy,
     Status, migrate_over, receive_with,
 };
-use vmstate::ram::RamBlock;
+use vmstate::ram::{RAM_VERSION, RamBlock, RamHandler};
 use vmstate::stream::LoadReport;
 use vmstate::{ErrorKind, Registration};
 
@@ -87,11 +87,31 @@ fn destination(
     touch: Vec<u64>,
     mark_page: Option<u64>,
 ) -> JoinHandle<Landed> {
+    destination_with(listener, touch, mark_page, false)
+}
+
+/// [`destination`], taking a postcopy-preempt channel from the same listener when
+/// `preempt`.
+fn destination_with(
+    listener: std::net::TcpListener,
+    touch: Vec<u64>,
+    mark_page: Option<u64>,
+    preempt: bool,
+) -> JoinHandle<Landed> {
     std::thread::spawn(move || {
         let (sock, _) = listener.accept().unwrap();
         let ram = Arc::new(RamBlock::new("ram0", PAGES * PAGE).unwrap());
         let dev = Arc::new(Mutex::new(TimerDev::default()));
-        let mut reg = ram_registry(ram.clone());
+        let mut handler = RamHandler::new(vec![ram.clone()]).unwrap();
+        if preempt {
+            handler = handler.with_postcopy_preempt_incoming(Box::new(move || {
+                let (sock, _) = listener.accept()?;
+                Ok(Box::new(sock) as Box<dyn std::io::Read + Send>)
+            }));
+        }
+        let mut reg = vmstate::Registry::new();
+        reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())
+            .unwrap();
         reg.register_device(dev.clone(), Registration::new())
             .unwrap();
         reg.register_device(
@@ -183,6 +203,62 @@ fn postcopy_moves_a_running_guest_and_the_destination_asks_for_what_it_touches()
     assert_eq!(u64::from_ne_bytes(word), MARK);
     assert_eq!(*guest.dev.lock().unwrap(), *landed.dev.lock().unwrap());
     assert!(!landed.guest.paused);
+}
+
+#[test]
+fn with_the_preempt_channel_requested_pages_travel_beside_the_main_stream() {
+    let mut guest = ShadowGuest::new(PAGES, 256, 5);
+    let (l, addr) = listen();
+    let (mut reg, params) = guest.source_with(|h| {
+        h.with_postcopy_preempt(Box::new(move || {
+            Ok(Box::new(connect(addr)) as Box<dyn std::io::Write + Send>)
+        }))
+    });
+    let params = postcopy_params(params);
+    let touch: Vec<u64> = (0..PAGES).rev().step_by(5).collect();
+    let dst = destination_with(l, touch.clone(), Some(2000), true);
+    let stats = migrate_over(
+        &mut reg,
+        connect(addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    );
+    let mut landed = dst.join().unwrap();
+    let report = match landed.result {
+        Ok(r) => r,
+        Err(e) => panic!("destination: {e}; source: {stats:?}"),
+    };
+    let stats = stats.unwrap();
+    let pc = stats.postcopy.expect("the migration switched to postcopy");
+    assert!(pc.requests > 0 && pc.requested_pages > 0, "{pc:?}");
+    let ram = stats.ram.expect("RAM counters");
+    // Every page sent for a request went on the preempt channel: a page record takes
+    // at least 9 bytes (a zero page's).
+    assert!(
+        ram.preempt_bytes >= pc.requested_pages * 9,
+        "{} bytes on the preempt channel for {} requested pages",
+        ram.preempt_bytes,
+        pc.requested_pages
+    );
+    assert!(report.postcopy.unwrap().requests > 0);
+    landed.guest.vcpu.take().unwrap().join().unwrap();
+    assert_eq!(landed.guest.ram.missing_pages(), 0, "every page arrived");
+    for p in (0..PAGES).filter(|&p| p != 2000) {
+        assert_eq!(
+            guest.ram.page_checksum(p as usize),
+            landed.guest.ram.page_checksum(p as usize),
+            "page {p}"
+        );
+    }
+    let mut word = [0u8; 8];
+    landed.guest.ram.read(2000 * PAGE + 8, &mut word);
+    assert_eq!(
+        u64::from_ne_bytes(word),
+        MARK,
+        "no late page overwrote the guest's write"
+    );
 }
 
 #[test]

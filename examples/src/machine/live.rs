@@ -50,6 +50,8 @@ pub struct SourceConfig {
     pub postcopy: Option<PostcopyPolicy>,
     /// Cap on the background pages after the switch to postcopy, in bytes per second.
     pub max_postcopy_bandwidth: Option<u64>,
+    /// Send requested pages on a postcopy-preempt channel (not over TLS).
+    pub postcopy_preempt: bool,
 }
 
 /// What a finished migration reports.
@@ -197,21 +199,38 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// loads the guest into a machine with `ram` bytes (started only once the source
 /// confirmed it let go), then answers one more connection with its digest.
 pub fn run_destination(listener: TcpListener, ram: u64, tls: Option<&TlsServer>) -> AnyResult<()> {
-    run_destination_with(listener, ram, tls, 0, 0)
+    run_destination_with(listener, ram, tls, &DestinationOptions::default())
 }
 
-/// [`run_destination`] expecting `channels` multifd channels beside the main
-/// connection (each with its own TLS session under `tls`); compressed channels are
-/// recognised by their packets. Its guest reads the first `read_set` bytes of RAM
-/// once started (in postcopy, while pages still arrive).
+/// What the destination expects beside the main connection, and what its guest does.
+#[derive(Debug, Clone, Default)]
+pub struct DestinationOptions {
+    /// Multifd channels beside the main connection.
+    pub channels: usize,
+    /// Once started, the guest reads the first this many bytes of RAM once (in
+    /// postcopy, while pages still arrive).
+    pub read_set: u64,
+    /// Take requested pages from a postcopy-preempt channel too.
+    pub postcopy_preempt: bool,
+    /// Back guest RAM with memory before the migration starts (QEMU's
+    /// `-mem-prealloc`): no page faults while pages arrive.
+    pub preallocate: bool,
+}
+
+/// [`run_destination`] as `opts` says: multifd channels beside the main connection
+/// (each with its own TLS session under `tls`; compressed channels are recognised by
+/// their packets), a postcopy-preempt channel, and a guest that reads RAM.
 pub fn run_destination_with(
     listener: TcpListener,
     ram: u64,
     tls: Option<&TlsServer>,
-    channels: usize,
-    read_set: u64,
+    opts: &DestinationOptions,
 ) -> AnyResult<()> {
+    let (channels, read_set) = (opts.channels, opts.read_set);
     let machine = Machine::new(ram)?;
+    if opts.preallocate {
+        machine.state.ram.preallocate()?;
+    }
     // The guest's RAM for the channels' receiver, and the receiver's flush hook for
     // the main stream's RAM handler.
     let multifd = |channels: Vec<Box<dyn std::io::Read + Send>>| {
@@ -246,6 +265,17 @@ pub fn run_destination_with(
             (Main::Tls(main), Some(rx), setup)
         }
     };
+    let mut setup = setup;
+    if opts.postcopy_preempt {
+        // The source connects it at the switch to postcopy, before the digest's
+        // connection (the preempt thread takes it at POSTCOPY_LISTEN).
+        let listener = listener.try_clone()?;
+        setup.postcopy_preempt_incoming = Some(Box::new(move || {
+            let (sock, _) = listener.accept()?;
+            sock.set_nodelay(true)?;
+            Ok(Box::new(sock) as Box<dyn Read + Send>)
+        }));
+    }
     let (reg, _) = machine.registry_with(setup)?;
     let mut reg = reg;
     let params = IncomingParams::new(MACHINE_TYPE);
@@ -354,10 +384,20 @@ pub fn run_source(
             ) as vmstate::multifd::send::ChannelOpener
         })
         .collect();
+    let postcopy_preempt = cfg.postcopy_preempt.then(|| {
+        let addr = addr.to_string();
+        Box::new(move || -> vmstate::Result<Box<dyn Write + Send>> {
+            let s = TcpStream::connect(&addr)?;
+            s.set_nodelay(true)?;
+            s.set_io_timeout(Some(vmstate::migrate::DEFAULT_IO_TIMEOUT))?;
+            Ok(Box::new(s))
+        }) as vmstate::ram::preempt::PreemptOpener
+    });
     let setup = super::RamSetup {
         xbzrle_cache: cfg.xbzrle_cache,
         multifd_channels,
         multifd_compression: cfg.compression,
+        postcopy_preempt,
         ..Default::default()
     };
     let (mut reg, ram_stats) = machine.registry_with(setup)?;
@@ -438,6 +478,7 @@ pub fn migrate_locally(ram: u64, tls: Option<(TlsServer, TlsClient)>) -> Outcome
         tls: client,
         postcopy: None,
         max_postcopy_bandwidth: None,
+        postcopy_preempt: false,
     };
     migrate_locally_with(&cfg, server, &mut |_| {})
 }
@@ -452,10 +493,15 @@ pub fn migrate_locally_with(
 ) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let addr = listener.local_addr().expect("its address").to_string();
-    let (ram, channels, read_set) = (cfg.ram, cfg.channels, cfg.workload.working_set);
+    let ram = cfg.ram;
+    let opts = DestinationOptions {
+        channels: cfg.channels,
+        read_set: cfg.workload.working_set,
+        postcopy_preempt: cfg.postcopy_preempt,
+        preallocate: false,
+    };
     let dst = std::thread::spawn(move || {
-        run_destination_with(listener, ram, server.as_ref(), channels, read_set)
-            .map_err(|e| e.to_string())
+        run_destination_with(listener, ram, server.as_ref(), &opts).map_err(|e| e.to_string())
     });
     let o = run_source(cfg, &addr, progress).expect("the source's migration");
     dst.join()

@@ -112,6 +112,10 @@ pub struct RamSetup {
     pub mapped_ram: bool,
     /// Load mapped-ram files lazily: pages fetched from the file on first touch.
     pub lazy: bool,
+    /// Source: send requested pages on a postcopy-preempt channel opened with this.
+    pub postcopy_preempt: Option<vmstate::ram::preempt::PreemptOpener>,
+    /// Destination: take requested pages from a postcopy-preempt channel too.
+    pub postcopy_preempt_incoming: Option<vmstate::ram::preempt::PreemptAcceptor>,
 }
 
 impl Machine {
@@ -144,6 +148,12 @@ impl Machine {
         }
         if let Some(hook) = setup.multifd_flush {
             ram = ram.with_multifd_flush(hook);
+        }
+        if let Some(open) = setup.postcopy_preempt {
+            ram = ram.with_postcopy_preempt(open);
+        }
+        if let Some(accept) = setup.postcopy_preempt_incoming {
+            ram = ram.with_postcopy_preempt_incoming(accept);
         }
         if setup.lazy {
             ram = ram.with_lazy_restore();

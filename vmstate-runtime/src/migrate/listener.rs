@@ -71,10 +71,18 @@ impl Listener {
                                 Err(e) => Event::Failed(e),
                             }
                         }
-                        Ok(Some(m)) => Event::Message(m),
+                        Ok(Some(m)) => {
+                            if let (Message::Shut { .. }, Some(q)) = (&m, &requests) {
+                                q.close_preempt(); // the destination reads it no more
+                            }
+                            Event::Message(m)
+                        }
                         Ok(None) => Event::Closed,
                         Err(e) if matches!(e.kind(), ErrorKind::Io(io) if is_timeout(io)) => {
                             if stopped.load(Ordering::Relaxed) {
+                                if let Some(q) = &requests {
+                                    q.close_preempt();
+                                }
                                 return;
                             }
                             continue;
@@ -83,6 +91,9 @@ impl Listener {
                     };
                     let last = !matches!(event, Event::Message(_));
                     if tx.send(event).is_err() || last {
+                        if let Some(q) = &requests {
+                            q.close_preempt();
+                        }
                         return;
                     }
                 }

@@ -467,13 +467,14 @@ fn run(
     let start = Instant::now();
     let mut stats = MigrationStats::default();
     let ram = || params.ram_stats.as_ref().map(|r| r.get());
-    // Bytes sent on every channel: the main stream and the multifd channels (QEMU's
-    // `transferred`; the channels are counted when RAM counters are given).
+    // Bytes sent on every channel: the main stream, the multifd channels and the
+    // postcopy-preempt channel (QEMU's `transferred`; the channels are counted when
+    // RAM counters are given).
     let multifd = || {
-        params
-            .ram_stats
-            .as_ref()
-            .map_or(0, |r| r.get().multifd_bytes)
+        params.ram_stats.as_ref().map_or(0, |r| {
+            let c = r.get();
+            c.multifd_bytes + c.preempt_bytes
+        })
     };
     let requests = params
         .postcopy

@@ -589,12 +589,12 @@ mod tests {
     struct Pattern(std::sync::Mutex<Vec<usize>>);
 
     impl PageFetcher for Arc<Pattern> {
-        fn fetch(&self, block: &RamBlock, first: usize, count: usize) -> Result<()> {
+        fn fetch(&self, block: &RamBlock, first: usize, count: usize) -> Result<usize> {
             for page in first..first + count {
                 self.0.lock().unwrap().push(page);
                 block.load_page(page, &vec![page as u8; block.page_size()]);
             }
-            Ok(())
+            Ok(count)
         }
     }
 

@@ -67,6 +67,8 @@ pub struct RamStats {
     pub xbzrle_cache_size: AtomicU64,
     /// Bytes written to the multifd channels (QEMU's `multifd-bytes`).
     pub multifd_bytes: AtomicU64,
+    /// Bytes written to the postcopy-preempt channel.
+    pub preempt_bytes: AtomicU64,
 }
 
 /// A snapshot of [`RamStats`].
@@ -98,6 +100,8 @@ pub struct RamCounters {
     pub xbzrle_cache_size: u64,
     /// Bytes written to the multifd channels.
     pub multifd_bytes: u64,
+    /// Bytes written to the postcopy-preempt channel.
+    pub preempt_bytes: u64,
 }
 
 impl RamCounters {
@@ -156,6 +160,7 @@ impl RamStats {
             xbzrle_overflows: self.xbzrle_overflows.load(Ordering::Relaxed),
             xbzrle_cache_size: self.xbzrle_cache_size.load(Ordering::Relaxed),
             multifd_bytes: self.multifd_bytes.load(Ordering::Relaxed),
+            preempt_bytes: self.preempt_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -172,6 +177,7 @@ impl RamStats {
             &self.xbzrle_cache_misses,
             &self.xbzrle_overflows,
             &self.multifd_bytes,
+            &self.preempt_bytes,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -229,6 +235,10 @@ pub struct RamHandler {
     incoming: Option<Arc<PostcopyIncoming>>,
     /// Destination: pages discarded so far (a source discards each page at most once).
     discarded: u64,
+    /// Source: opens the postcopy-preempt channel at the switch.
+    preempt_opener: Option<super::preempt::PreemptOpener>,
+    /// Destination: takes the postcopy-preempt channel when postcopy is advised.
+    preempt_acceptor: Option<super::preempt::PreemptAcceptor>,
 }
 
 /// How a page went out.
@@ -308,7 +318,33 @@ impl RamHandler {
             in_postcopy: false,
             incoming: None,
             discarded: 0,
+            preempt_opener: None,
+            preempt_acceptor: None,
         })
+    }
+
+    /// Source: sends requested pages on a postcopy-preempt channel (QEMU's
+    /// `postcopy-preempt` capability, which the destination must have too): `open`
+    /// connects it at the switch to postcopy, after the main connection, and the
+    /// return path's thread then writes each request's pages on it the moment the
+    /// request arrives, ahead of whatever the main stream has queued. The channel is
+    /// closed once the destination says `SHUT`. Serves one migration.
+    pub fn with_postcopy_preempt(mut self, open: super::preempt::PreemptOpener) -> Self {
+        self.preempt_opener = Some(open);
+        self
+    }
+
+    /// Destination: reads requested pages from a postcopy-preempt channel too (QEMU's
+    /// `postcopy-preempt` capability, which the source must have too): when the source
+    /// advises postcopy, a thread takes the channel with `accept` (the connection the
+    /// source opens after the main one) and places the pages it brings. Serves one
+    /// migration.
+    pub fn with_postcopy_preempt_incoming(
+        mut self,
+        accept: super::preempt::PreemptAcceptor,
+    ) -> Self {
+        self.preempt_acceptor = Some(accept);
+        self
     }
 
     /// Sends pages on multifd channels, one per writer (QEMU's `multifd` capability
@@ -801,43 +837,15 @@ impl RamHandler {
     fn serve_requests(&mut self, w: &mut Writer<'_>) -> Result<()> {
         let mut served = Vec::new();
         while let Some(req) = self.requests.pop() {
-            let bi = self
-                .blocks
-                .iter()
-                .position(|b| b.name() == req.block)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "page request",
-                        format!(
-                            "the destination asked for pages of unknown RAM block '{}'",
-                            req.block
-                        ),
-                    )
-                })?;
-            let block = &self.blocks[bi];
-            let ps = self.page_size as u64;
-            if req.start % ps != 0
-                || req.len == 0
-                || req
-                    .start
-                    .checked_add(req.len)
-                    .is_none_or(|end| end > block.len())
-            {
-                return Err(Error::invalid(
-                    "page request",
-                    format!(
-                        "0x{:x} bytes at 0x{:x} of block '{}' (0x{:x} bytes, pages of 0x{ps:x})",
-                        req.len,
-                        req.start,
-                        block.name(),
-                        block.len()
-                    ),
-                ));
-            }
-            let first = (req.start / ps) as usize;
-            let count = req.len.div_ceil(ps) as usize;
+            let (bi, pages) = super::postcopy::requested_pages(
+                &self.blocks,
+                self.page_size,
+                &req.block,
+                req.start,
+                req.len,
+            )?;
             let mut sent = 0;
-            for page in first..first + count {
+            for page in pages {
                 if self.blocks[bi].migration_bitmap().test_and_clear(page) {
                     let how = self.send_page(w, bi, page)?;
                     let counter = match how {
@@ -859,53 +867,34 @@ impl RamHandler {
         Ok(())
     }
 
-    /// Postcopy (destination): a page record after `POSTCOPY_LISTEN`. Only a page
-    /// still missing is placed: one that is here already (a request crossed it) is
-    /// dropped, as QEMU's `UFFDIO_COPY` refuses to overwrite a present page.
-    fn place_postcopy_page(
-        &self,
-        incoming: &PostcopyIncoming,
-        r: &mut Reader<'_>,
-        bi: usize,
-        page: usize,
-        zero: bool,
-    ) -> Result<()> {
-        let block = &self.blocks[bi];
-        let fresh = block.page_missing(page);
-        match (zero, fresh) {
-            (true, true) => block.zero_page(page),
-            (false, true) => r.with_bytes(self.page_size, |data| block.load_page(page, data))?,
-            (false, false) => r.skip(self.page_size as u64)?,
-            (true, false) => {}
-        }
-        incoming.placed(block.as_ref(), page, fresh);
-        let counter = if zero {
-            &self.stats.zero_pages
-        } else {
-            &self.stats.normal_pages
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
     fn check_page(&self, bi: usize, offset: u64, at: u64) -> Result<usize> {
-        let block = &self.blocks[bi];
-        if offset
-            .checked_add(self.page_size as u64)
-            .is_none_or(|end| end > block.len())
-        {
-            return Err(Error::invalid(
-                "RAM page",
-                format!(
-                    "offset 0x{offset:x} is outside block '{}' (0x{:x} bytes)",
-                    block.name(),
-                    block.len()
-                ),
-            )
-            .at_offset(at));
-        }
-        Ok((offset / self.page_size as u64) as usize)
+        page_index(self.blocks[bi].as_ref(), self.page_size, offset, at)
     }
+}
+
+/// The page at `offset` of `block`, if the page lies inside it (`at`: the record's
+/// stream offset, for the error).
+pub(super) fn page_index(
+    block: &dyn GuestRam,
+    page_size: usize,
+    offset: u64,
+    at: u64,
+) -> Result<usize> {
+    if offset
+        .checked_add(page_size as u64)
+        .is_none_or(|end| end > block.len())
+    {
+        return Err(Error::invalid(
+            "RAM page",
+            format!(
+                "offset 0x{offset:x} is outside block '{}' (0x{:x} bytes)",
+                block.name(),
+                block.len()
+            ),
+        )
+        .at_offset(at));
+    }
+    Ok((offset / page_size as u64) as usize)
 }
 
 impl IterativeHandler for RamHandler {
@@ -1082,11 +1071,22 @@ impl IterativeHandler for RamHandler {
         self.multifd.is_none() && !self.mapped_ram
     }
 
-    fn postcopy_start(&mut self) -> Vec<(String, Vec<(u64, u64)>)> {
+    fn postcopy_start(&mut self) -> Result<crate::ram::postcopy::Discards> {
+        if let Some(open) = self.preempt_opener.take() {
+            let out = open().map_err(|e| e.in_record("postcopy preempt channel (connecting)"))?;
+            self.requests
+                .open_preempt(super::preempt::PreemptSender::new(
+                    out,
+                    self.blocks.clone(),
+                    self.page_size,
+                    self.stats.clone(),
+                ));
+        }
         self.sync_dirty();
         self.in_postcopy = true;
         self.requests.accept(true);
-        self.blocks
+        Ok(self
+            .blocks
             .iter()
             .map(|b| {
                 (
@@ -1095,7 +1095,7 @@ impl IterativeHandler for RamHandler {
                 )
             })
             .filter(|(_, ranges)| !ranges.is_empty())
-            .collect()
+            .collect())
     }
 
     fn page_requests(&self) -> Option<Arc<PageRequests>> {
@@ -1132,6 +1132,13 @@ impl IterativeHandler for RamHandler {
         }
         for b in &self.blocks {
             incoming.attach(b.clone())?;
+        }
+        if let Some(accept) = self.preempt_acceptor.take() {
+            let (blocks, stats, at) = (self.blocks.clone(), self.stats.clone(), incoming.clone());
+            let page_size = self.page_size;
+            incoming.at_listen(Box::new(move || {
+                super::preempt::spawn_receiver(accept, blocks, page_size, stats, at);
+            }));
         }
         self.incoming = Some(incoming.clone());
         Ok(())
@@ -1233,12 +1240,28 @@ impl IterativeHandler for RamHandler {
                 RamRecord::Zero { block, offset } if let Some(incoming) = &listening => {
                     let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
                     let page = self.check_page(bi, offset, at)?;
-                    self.place_postcopy_page(incoming, r, bi, page, true)?;
+                    super::postcopy::place_postcopy_page(
+                        self.blocks[bi].as_ref(),
+                        self.page_size,
+                        &self.stats,
+                        incoming,
+                        r,
+                        page,
+                        true,
+                    )?;
                 }
                 RamRecord::Page { block, offset } if let Some(incoming) = &listening => {
                     let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
                     let page = self.check_page(bi, offset, at)?;
-                    self.place_postcopy_page(incoming, r, bi, page, false)?;
+                    super::postcopy::place_postcopy_page(
+                        self.blocks[bi].as_ref(),
+                        self.page_size,
+                        &self.stats,
+                        incoming,
+                        r,
+                        page,
+                        false,
+                    )?;
                 }
                 RamRecord::Xbzrle { .. } if listening.is_some() => {
                     return Err(Error::invalid(

@@ -276,7 +276,7 @@ struct FilePages {
 }
 
 impl super::on_demand::PageFetcher for FilePages {
-    fn fetch(&self, block: &super::RamBlock, first: usize, count: usize) -> Result<()> {
+    fn fetch(&self, block: &super::RamBlock, first: usize, count: usize) -> Result<usize> {
         let ps = self.page_size;
         let mut p = first;
         while p < first + count {
@@ -295,7 +295,7 @@ impl super::on_demand::PageFetcher for FilePages {
                 .map_err(|e| Error::from(e).at_offset(offset))?;
             p = end;
         }
-        Ok(())
+        Ok(count)
     }
 }
 

@@ -13,6 +13,7 @@ pub(crate) mod mapping;
 pub mod on_demand;
 mod page_cache;
 pub mod postcopy;
+pub mod preempt;
 pub mod records;
 #[cfg(feature = "vm-memory")]
 mod vm_memory;

@@ -22,8 +22,11 @@ use crate::error::Result;
 pub trait PageFetcher: Send + Sync {
     /// Puts pages `first .. first + count` of `block` in place (with
     /// [`RamBlock::read_pages_at`], [`RamBlock::load_page`] or by leaving a zero page
-    /// alone), returning once they are there.
-    fn fetch(&self, block: &RamBlock, first: usize, count: usize) -> Result<()>;
+    /// alone). Returns how many of them, from `first` on, are in place when it
+    /// returns: at least the first, which the access waits for. The others may be
+    /// left to arrive later through the block's loading methods (postcopy asks for
+    /// them all and waits only for the first); until then they stay missing.
+    fn fetch(&self, block: &RamBlock, first: usize, count: usize) -> Result<usize>;
 }
 
 /// Pages fetched at most at once: the touched page and the missing ones after it
@@ -133,16 +136,17 @@ impl OnDemand {
             end += 1;
         }
         let t = Instant::now();
-        if let Err(e) = self.fetcher.fetch(block, page, end - page) {
-            panic!(
+        let placed = match self.fetcher.fetch(block, page, end - page) {
+            Ok(n) => n.clamp(1, end - page),
+            Err(e) => panic!(
                 "page {page} of RAM block '{}' cannot be fetched: {e}",
                 block.name()
-            );
-        }
+            ),
+        };
         let ns = t.elapsed().as_nanos() as u64;
-        self.mark_present(page, end - 1);
+        self.mark_present(page, page + placed - 1);
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        self.pages.fetch_add((end - page) as u64, Ordering::Relaxed);
+        self.pages.fetch_add(placed as u64, Ordering::Relaxed);
         self.wait_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_wait_ns.fetch_max(ns, Ordering::Relaxed);
     }

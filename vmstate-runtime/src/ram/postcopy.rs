@@ -23,7 +23,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::GuestRam;
+use super::handler::RamStats;
 use super::on_demand::PageFetcher;
+use super::preempt::PreemptSender;
 use crate::error::{Error, Result};
 use crate::migrate::return_path::{Message, write_message};
 
@@ -32,6 +34,10 @@ pub const DISCARD_VERSION: u8 = 0;
 
 /// QEMU's `MAX_DISCARDS_PER_COMMAND`: ranges per `POSTCOPY_RAM_DISCARD` command.
 pub const DISCARDS_PER_COMMAND: usize = 12;
+
+/// What the destination must discard at the switch to postcopy: per RAM block, its
+/// name and the byte ranges (start, length) to drop.
+pub type Discards = Vec<(String, Vec<(u64, u64)>)>;
 
 /// Page requests that may wait on the source at once.
 pub const MAX_QUEUED: usize = 1 << 16;
@@ -164,6 +170,9 @@ pub struct PageRequests {
     requests: AtomicU64,
     served_pages: AtomicU64,
     latencies_ns: Mutex<Vec<u64>>,
+    /// The postcopy-preempt channel, when open: requests are served on it at once,
+    /// from the thread that pushes them, instead of being queued.
+    preempt: Mutex<Option<PreemptSender>>,
 }
 
 impl PageRequests {
@@ -201,6 +210,17 @@ impl PageRequests {
         };
         drop(last);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let arrived = Instant::now();
+        if let Some(sender) = self
+            .preempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let sent = sender.send(&block, start, len)?;
+            self.record_served(arrived, sent);
+            return Ok(());
+        }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= MAX_QUEUED {
             return Err(Error::invalid(
@@ -214,7 +234,7 @@ impl PageRequests {
             block,
             start,
             len,
-            arrived: Instant::now(),
+            arrived,
         });
         self.pending.store(true, Ordering::Release);
         self.arrived.notify_all();
@@ -248,11 +268,29 @@ impl PageRequests {
 
     /// Records that a request's pages went out (`pages` of them were still to send).
     pub fn served(&self, req: &PageRequest, pages: u64) {
+        self.record_served(req.arrived, pages);
+    }
+
+    fn record_served(&self, arrived: Instant, pages: u64) {
         self.served_pages.fetch_add(pages, Ordering::Relaxed);
         let mut l = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() < MAX_LATENCIES {
-            l.push(req.arrived.elapsed().as_nanos() as u64);
+            l.push(arrived.elapsed().as_nanos() as u64);
         }
+    }
+
+    /// Serves requests on the postcopy-preempt channel from now on (at the switch).
+    pub(crate) fn open_preempt(&self, sender: PreemptSender) {
+        *self.preempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+    }
+
+    /// Closes the postcopy-preempt channel, if open: when the destination said SHUT
+    /// (it no longer reads the channel) or the return path ended.
+    pub(crate) fn close_preempt(&self) {
+        self.preempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Requests received, pages sent for them (pages already sent are not sent
@@ -311,6 +349,10 @@ struct IncomingState {
     ended: Option<Instant>,
     /// What waiting accesses wait for: block name and page range.
     waits: Vec<(String, std::ops::Range<usize>)>,
+    /// A side channel (postcopy-preempt) brings pages too: opened, and whether it ended.
+    side_channel: Option<bool>,
+    /// Why the side channel failed, if it did while it mattered.
+    side_channel_error: Option<String>,
 }
 
 /// The destination's postcopy state, shared by the loader and every thread that
@@ -332,6 +374,11 @@ pub struct PostcopyIncoming {
     duplicate_pages: AtomicU64,
     discarded_pages: AtomicU64,
     listening: AtomicBool,
+    /// Held while a page is checked and placed: the main stream and a side channel
+    /// never both place one page.
+    placing: Mutex<()>,
+    /// Runs at `POSTCOPY_LISTEN` (starts the side channel's thread).
+    on_listen: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for PostcopyIncoming {
@@ -357,6 +404,8 @@ impl PostcopyIncoming {
             duplicate_pages: AtomicU64::new(0),
             discarded_pages: AtomicU64::new(0),
             listening: AtomicBool::new(false),
+            placing: Mutex::new(()),
+            on_listen: Mutex::new(None),
         })
     }
 
@@ -393,6 +442,20 @@ impl PostcopyIncoming {
     /// `POSTCOPY_LISTEN`: from here on page requests are answered.
     pub fn listen(&self) {
         self.listening.store(true, Ordering::Release);
+        let hook = self
+            .on_listen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    /// Runs `hook` at `POSTCOPY_LISTEN` (once the source switched: it opened its side
+    /// channels before it sent the package that holds LISTEN).
+    pub(crate) fn at_listen(&self, hook: Box<dyn FnOnce() + Send>) {
+        *self.on_listen.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Whether `POSTCOPY_LISTEN` was seen.
@@ -458,6 +521,47 @@ impl PostcopyIncoming {
         self.arrived.notify_all();
     }
 
+    /// A side channel (the postcopy-preempt channel) will bring pages too.
+    pub(crate) fn side_channel_opened(&self) {
+        self.lock_state().side_channel = Some(false);
+    }
+
+    /// Whether a side channel (postcopy-preempt) was opened.
+    fn has_side_channel(&self) -> bool {
+        self.lock_state().side_channel.is_some()
+    }
+
+    /// The side channel ended: cleanly (`None`) or with an error.
+    pub(crate) fn side_channel_ended(&self, error: Option<Error>) {
+        let mut s = self.lock_state();
+        s.side_channel = Some(true);
+        if let Some(e) = error
+            && s.ended.is_none()
+        {
+            s.side_channel_error = Some(e.to_string());
+        }
+        self.arrived.notify_all();
+    }
+
+    /// Pages still missing when the main stream ended, after waiting up to `limit`
+    /// for a side channel that is still open to bring them (its pages may arrive
+    /// after the main stream's last ones), and why the side channel failed, if it did.
+    pub(crate) fn missing_at_end(&self, limit: Duration) -> (u64, Option<String>) {
+        let t = Instant::now();
+        loop {
+            let missing = self.missing_pages();
+            let s = self.lock_state();
+            if missing == 0 || s.side_channel != Some(false) || t.elapsed() >= limit {
+                return (missing, s.side_channel_error.clone());
+            }
+            drop(
+                self.arrived
+                    .wait_timeout(s, Duration::from_millis(20))
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+    }
+
     /// Pages still missing, over every attached block.
     pub fn missing_pages(&self) -> u64 {
         self.blocks
@@ -499,7 +603,8 @@ impl PostcopyIncoming {
     }
 
     /// Asks the source for `count` pages of `block` from `first` on and waits until
-    /// they are all in place.
+    /// the first is in place (the others come on their own: an access to one still
+    /// missing asks again, and the source sends each page once).
     fn request(&self, block: &dyn GuestRam, first: usize, count: usize) -> Result<()> {
         let t = Instant::now();
         let page = block.page_size() as u64;
@@ -525,7 +630,7 @@ impl PostcopyIncoming {
         if let Err(e) = sent {
             self.fail(format!("a page request could not be sent: {e}"));
         }
-        self.wait_for(block, first, count);
+        self.wait_for(block, first, 1);
         let mut l = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() < MAX_LATENCIES {
             l.push(t.elapsed().as_nanos() as u64);
@@ -559,12 +664,89 @@ impl PostcopyIncoming {
     }
 }
 
+/// Checks a page request against the source's blocks: the block's index and the
+/// pages asked for.
+pub(crate) fn requested_pages(
+    blocks: &[Arc<dyn GuestRam>],
+    page_size: usize,
+    block: &str,
+    start: u64,
+    len: u64,
+) -> Result<(usize, std::ops::Range<usize>)> {
+    let bi = blocks
+        .iter()
+        .position(|b| b.name() == block)
+        .ok_or_else(|| {
+            Error::invalid(
+                "page request",
+                format!("the destination asked for pages of unknown RAM block '{block}'"),
+            )
+        })?;
+    let b = &blocks[bi];
+    let ps = page_size as u64;
+    if start % ps != 0 || len == 0 || start.checked_add(len).is_none_or(|end| end > b.len()) {
+        return Err(Error::invalid(
+            "page request",
+            format!(
+                "0x{len:x} bytes at 0x{start:x} of block '{block}' (0x{:x} bytes, pages of 0x{ps:x})",
+                b.len()
+            ),
+        ));
+    }
+    let first = (start / ps) as usize;
+    Ok((bi, first..first + len.div_ceil(ps) as usize))
+}
+
+/// Postcopy (destination): places a page record read after `POSTCOPY_LISTEN`, on
+/// the main stream or a side channel (`r` is just past its header; a PAGE's data
+/// follows). Only a page still missing is placed: one that is here already (a request
+/// crossed it) is dropped, as QEMU's `UFFDIO_COPY` refuses to overwrite a present page.
+pub(crate) fn place_postcopy_page(
+    block: &dyn GuestRam,
+    page_size: usize,
+    stats: &RamStats,
+    incoming: &PostcopyIncoming,
+    r: &mut crate::wire::Reader<'_>,
+    page: usize,
+    zero: bool,
+) -> Result<()> {
+    // Checked and placed under the lock, the page's bytes already read (a read may
+    // wait for the network).
+    let place = |data: Option<&[u8]>| {
+        let _placing = incoming.placing.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = block.page_missing(page);
+        match data {
+            _ if !fresh => {}
+            Some(data) => block.load_page(page, data),
+            None => block.zero_page(page),
+        }
+        fresh
+    };
+    let fresh = if zero {
+        place(None)
+    } else {
+        r.with_bytes(page_size, |data| place(Some(data)))?
+    };
+    incoming.placed(block, page, fresh);
+    let counter = if zero {
+        &stats.zero_pages
+    } else {
+        &stats.normal_pages
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
 /// The [`PageFetcher`] of a block attached to [`PostcopyIncoming`].
 struct Fetcher(Arc<PostcopyIncoming>);
 
 impl PageFetcher for Fetcher {
-    fn fetch(&self, block: &super::RamBlock, first: usize, count: usize) -> Result<()> {
-        self.0.request(block, first, count)
+    fn fetch(&self, block: &super::RamBlock, first: usize, count: usize) -> Result<usize> {
+        // With a preempt channel, only the page touched, as QEMU asks: more would queue
+        // there ahead of the next fault's page (the background stream brings the rest).
+        let count = if self.0.has_side_channel() { 1 } else { count };
+        self.0.request(block, first, count)?;
+        Ok(1)
     }
 }
 

@@ -32,6 +32,10 @@ use crate::transport::ReadAhead;
 use crate::wire::{Limits, Reader};
 use std::sync::Arc;
 
+/// How long the end of a postcopy stream waits for pages still on their way on the
+/// postcopy-preempt channel (they may arrive after the main stream's last ones).
+const SIDE_CHANNEL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How a stream is loaded.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -402,11 +406,14 @@ impl Loader<'_, '_> {
         {
             // Advised, whether it switched or ended as precopy: every page must be here
             // (a missing one would make the guest wait for it forever).
-            let missing = incoming.missing_pages();
+            let (missing, side) = incoming.missing_at_end(SIDE_CHANNEL_GRACE);
             if missing > 0 {
+                let why = side.map_or(String::new(), |e| {
+                    format!(" (the preempt channel failed: {e})")
+                });
                 return Err(Error::invalid(
                     "stream",
-                    format!("the stream ended with {missing} pages never sent"),
+                    format!("the stream ended with {missing} pages never sent{why}"),
                 )
                 .at_offset(r.position())
                 .in_record("EOF"));

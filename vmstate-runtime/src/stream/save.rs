@@ -323,7 +323,7 @@ impl<'r, 'w> SaveSession<'r, 'w> {
                 && handler.is_active()
                 && handler.has_postcopy()
             {
-                discards.extend(handler.postcopy_start());
+                discards.extend(handler.postcopy_start()?);
             }
         }
         use crate::ram::postcopy::{DISCARDS_PER_COMMAND, encode_discard};

@@ -185,8 +185,17 @@ impl ShadowGuest {
 
     /// The source registry and parameters for migrating this guest.
     pub fn source(&self) -> (Registry, MigrationParams) {
+        self.source_with(|h| h)
+    }
+
+    /// [`source`](Self::source) with the RAM handler set up by `setup`.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn source_with(
+        &self,
+        setup: impl FnOnce(RamHandler) -> RamHandler,
+    ) -> (Registry, MigrationParams) {
         let mut reg = Registry::new();
-        let handler = RamHandler::new(vec![self.ram.clone()]).unwrap();
+        let handler = setup(RamHandler::new(vec![self.ram.clone()]).unwrap());
         let mut params = MigrationParams::new(MACHINE);
         params.ram_stats = Some(handler.stats());
         reg.register_iterative("ram", RAM_VERSION, handler, Registration::new())

@@ -182,6 +182,7 @@ fn qemu_ram(q: &mut Qemu, dir: &Path) -> Arc<RamBlock> {
         "return-path",
         "multifd",
         "mapped-ram",
+        "postcopy-preempt",
         "postcopy-ram",
     ]
     .iter()
@@ -1052,6 +1053,177 @@ fn qemu_postcopy_source_migrates_to_our_destination() {
     assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
     assert_eq!(ram_bytes(&ram, TEXT_AT, text.len()), text);
     assert!(ram_bytes(&ram, 0, 1 << 20).iter().all(|&b| b == 0));
+    q.quit();
+}
+
+/// QEMU 10 as the source with `postcopy-ram` and `postcopy-preempt`: QEMU opens a
+/// second connection at the switch and answers our guest's requests on it; our
+/// destination takes it at POSTCOPY_LISTEN, places the pages it brings, and ends with
+/// QEMU's RAM.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_postcopy_preempt_source_answers_requests_on_its_preempt_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dst = std::thread::spawn(move || {
+        let preempt = listener.try_clone().unwrap();
+        let (mut reg, ram, _) = compat_tests::destination::none_with_handler(RAM, |h| {
+            h.with_postcopy_preempt_incoming(Box::new(move || {
+                let (sock, _) = preempt.accept()?;
+                Ok(Box::new(sock) as Box<dyn std::io::Read + Send>)
+            }))
+        });
+        let (sock, _) = listener.accept().unwrap();
+        let mut guest = ReadingGuest {
+            ram: ram.clone(),
+            vcpu: None,
+        };
+        let report = vmstate::migrate::receive_with(
+            &mut reg,
+            sock,
+            &IncomingParams::new("none"),
+            &mut guest,
+        );
+        if let Some(v) = guest.vcpu.take() {
+            v.join().unwrap();
+        }
+        (report, ram)
+    });
+    let (mut q, content, text) = qemu_source_with_blobs(dir.path(), &[]);
+    let caps = json!([
+        {"capability": "postcopy-ram", "state": true},
+        {"capability": "postcopy-preempt", "state": true},
+    ]);
+    q.execute("migrate-set-capabilities", json!({ "capabilities": caps }));
+    q.execute(
+        "migrate-set-parameters",
+        json!({"max-bandwidth": 2_000_000, "max-postcopy-bandwidth": 2_000_000}),
+    );
+    q.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}));
+    q.execute("migrate-start-postcopy", json!({}));
+    q.wait_migration("QEMU postcopy-preempt source to our destination");
+    let (report, ram) = dst.join().unwrap();
+    let report = report.unwrap_or_else(|e| panic!("our destination failed: {e}"));
+    let pc = report.postcopy.expect("QEMU switched to postcopy");
+    assert!(pc.requests > 0, "our guest asked QEMU for pages: {pc:?}");
+    assert!(
+        pc.preempt_pages > 0,
+        "QEMU sent requested pages on the preempt channel: {pc:?}"
+    );
+    assert_eq!(ram.missing_pages(), 0);
+    assert_eq!(ram_bytes(&ram, BLOB_AT, content.len()), content);
+    assert_eq!(ram_bytes(&ram, TEXT_AT, text.len()), text);
+    q.quit();
+}
+
+/// Our source with a postcopy-preempt channel to a QEMU 10 destination with
+/// `postcopy-ram` and `postcopy-preempt`: QEMU takes our second connection as its
+/// preempt channel; reads of guest memory through its monitor while the pages are
+/// still on our side fault, QEMU asks for them, and our return-path thread answers on
+/// that channel: the bytes QEMU reads are ours, and QEMU ends with our RAM.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run) and userfaultfd (root)"]
+fn our_postcopy_preempt_source_answers_a_qemu_destination_on_the_preempt_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut q, port) = qemu_destination(dir.path(), "64M", &["postcopy-ram", "postcopy-preempt"]);
+    let (switched_tx, switched) = std::sync::mpsc::channel();
+    let pattern: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let expected = pattern.clone();
+    let src = std::thread::spawn(move || {
+        let (mut reg, ram, stats) = compat_tests::destination::none_with_handler(RAM, |h| {
+            h.with_postcopy_preempt(Box::new(move || {
+                let s = TcpStream::connect(("127.0.0.1", port))?;
+                s.set_nodelay(true)?;
+                Ok(Box::new(s) as Box<dyn std::io::Write + Send>)
+            }))
+        });
+        ram.write(3 << 20, &pattern);
+        let trigger = vmstate::migrate::StartPostcopy::new();
+        let mut p = params(false);
+        p.ram_stats = Some(stats);
+        p.max_bandwidth = Some(4 << 20);
+        p.max_postcopy_bandwidth = Some(512 << 10);
+        p.downtime_limit = Duration::ZERO;
+        p.postcopy = Some(vmstate::migrate::PostcopyPolicy::on_request(
+            trigger.clone(),
+        ));
+        let mut guest = StillGuest::default();
+        let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut told = false;
+        let stats = migrate_over(
+            &mut reg,
+            sock,
+            &mut guest,
+            &p,
+            &CancelToken::new(),
+            &mut |s| {
+                // Switch after the first round: most pages are still here.
+                trigger.start();
+                if s.status == Status::Postcopy && !told {
+                    told = true;
+                    let _ = switched_tx.send(());
+                }
+            },
+        );
+        (stats, guest)
+    });
+    switched
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("our source never switched; QEMU said: {}", q.stderr()));
+    // Once QEMU listens (its RAM registered with userfaultfd), its monitor reads bytes
+    // spread over the pattern, most of it not sent yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = q.execute("query-migrate", json!({}));
+        if r["status"] == "postcopy-active" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU never entered postcopy: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for k in 0..8u64 {
+        let at = (3 << 20) + k * (256 << 10) + 8;
+        let out = q.execute(
+            "human-monitor-command",
+            json!({"command-line": format!("xp /4xb 0x{at:x}")}),
+        );
+        let text = out.as_str().unwrap_or_default();
+        let got: Vec<u8> = text
+            .split_once(':')
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+            .collect();
+        let off = (at - (3 << 20)) as usize;
+        assert_eq!(
+            got,
+            expected[off..off + 4],
+            "QEMU read {text:?} at 0x{at:x}"
+        );
+    }
+    let (stats, guest) = src.join().unwrap();
+    let stats =
+        stats.unwrap_or_else(|e| panic!("our source failed: {e}; QEMU said: {}", q.stderr()));
+    assert_eq!(stats.status, Status::Completed);
+    assert_eq!((guest.stops, guest.resumes), (1, 0));
+    let pc = stats.postcopy.expect("the migration switched to postcopy");
+    assert!(pc.requests > 0, "QEMU asked for pages: {pc:?}");
+    let ram = stats.ram.expect("RAM counters");
+    assert!(
+        ram.preempt_bytes >= pc.requested_pages * 4096,
+        "the requested pages (of the pattern, none zero) went on the preempt channel: {} bytes for {pc:?}",
+        ram.preempt_bytes
+    );
+    q.wait_migration("our postcopy-preempt source to the QEMU destination");
+    let theirs = qemu_ram(&mut q, dir.path());
+    assert_eq!(ram_bytes(&theirs, 3 << 20, expected.len()), expected);
     q.quit();
 }
 

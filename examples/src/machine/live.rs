@@ -90,6 +90,8 @@ pub struct DestinationPostcopy {
     pub time_in_postcopy_ms: f64,
     /// Pages discarded at the switch.
     pub discarded_pages: u64,
+    /// Pages that came on the postcopy-preempt channel.
+    pub preempt_pages: u64,
 }
 
 impl DestinationPostcopy {
@@ -104,6 +106,7 @@ impl DestinationPostcopy {
             fault_max_us: us(r.fault_latency_max),
             time_in_postcopy_ms: r.time_in_postcopy.as_secs_f64() * 1e3,
             discarded_pages: r.discarded_pages,
+            preempt_pages: r.preempt_pages,
         }
     }
 
@@ -117,6 +120,7 @@ impl DestinationPostcopy {
             "fault_max_us": self.fault_max_us,
             "time_in_postcopy_ms": self.time_in_postcopy_ms,
             "discarded_pages": self.discarded_pages,
+            "preempt_pages": self.preempt_pages,
         })
     }
 
@@ -130,6 +134,7 @@ impl DestinationPostcopy {
             fault_max_us: v["fault_max_us"].as_f64()?,
             time_in_postcopy_ms: v["time_in_postcopy_ms"].as_f64()?,
             discarded_pages: v["discarded_pages"].as_u64()?,
+            preempt_pages: v["preempt_pages"].as_u64()?,
         })
     }
 }
@@ -157,6 +162,7 @@ pub fn postcopy_json(
             "fault_latency_max_us": d.fault_max_us,
             "time_in_postcopy_ms": d.time_in_postcopy_ms,
             "discarded_pages": d.discarded_pages,
+            "preempt_pages": d.preempt_pages,
         })),
     })
 }

@@ -339,6 +339,8 @@ pub struct PostcopyReport {
     pub time_in_postcopy: Duration,
     /// Pages discarded by `POSTCOPY_RAM_DISCARD`.
     pub discarded_pages: u64,
+    /// Page records read from the postcopy-preempt channel.
+    pub preempt_pages: u64,
 }
 
 #[derive(Debug, Default)]
@@ -373,6 +375,7 @@ pub struct PostcopyIncoming {
     pages_after_start: AtomicU64,
     duplicate_pages: AtomicU64,
     discarded_pages: AtomicU64,
+    preempt_pages: AtomicU64,
     listening: AtomicBool,
     /// Held while a page is checked and placed: the main stream and a side channel
     /// never both place one page.
@@ -403,6 +406,7 @@ impl PostcopyIncoming {
             pages_after_start: AtomicU64::new(0),
             duplicate_pages: AtomicU64::new(0),
             discarded_pages: AtomicU64::new(0),
+            preempt_pages: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             placing: Mutex::new(()),
             on_listen: Mutex::new(None),
@@ -526,6 +530,11 @@ impl PostcopyIncoming {
         self.lock_state().side_channel = Some(false);
     }
 
+    /// Counts a page record read from the side channel.
+    pub(crate) fn side_channel_page(&self) {
+        self.preempt_pages.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Whether a side channel (postcopy-preempt) was opened.
     fn has_side_channel(&self) -> bool {
         self.lock_state().side_channel.is_some()
@@ -595,6 +604,7 @@ impl PostcopyIncoming {
             duplicate_pages: self.duplicate_pages.load(Ordering::Relaxed),
             time_in_postcopy,
             discarded_pages: self.discarded_pages.load(Ordering::Relaxed),
+            preempt_pages: self.preempt_pages.load(Ordering::Relaxed),
         }
     }
 

@@ -189,6 +189,7 @@ fn receive(
         let b = &blocks[bi];
         let page = super::handler::page_index(b.as_ref(), page_size, offset, at)?;
         place_postcopy_page(b.as_ref(), page_size, stats, incoming, &mut r, page, zero)?;
+        incoming.side_channel_page();
     }
 }
 

@@ -65,6 +65,10 @@ struct Args {
     /// they touch comes through userfaultfd (needs root).
     #[arg(long)]
     postcopy: bool,
+    /// With --postcopy: send requested pages on a second connection, ahead of the
+    /// background pages (QEMU's postcopy-preempt)
+    #[arg(long, requires = "postcopy")]
+    postcopy_preempt: bool,
     /// With --postcopy: switch after this many precopy rounds.
     #[arg(long, default_value_t = 1, requires = "postcopy")]
     postcopy_after_rounds: u64,
@@ -115,6 +119,7 @@ fn destination(args: &Args, addr: &str) -> AnyResult<ExitCode> {
         ram: args.ram,
         vcpus: args.vcpus,
         preallocate: args.prealloc,
+        postcopy_preempt: args.postcopy_preempt,
     };
     live::run_destination(listener, &cfg, on_line, || {
         println!("LISTENING {local}");
@@ -130,6 +135,9 @@ fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
         .args(["--vcpus", &args.vcpus.to_string()]);
     if args.prealloc {
         cmd.arg("--prealloc");
+    }
+    if args.postcopy_preempt {
+        cmd.args(["--postcopy", "--postcopy-preempt"]);
     }
     let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
@@ -170,6 +178,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
             after_rounds: Some(args.postcopy_after_rounds),
             ..Default::default()
         }),
+        postcopy_preempt: args.postcopy_preempt,
     };
     let bar = progress_bar(args.ram);
     // The source's serial lines: every 100th pass, above the progress line.

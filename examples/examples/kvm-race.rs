@@ -123,6 +123,7 @@ fn main() -> ExitCode {
             ram: args.ram_mib << 20,
             vcpus: 1,
             preallocate: args.prealloc,
+            postcopy_preempt: false,
         };
         let ready = || {
             println!("LISTENING {local}");
@@ -352,6 +353,7 @@ fn run_ours(args: &Args, w: Workload) -> Run {
         max_time: Duration::from_secs(args.max_time),
         warm_up: Duration::from_millis(200),
         postcopy: None,
+        postcopy_preempt: false,
     };
     let o = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
     assert!(child.wait().unwrap().success(), "our destination failed");

@@ -41,6 +41,7 @@ fn word_at(m: &KvmMachine, addr: u64) -> u32 {
 fn example_destination(
     vcpus: u32,
     preallocate: bool,
+    postcopy_preempt: bool,
 ) -> (String, std::thread::JoinHandle<Result<(), String>>) {
     use vmstate_examples::kvm::live::{DestinationConfig, run_destination};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -49,6 +50,7 @@ fn example_destination(
         ram: RAM,
         vcpus,
         preallocate,
+        postcopy_preempt,
     };
     let handle = std::thread::spawn(move || {
         run_destination(listener, &cfg, quiet(), || {}).map_err(|e| e.to_string())
@@ -73,8 +75,19 @@ fn example_migration_with(
     preallocate: bool,
     postcopy: Option<vmstate::migrate::PostcopyPolicy>,
 ) -> vmstate_examples::kvm::live::Outcome {
+    example_postcopy_migration(vcpus, workload, preallocate, postcopy, false)
+}
+
+/// [`example_migration_with`], with a postcopy-preempt channel when `preempt`.
+fn example_postcopy_migration(
+    vcpus: u32,
+    workload: Workload,
+    preallocate: bool,
+    postcopy: Option<vmstate::migrate::PostcopyPolicy>,
+    preempt: bool,
+) -> vmstate_examples::kvm::live::Outcome {
     use vmstate_examples::kvm::live::{SourceConfig, run_source};
-    let (addr, destination) = example_destination(vcpus, preallocate);
+    let (addr, destination) = example_destination(vcpus, preallocate, preempt);
     let cfg = SourceConfig {
         ram: RAM,
         vcpus,
@@ -84,6 +97,7 @@ fn example_migration_with(
         max_time: Duration::from_secs(60),
         warm_up: Duration::from_millis(50),
         postcopy,
+        postcopy_preempt: preempt,
     };
     let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
     destination.join().unwrap().unwrap();
@@ -307,6 +321,51 @@ fn kvm_paused_guest_in_postcopy_arrives_whole() {
     assert!(outcome.stats.postcopy.is_some());
     assert!(outcome.pages_compared);
     assert!(outcome.verified(), "{outcome:?}");
+}
+
+/// The same with a postcopy-preempt channel: pages come on two connections, placed
+/// through userfaultfd by two threads, and the memory is whole.
+#[test]
+#[ignore = "needs /dev/kvm and userfaultfd (root; run by .ci/run where /dev/kvm exists)"]
+fn kvm_paused_guest_in_postcopy_with_a_preempt_channel_arrives_whole() {
+    let workload = Workload::Preloaded {
+        pages: 1024,
+        seed: 0x5eed_0017,
+    };
+    let outcome = example_postcopy_migration(1, workload, false, Some(postcopy_at_once()), true);
+    assert!(outcome.stats.postcopy.is_some());
+    assert!(outcome.pages_compared);
+    assert!(outcome.verified(), "{outcome:?}");
+}
+
+/// A running guest in postcopy with a preempt channel: the pages its vCPU faults on
+/// come on that channel, and it goes on from its next pass.
+#[test]
+#[ignore = "needs /dev/kvm and userfaultfd (root; run by .ci/run where /dev/kvm exists)"]
+fn kvm_guest_faults_in_postcopy_are_answered_on_the_preempt_channel() {
+    let workload = Workload::Rewrite { pages: PAGES };
+    let outcome = example_postcopy_migration(1, workload, false, Some(postcopy_at_once()), true);
+    let pc = outcome
+        .stats
+        .postcopy
+        .clone()
+        .expect("switched to postcopy");
+    let seen = outcome
+        .destination_postcopy
+        .clone()
+        .expect("the destination's figures");
+    assert!(pc.requests > 0, "the vCPU faulted on missing pages: {pc:?}");
+    assert!(
+        seen.preempt_pages > 0,
+        "requested pages came on the preempt channel: {seen:?}"
+    );
+    assert!(outcome.differing_devices.is_empty(), "{outcome:?}");
+    assert_eq!(
+        outcome.destination_passes[0].0,
+        outcome.source_last_passes[0] + 1,
+        "the guest went on from its next pass"
+    );
+    assert!(outcome.verified());
 }
 
 #[test]

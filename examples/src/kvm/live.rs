@@ -48,6 +48,9 @@ pub struct SourceConfig {
     /// before all of the guest's memory is there, and each page they touch that is
     /// missing comes through userfaultfd.
     pub postcopy: Option<PostcopyPolicy>,
+    /// Send requested pages on a postcopy-preempt channel (the destination must take
+    /// one).
+    pub postcopy_preempt: bool,
 }
 
 /// The destination's settings.
@@ -60,6 +63,9 @@ pub struct DestinationConfig {
     /// Fault in all guest memory before the migration starts (QEMU's
     /// `-mem-prealloc`), so that placing pages does not pay the kernel's zeroing.
     pub preallocate: bool,
+    /// Take requested pages from a postcopy-preempt channel too (a second connection
+    /// on `listener`, taken at POSTCOPY_LISTEN).
+    pub postcopy_preempt: bool,
 }
 
 /// What a finished migration reports.
@@ -177,7 +183,18 @@ pub fn run_destination(
     if cfg.preallocate {
         machine.preallocate()?;
     }
-    let (mut reg, _) = machine.registry()?;
+    let preempt = match cfg.postcopy_preempt {
+        true => Some(listener.try_clone()?),
+        false => None,
+    };
+    let (mut reg, _) = machine.registry_with(|h| match preempt {
+        Some(l) => h.with_postcopy_preempt_incoming(Box::new(move || {
+            let (sock, _) = l.accept()?;
+            sock.set_nodelay(true)?;
+            Ok(Box::new(sock) as Box<dyn std::io::Read + Send>)
+        })),
+        None => h,
+    })?;
     ready();
     let (sock, _) = listener.accept()?;
     sock.set_nodelay(true)?;
@@ -302,7 +319,15 @@ pub fn run_source(
 
     let sock = TcpStream::connect(addr)?;
     sock.set_nodelay(true)?;
-    let (mut reg, ram_stats) = machine.registry()?;
+    let preempt_addr = cfg.postcopy_preempt.then(|| addr.to_string());
+    let (mut reg, ram_stats) = machine.registry_with(|h| match preempt_addr {
+        Some(addr) => h.with_postcopy_preempt(Box::new(move || {
+            let s = TcpStream::connect(&addr)?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as Box<dyn std::io::Write + Send>)
+        })),
+        None => h,
+    })?;
     let mut params = MigrationParams::new(MACHINE_TYPE);
     params.downtime_limit = cfg.downtime_limit;
     params.max_bandwidth = cfg.max_bandwidth;

@@ -565,8 +565,17 @@ impl KvmMachine {
     /// A registry with everything a migration carries: RAM (the `ram` section), the
     /// chipset, each vCPU and each console; and the RAM handler's counters.
     pub fn registry(&self) -> AnyResult<(Registry, Arc<RamStats>)> {
+        self.registry_with(|h| h)
+    }
+
+    /// [`registry`](Self::registry) with its RAM handler set up by `setup` (a
+    /// postcopy-preempt channel).
+    pub fn registry_with(
+        &self,
+        setup: impl FnOnce(RamHandler) -> RamHandler,
+    ) -> AnyResult<(Registry, Arc<RamStats>)> {
         let mut reg = Registry::new();
-        let ram = RamHandler::new(vec![self.ram.clone()])?;
+        let ram = setup(RamHandler::new(vec![self.ram.clone()])?);
         let stats = ram.stats();
         reg.register_iterative("ram", RAM_VERSION, ram, Registration::new())?;
         reg.register_device(self.chipset.clone(), Registration::new())?;

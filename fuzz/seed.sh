@@ -36,8 +36,10 @@ done
 # QEMU 10.0.2's postcopy stream for the decoder and the record reader.
 cp ../compat-tests/fixtures/qemu-10.0.2-postcopy/postcopy.mig corpus/decode/
 cp ../compat-tests/fixtures/qemu-10.0.2-postcopy/postcopy.mig corpus/records/
-# postcopy_incoming: what follows the prologue the target writes (see its source): a
-# discard, the package (LISTEN, PING 3, RUN), a PART with a zero and a full page, END, EOF.
+# postcopy_incoming: a be16 length, that many bytes for the postcopy-preempt channel,
+# then what follows the prologue the target writes on the main stream (see its source):
+# a discard, the package (LISTEN, PING 3, RUN), a PART with a zero and a full page, END,
+# EOF. One seed without preempt bytes, one with two page records on the channel.
 python3 - <<'PY'
 import struct
 def cmd(n, data=b""): return b"\x08" + struct.pack(">HH", n, len(data)) + data
@@ -48,6 +50,8 @@ part = b"\x02" + struct.pack(">I", 0) + rec(5 * 4096, 0x02, b"pc.ram") + b"\x00"
     + rec(0, 0x08, b"vram") + bytes(range(256)) * 16 + rec(0, 0x10) + b"\x7e" + struct.pack(">I", 0)
 end = b"\x03" + struct.pack(">I", 0) + rec(0, 0x10) + b"\x7e" + struct.pack(">I", 0)
 seed = discard + cmd(2, struct.pack(">I", 2)) + cmd(7, struct.pack(">I", len(package))) + package + part + end + b"\x00"
-open("corpus/postcopy_incoming/switch.bin", "wb").write(seed)
+open("corpus/postcopy_incoming/switch.bin", "wb").write(b"\x00\x00" + seed)
+preempt = rec(0, 0x08, b"pc.ram") + bytes(range(256)) * 16 + rec(4096, 0x02 | 0x20) + b"\x00"
+open("corpus/postcopy_incoming/preempt.bin", "wb").write(struct.pack(">H", len(preempt)) + preempt + seed)
 PY
 echo "seeded: $(ls corpus/*/ | wc -l) files"

@@ -1,9 +1,12 @@
 //! A destination receiving a postcopy migration (`migrate::receive_with`) over a
-//! socket pair: after a well-formed start (header, configuration, OPEN_RETURN_PATH,
-//! PING, POSTCOPY_ADVISE and the RAM block list of two small blocks), the input's bytes
-//! are the rest of the stream: discards, packages with LISTEN and RUN, page records,
-//! END sections, EOF, in any order or shape. Every input must end in a load or an
-//! error, never a panic, hang or write outside a block.
+//! socket pair, with a postcopy-preempt channel: the input starts with a be16 length
+//! and that many bytes, which the preempt channel carries (bare RAM records, read from
+//! POSTCOPY_LISTEN on); after a well-formed start of the main stream (header,
+//! configuration, OPEN_RETURN_PATH, PING, POSTCOPY_ADVISE and the RAM block list of two
+//! small blocks), the rest of the input is the rest of the main stream: discards,
+//! packages with LISTEN and RUN, page records, END sections, EOF, in any order or
+//! shape. Every input must end in a load or an error, never a panic, hang or write
+//! outside a block.
 #![no_main]
 
 use std::io::{Read, Write};
@@ -56,7 +59,17 @@ impl IncomingGuest for NoVcpu {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|input: &[u8]| {
+    let Some((len, rest)) = input.split_first_chunk::<2>() else {
+        return;
+    };
+    let threads_before = threads();
+    let (preempt, data) = rest.split_at(usize::from(u16::from_be_bytes(*len)).min(rest.len()));
+    // The preempt channel's reader lives in the preempt thread (or in the hook until
+    // LISTEN): `preempt_gone` says when it was dropped, so that no thread outlives this
+    // input.
+    let (gone_tx, preempt_gone) = std::sync::mpsc::channel::<()>();
+    let preempt = Channel(std::io::Cursor::new(preempt.to_vec()), gone_tx);
     let blocks = vec![
         Arc::new(RamBlock::new("pc.ram", 16 * PAGE).unwrap()),
         Arc::new(RamBlock::new("vram", 8 * PAGE).unwrap()),
@@ -65,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
     reg.register_iterative(
         "ram",
         RAM_VERSION,
-        RamHandler::new(blocks.clone()).unwrap(),
+        RamHandler::new(blocks.clone())
+            .unwrap()
+            .with_postcopy_preempt_incoming(Box::new(move || {
+                Ok(Box::new(preempt) as Box<dyn Read + Send>)
+            })),
         Registration::new(),
     )
     .unwrap();
@@ -89,4 +106,34 @@ fuzz_target!(|data: &[u8]| {
     // dropping them closes it, which ends the sink.
     drop((reg, blocks));
     let _ = sink.join();
+    let _ = preempt_gone.recv_timeout(Duration::from_secs(30));
+    // The preempt thread dropped its channel; let it finish exiting too (the leak
+    // checker counts a thread's exit bookkeeping as a leak while it runs).
+    for _ in 0..5000 {
+        if threads() <= threads_before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 });
+
+/// Threads of this process now.
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The preempt channel: its bytes, and a sender dropped with it.
+struct Channel(std::io::Cursor<Vec<u8>>, std::sync::mpsc::Sender<()>);
+
+impl Read for Channel {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}

@@ -262,6 +262,40 @@ fn with_the_preempt_channel_requested_pages_travel_beside_the_main_stream() {
 }
 
 #[test]
+fn a_preempt_channel_never_opened_leaves_nothing_behind() {
+    // Precopy converges before postcopy is asked for: the source never opens the
+    // preempt channel, the destination never takes it, and its blocks are freed
+    // with the registry (nothing waiting for LISTEN holds them).
+    let mut guest = ShadowGuest::new(PAGES, 4, 13);
+    let (l, addr) = listen();
+    let (mut reg, mut params) = guest.source_with(|h| {
+        h.with_postcopy_preempt(Box::new(move || {
+            Ok(Box::new(connect(addr)) as Box<dyn std::io::Write + Send>)
+        }))
+    });
+    params.postcopy = Some(PostcopyPolicy::on_request(StartPostcopy::new()));
+    let dst = destination_with(l, Vec::new(), None, true);
+    let stats = migrate_over(
+        &mut reg,
+        connect(addr),
+        &mut guest,
+        &params,
+        &CancelToken::new(),
+        &mut |_| {},
+    );
+    let mut landed = dst.join().unwrap();
+    let report = landed.result.expect("the destination loaded");
+    landed.guest.vcpu.take().unwrap().join().unwrap();
+    assert!(stats.unwrap().postcopy.is_none(), "precopy converged");
+    assert!(report.postcopy.is_none());
+    assert_eq!(
+        Arc::strong_count(&landed.guest.ram),
+        1,
+        "only the guest holds its RAM once the registry is gone"
+    );
+}
+
+#[test]
 fn pages_dirtied_just_before_the_switch_reach_the_destination() {
     // Round 1 sends every page; then, right before the switch, 40 pages it sent are
     // written again: the destination's copies are stale, so they must be discarded

@@ -1134,10 +1134,12 @@ impl IterativeHandler for RamHandler {
             incoming.attach(b.clone())?;
         }
         if let Some(accept) = self.preempt_acceptor.take() {
-            let (blocks, stats, at) = (self.blocks.clone(), self.stats.clone(), incoming.clone());
-            let page_size = self.page_size;
-            incoming.at_listen(Box::new(move || {
-                super::preempt::spawn_receiver(accept, blocks, page_size, stats, at);
+            // Weak until LISTEN: the blocks' fetchers hold `incoming`, which holds this.
+            let blocks: Vec<_> = self.blocks.iter().map(Arc::downgrade).collect();
+            let (stats, page_size) = (self.stats.clone(), self.page_size);
+            incoming.at_listen(Box::new(move |incoming| {
+                let blocks = blocks.iter().filter_map(std::sync::Weak::upgrade).collect();
+                super::preempt::spawn_receiver(accept, blocks, page_size, stats, incoming.clone());
             }));
         }
         self.incoming = Some(incoming.clone());

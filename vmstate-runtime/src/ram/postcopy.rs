@@ -39,6 +39,9 @@ pub const DISCARDS_PER_COMMAND: usize = 12;
 /// name and the byte ranges (start, length) to drop.
 pub type Discards = Vec<(String, Vec<(u64, u64)>)>;
 
+/// What runs at `POSTCOPY_LISTEN` (see [`PostcopyIncoming::at_listen`]).
+pub(crate) type ListenHook = Box<dyn FnOnce(&Arc<PostcopyIncoming>) + Send>;
+
 /// Page requests that may wait on the source at once.
 pub const MAX_QUEUED: usize = 1 << 16;
 
@@ -381,7 +384,7 @@ pub struct PostcopyIncoming {
     /// never both place one page.
     placing: Mutex<()>,
     /// Runs at `POSTCOPY_LISTEN` (starts the side channel's thread).
-    on_listen: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    on_listen: Mutex<Option<ListenHook>>,
 }
 
 impl std::fmt::Debug for PostcopyIncoming {
@@ -444,7 +447,7 @@ impl PostcopyIncoming {
     }
 
     /// `POSTCOPY_LISTEN`: from here on page requests are answered.
-    pub fn listen(&self) {
+    pub fn listen(self: &Arc<Self>) {
         self.listening.store(true, Ordering::Release);
         let hook = self
             .on_listen
@@ -452,13 +455,14 @@ impl PostcopyIncoming {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(hook) = hook {
-            hook();
+            hook(self);
         }
     }
 
     /// Runs `hook` at `POSTCOPY_LISTEN` (once the source switched: it opened its side
-    /// channels before it sent the package that holds LISTEN).
-    pub(crate) fn at_listen(&self, hook: Box<dyn FnOnce() + Send>) {
+    /// channels before it sent the package that holds LISTEN). The hook is kept here
+    /// until then: it must not hold this state or its blocks (their fetchers hold it).
+    pub(crate) fn at_listen(&self, hook: ListenHook) {
         *self.on_listen.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 

@@ -66,10 +66,14 @@ struct Args {
     prealloc: bool,
     /// QEMU's runs use postcopy: `postcopy-ram` (and `postcopy-blocktime` on the
     /// destination) on both ends, `migrate-start-postcopy` this many milliseconds after
-    /// `migrate`. Our side still runs precopy (its KVM destination cannot take pages on
-    /// demand yet: that needs userfaultfd).
+    /// `migrate`. Our side still runs precopy here (`kvm-migration --postcopy` measures
+    /// ours).
     #[arg(long, value_name = "MS")]
     qemu_postcopy_after_ms: Option<u64>,
+    /// With --qemu-postcopy-after-ms: `postcopy-preempt` on both QEMUs too (requested
+    /// pages on their own connection).
+    #[arg(long, requires = "qemu_postcopy_after_ms")]
+    qemu_postcopy_preempt: bool,
     /// (Internal) run our destination, listening on ADDR.
     #[arg(long, hide = true)]
     listen: Option<String>,
@@ -209,11 +213,18 @@ fn run_qemu(args: &Args, dir: &Path, image: &Path, w: Workload) -> Run {
                 .collect();
             json!({ "capabilities": v })
         };
+        let preempt: &[&str] = match args.qemu_postcopy_preempt {
+            true => &["postcopy-preempt"],
+            false => &[],
+        };
         dst.execute(
             "migrate-set-capabilities",
-            caps(&["postcopy-ram", "postcopy-blocktime"]),
+            caps(&[&["postcopy-ram", "postcopy-blocktime"][..], preempt].concat()),
         );
-        src.execute("migrate-set-capabilities", caps(&["postcopy-ram"]));
+        src.execute(
+            "migrate-set-capabilities",
+            caps(&[&["postcopy-ram"][..], preempt].concat()),
+        );
     }
     let bandwidth = args.max_bandwidth_mib.map_or(1u64 << 40, |m| m << 20);
     src.execute(

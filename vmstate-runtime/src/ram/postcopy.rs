@@ -7,7 +7,8 @@
 //! [`RamBlock`](super::RamBlock)'s API (the received-bitmap mechanism of
 //! [`on_demand`](super::on_demand)), which calls the [`PostcopyIncoming`] fetcher: it
 //! sends `REQ_PAGES_ID` / `REQ_PAGES` on the return path and waits until the loader
-//! has placed the pages. The source serves queued requests before anything else.
+//! has placed the page touched. The source serves queued requests before anything
+//! else, or at once on a postcopy-preempt channel ([`super::preempt`]).
 //!
 //! ```
 //! use vmstate::ram::postcopy::{decode_discard, encode_discard};

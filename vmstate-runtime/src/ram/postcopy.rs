@@ -43,6 +43,10 @@ pub type Discards = Vec<(String, Vec<(u64, u64)>)>;
 /// What runs at `POSTCOPY_LISTEN` (see [`PostcopyIncoming::at_listen`]).
 pub(crate) type ListenHook = Box<dyn FnOnce(&Arc<PostcopyIncoming>) + Send>;
 
+/// Slots of [`PostcopyIncoming`]'s count of waiting accesses (by page number modulo
+/// this): a page placed takes the lock only when its slot has a waiter.
+const AWAIT_SLOTS: usize = 4096;
+
 /// Page requests that may wait on the source at once.
 pub const MAX_QUEUED: usize = 1 << 16;
 
@@ -353,8 +357,8 @@ struct IncomingState {
     failed: Option<String>,
     started: Option<Instant>,
     ended: Option<Instant>,
-    /// What waiting accesses wait for: block name and page range.
-    waits: Vec<(String, std::ops::Range<usize>)>,
+    /// What waiting accesses wait for: block name and page.
+    waits: Vec<(String, usize)>,
     /// A side channel (postcopy-preempt) brings pages too: opened, and whether it ended.
     side_channel: Option<bool>,
     /// Why the side channel failed, if it did while it mattered.
@@ -370,7 +374,9 @@ pub struct PostcopyIncoming {
     out: Mutex<(Box<dyn Write + Send>, Option<String>)>,
     state: Mutex<IncomingState>,
     arrived: Condvar,
-    waiting: AtomicUsize,
+    /// Accesses waiting, counted by page number modulo [`AWAIT_SLOTS`]: a page placed
+    /// looks here (no lock) before it looks for a waiter to wake.
+    awaited: Box<[AtomicUsize]>,
     /// Weak: each block's fetcher holds this state.
     blocks: Mutex<Vec<std::sync::Weak<dyn GuestRam>>>,
     latencies_ns: Mutex<Vec<u64>>,
@@ -381,6 +387,8 @@ pub struct PostcopyIncoming {
     discarded_pages: AtomicU64,
     preempt_pages: AtomicU64,
     listening: AtomicBool,
+    /// `POSTCOPY_RUN` was seen (read for every page placed: no lock).
+    running: AtomicBool,
     /// Held while a page is checked and placed: the main stream and a side channel
     /// never both place one page.
     placing: Mutex<()>,
@@ -402,7 +410,7 @@ impl PostcopyIncoming {
             out: Mutex::new((return_path, None)),
             state: Mutex::default(),
             arrived: Condvar::new(),
-            waiting: AtomicUsize::new(0),
+            awaited: (0..AWAIT_SLOTS).map(|_| AtomicUsize::new(0)).collect(),
             blocks: Mutex::default(),
             latencies_ns: Mutex::default(),
             requests: AtomicU64::new(0),
@@ -412,6 +420,7 @@ impl PostcopyIncoming {
             discarded_pages: AtomicU64::new(0),
             preempt_pages: AtomicU64::new(0),
             listening: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             placing: Mutex::new(()),
             on_listen: Mutex::new(None),
         })
@@ -475,11 +484,12 @@ impl PostcopyIncoming {
     /// `POSTCOPY_RUN`: the guest starts here now.
     pub fn started(&self) {
         self.lock_state().started = Some(Instant::now());
+        self.running.store(true, Ordering::Release);
     }
 
     /// Whether the guest was started here.
     pub fn has_started(&self) -> bool {
-        self.lock_state().started.is_some()
+        self.running.load(Ordering::Acquire)
     }
 
     /// The stream ended: every page is here.
@@ -496,7 +506,7 @@ impl PostcopyIncoming {
     /// dropped). Wakes the accesses whose pages are now all there (only those: a
     /// wake-up per page would cost more than the page).
     pub(crate) fn placed(&self, block: &dyn GuestRam, page: usize, fresh: bool) {
-        if self.has_started_fast() {
+        if self.has_started() {
             self.pages_after_start.fetch_add(1, Ordering::Relaxed);
             if !fresh {
                 self.duplicate_pages.fetch_add(1, Ordering::Relaxed);
@@ -505,21 +515,15 @@ impl PostcopyIncoming {
         // Pairs with the fence in `wait_for`: either the waiter sees the page, or
         // this side sees the waiter.
         fence(Ordering::SeqCst);
-        if self.waiting.load(Ordering::Relaxed) > 0 {
+        if self.awaited[page % AWAIT_SLOTS].load(Ordering::Relaxed) > 0 {
             let s = self.lock_state();
-            let complete = s.waits.iter().any(|(name, range)| {
-                range.contains(&page)
-                    && name == block.name()
-                    && range.clone().all(|p| !block.page_missing(p))
-            });
-            if complete {
+            if s.waits
+                .iter()
+                .any(|(name, p)| *p == page && name == block.name())
+            {
                 self.arrived.notify_all();
             }
         }
-    }
-
-    fn has_started_fast(&self) -> bool {
-        self.listening.load(Ordering::Relaxed) && self.has_started()
     }
 
     /// The link to the source is gone: pages still missing will never come. Threads
@@ -645,7 +649,7 @@ impl PostcopyIncoming {
         if let Err(e) = sent {
             self.fail(format!("a page request could not be sent: {e}"));
         }
-        self.wait_for(block, first, 1);
+        self.wait_for(block, first);
         let mut l = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() < MAX_LATENCIES {
             l.push(t.elapsed().as_nanos() as u64);
@@ -653,14 +657,13 @@ impl PostcopyIncoming {
         Ok(())
     }
 
-    fn wait_for(&self, block: &dyn GuestRam, first: usize, count: usize) {
-        let range = first..first + count;
-        let here = |b: &dyn GuestRam| range.clone().all(|p| !b.page_missing(p));
+    fn wait_for(&self, block: &dyn GuestRam, page: usize) {
+        let slot = &self.awaited[page % AWAIT_SLOTS];
         let mut s = self.lock_state();
-        s.waits.push((block.name().to_string(), range.clone()));
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        s.waits.push((block.name().to_string(), page));
+        slot.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        while !here(block) {
+        while block.page_missing(page) {
             // A timed wait as well: a wake-up is cheap to miss and costly to lose.
             s = self
                 .arrived
@@ -671,11 +674,11 @@ impl PostcopyIncoming {
         if let Some(i) = s
             .waits
             .iter()
-            .position(|(n, r)| *r == range && n == block.name())
+            .position(|(n, p)| *p == page && n == block.name())
         {
             s.waits.swap_remove(i);
         }
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        slot.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

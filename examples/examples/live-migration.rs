@@ -106,7 +106,7 @@ struct Args {
     /// With --postcopy: send requested pages on a second connection, ahead of the
     /// background pages (QEMU's postcopy-preempt; both ends must be given it; not with
     /// --tls)
-    #[arg(long, conflicts_with = "tls")]
+    #[arg(long, requires = "postcopy", conflicts_with_all = ["tls", "tls_cert", "tls_dir"])]
     postcopy_preempt: bool,
     /// Destination: back guest RAM with memory before the migration starts (QEMU's
     /// -mem-prealloc), so that arriving pages never wait for the kernel to find memory
@@ -267,7 +267,7 @@ fn spawn_destination(args: &Args) -> AnyResult<(std::process::Child, String)> {
         .args(["--channels", &args.channels.to_string()])
         .args(["--working-set", &args.working_set.to_string()]);
     if args.postcopy_preempt {
-        cmd.arg("--postcopy-preempt");
+        cmd.args(["--postcopy", "--postcopy-preempt"]);
     }
     if args.prealloc {
         cmd.arg("--prealloc");

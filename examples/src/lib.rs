@@ -5,5 +5,6 @@
 pub mod cli;
 pub mod kvm;
 pub mod machine;
+pub mod preempt;
 
 pub mod codec;

@@ -323,8 +323,9 @@ fn kvm_paused_guest_in_postcopy_arrives_whole() {
     assert!(outcome.verified(), "{outcome:?}");
 }
 
-/// The same with a postcopy-preempt channel: pages come on two connections, placed
-/// through userfaultfd by two threads, and the memory is whole.
+/// The same with a postcopy-preempt channel set up on both ends (the paused guest
+/// touches few pages, so requests are few or none): the channel does not disturb the
+/// main stream, and the memory is whole.
 #[test]
 #[ignore = "needs /dev/kvm and userfaultfd (root; run by .ci/run where /dev/kvm exists)"]
 fn kvm_paused_guest_in_postcopy_with_a_preempt_channel_arrives_whole() {

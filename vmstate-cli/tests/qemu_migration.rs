@@ -1214,7 +1214,10 @@ fn our_postcopy_preempt_source_answers_a_qemu_destination_on_the_preempt_channel
     assert_eq!(stats.status, Status::Completed);
     assert_eq!((guest.stops, guest.resumes), (1, 0));
     let pc = stats.postcopy.expect("the migration switched to postcopy");
-    assert!(pc.requests > 0, "QEMU asked for pages: {pc:?}");
+    assert!(
+        pc.requests > 0 && pc.requested_pages > 0,
+        "QEMU asked for pages not sent yet: {pc:?}"
+    );
     let ram = stats.ram.expect("RAM counters");
     assert!(
         ram.preempt_bytes >= pc.requested_pages * 4096,

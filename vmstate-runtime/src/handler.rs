@@ -135,6 +135,13 @@ pub trait IterativeHandler: Send {
         false
     }
 
+    /// Source, just before the switch to postcopy, with the guest still running: opens
+    /// what the switch needs (a postcopy-preempt channel), so that the downtime does
+    /// not include it and a failure leaves the stream as it was. Default: nothing.
+    fn postcopy_prepare(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Source, at the switch to postcopy with the guest stopped: from now on
     /// [`save_iterate`](Self::save_iterate) serves the destination's page requests
     /// first. Returns, per RAM block, the byte ranges the destination must discard
@@ -207,6 +214,9 @@ impl<H: IterativeHandler> IterativeHandler for Arc<std::sync::Mutex<H>> {
     }
     fn has_postcopy(&self) -> bool {
         crate::registry::lock(self).has_postcopy()
+    }
+    fn postcopy_prepare(&mut self) -> Result<()> {
+        crate::registry::lock(self).postcopy_prepare()
     }
     fn postcopy_start(&mut self) -> Result<crate::ram::postcopy::Discards> {
         crate::registry::lock(self).postcopy_start()

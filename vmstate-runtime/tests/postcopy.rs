@@ -242,7 +242,12 @@ fn with_the_preempt_channel_requested_pages_travel_beside_the_main_stream() {
         ram.preempt_bytes,
         pc.requested_pages
     );
-    assert!(report.postcopy.unwrap().requests > 0);
+    let seen = report.postcopy.unwrap();
+    assert!(seen.requests > 0);
+    assert_eq!(
+        seen.preempt_pages, pc.requested_pages,
+        "every page sent for a request came on the preempt channel"
+    );
     landed.guest.vcpu.take().unwrap().join().unwrap();
     assert_eq!(landed.guest.ram.missing_pages(), 0, "every page arrived");
     for p in (0..PAGES).filter(|&p| p != 2000) {
@@ -292,6 +297,10 @@ fn a_preempt_channel_never_opened_leaves_nothing_behind() {
         Arc::strong_count(&landed.guest.ram),
         1,
         "only the guest holds its RAM once the registry is gone"
+    );
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the acceptor's listener was dropped with the registry"
     );
 }
 

@@ -183,16 +183,17 @@ pub fn run_destination(
     if cfg.preallocate {
         machine.preallocate()?;
     }
-    let preempt = match cfg.postcopy_preempt {
-        true => Some(listener.try_clone()?),
-        false => None,
+    // The preempt thread takes the source's second connection at POSTCOPY_LISTEN,
+    // and only while the load runs.
+    let (preempt, accept) = match cfg.postcopy_preempt {
+        true => {
+            let (p, a) = crate::preempt::PreemptListener::new(&listener)?;
+            (Some(p), Some(a))
+        }
+        false => (None, None),
     };
-    let (mut reg, _) = machine.registry_with(|h| match preempt {
-        Some(l) => h.with_postcopy_preempt_incoming(Box::new(move || {
-            let (sock, _) = l.accept()?;
-            sock.set_nodelay(true)?;
-            Ok(Box::new(sock) as Box<dyn std::io::Read + Send>)
-        })),
+    let (mut reg, _) = machine.registry_with(|h| match accept {
+        Some(a) => h.with_postcopy_preempt_incoming(a),
         None => h,
     })?;
     ready();
@@ -209,6 +210,9 @@ pub fn run_destination(
         &IncomingParams::new(MACHINE_TYPE),
         &mut guest,
     )?;
+    if let Some(p) = preempt {
+        p.finish();
+    }
     let mut loaded = guest
         .loaded
         .take()
@@ -322,7 +326,7 @@ pub fn run_source(
     let preempt_addr = cfg.postcopy_preempt.then(|| addr.to_string());
     let (mut reg, ram_stats) = machine.registry_with(|h| match preempt_addr {
         Some(addr) => h.with_postcopy_preempt(Box::new(move || {
-            let s = TcpStream::connect(&addr)?;
+            let s = crate::preempt::connect(&addr)?;
             s.set_nodelay(true)?;
             Ok(Box::new(s) as Box<dyn std::io::Write + Send>)
         })),

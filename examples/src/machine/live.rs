@@ -272,16 +272,19 @@ pub fn run_destination_with(
         }
     };
     let mut setup = setup;
-    if opts.postcopy_preempt {
-        // The source connects it at the switch to postcopy, before the digest's
-        // connection (the preempt thread takes it at POSTCOPY_LISTEN).
-        let listener = listener.try_clone()?;
-        setup.postcopy_preempt_incoming = Some(Box::new(move || {
-            let (sock, _) = listener.accept()?;
-            sock.set_nodelay(true)?;
-            Ok(Box::new(sock) as Box<dyn Read + Send>)
-        }));
+    if opts.postcopy_preempt && tls.is_some() {
+        return Err("the postcopy-preempt channel is not available over TLS".into());
     }
+    // The source connects it just before the switch to postcopy; the preempt thread
+    // takes it at POSTCOPY_LISTEN, and only while the load runs.
+    let preempt = match opts.postcopy_preempt {
+        true => {
+            let (preempt, accept) = crate::preempt::PreemptListener::new(&listener)?;
+            setup.postcopy_preempt_incoming = Some(accept);
+            Some(preempt)
+        }
+        false => None,
+    };
     let (reg, _) = machine.registry_with(setup)?;
     let mut reg = reg;
     let params = IncomingParams::new(MACHINE_TYPE);
@@ -302,6 +305,9 @@ pub fn run_destination_with(
         }
         Main::Tls(stream) => receive_with(&mut reg, stream, &params, &mut guest)?,
     };
+    if let Some(p) = preempt {
+        p.finish();
+    }
     if let Some(t) = guest.thread.take() {
         let _ = t.join();
     }
@@ -390,10 +396,13 @@ pub fn run_source(
             ) as vmstate::multifd::send::ChannelOpener
         })
         .collect();
+    if cfg.postcopy_preempt && cfg.tls.is_some() {
+        return Err("the postcopy-preempt channel is not available over TLS".into());
+    }
     let postcopy_preempt = cfg.postcopy_preempt.then(|| {
         let addr = addr.to_string();
         Box::new(move || -> vmstate::Result<Box<dyn Write + Send>> {
-            let s = TcpStream::connect(&addr)?;
+            let s = crate::preempt::connect(&addr)?;
             s.set_nodelay(true)?;
             s.set_io_timeout(Some(vmstate::migrate::DEFAULT_IO_TIMEOUT))?;
             Ok(Box::new(s))

@@ -168,6 +168,7 @@ pub fn receive_with<C: Connection>(
     );
     let opened = rp.open;
     drop(rp);
+    incoming.forget_listen_hook();
     let shut =
         |failed: bool| write_message(&mut SharedWriter(to_src.clone()), &Message::Shut { failed });
     let report = match loaded {

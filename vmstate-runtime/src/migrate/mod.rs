@@ -733,6 +733,12 @@ impl Postcopy<'_> {
         progress: &mut dyn FnMut(&MigrationStats),
     ) -> Result<MigrationStats> {
         let bytes = |s: &SaveSession<'_, '_>| s.bytes_written() + (self.multifd)();
+        if let Err(e) = session.prepare_postcopy() {
+            // The guest was not stopped: it goes on here.
+            stats.status = Status::Failed;
+            progress(&stats);
+            return Err(failure("switch to postcopy", session.bytes_written(), e));
+        }
         let stopped = Instant::now();
         guest
             .stop()

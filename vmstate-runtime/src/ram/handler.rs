@@ -325,10 +325,13 @@ impl RamHandler {
 
     /// Source: sends requested pages on a postcopy-preempt channel (QEMU's
     /// `postcopy-preempt` capability, which the destination must have too): `open`
-    /// connects it at the switch to postcopy, after the main connection, and the
-    /// return path's thread then writes each request's pages on it the moment the
-    /// request arrives, ahead of whatever the main stream has queued. The channel is
-    /// closed once the destination says `SHUT`. Serves one migration.
+    /// connects it just before the switch to postcopy, with the guest still running
+    /// ([`SaveSession::prepare_postcopy`](crate::stream::SaveSession::prepare_postcopy);
+    /// `migrate_over` calls it), and the return path's thread then writes each
+    /// request's pages on it the moment the request arrives, ahead of whatever the main
+    /// stream has queued. The channel is closed once the destination says `SHUT`.
+    /// Serves one migration. Not over TLS yet: a destination of this crate takes the
+    /// channel only at `POSTCOPY_LISTEN`.
     pub fn with_postcopy_preempt(mut self, open: super::preempt::PreemptOpener) -> Self {
         self.preempt_opener = Some(open);
         self
@@ -1071,7 +1074,7 @@ impl IterativeHandler for RamHandler {
         self.multifd.is_none() && !self.mapped_ram
     }
 
-    fn postcopy_start(&mut self) -> Result<crate::ram::postcopy::Discards> {
+    fn postcopy_prepare(&mut self) -> Result<()> {
         if let Some(open) = self.preempt_opener.take() {
             let out = open().map_err(|e| e.in_record("postcopy preempt channel (connecting)"))?;
             self.requests
@@ -1082,6 +1085,10 @@ impl IterativeHandler for RamHandler {
                     self.stats.clone(),
                 ));
         }
+        Ok(())
+    }
+
+    fn postcopy_start(&mut self) -> Result<crate::ram::postcopy::Discards> {
         self.sync_dirty();
         self.in_postcopy = true;
         self.requests.accept(true);

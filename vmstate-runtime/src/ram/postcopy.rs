@@ -476,6 +476,17 @@ impl PostcopyIncoming {
         *self.on_listen.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
+    /// The stream ended, loaded or not: what was to run at `POSTCOPY_LISTEN` no longer
+    /// will (dropped now: it may hold a listener).
+    pub(crate) fn forget_listen_hook(&self) {
+        drop(
+            self.on_listen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+
     /// Whether `POSTCOPY_LISTEN` was seen.
     pub fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Acquire)

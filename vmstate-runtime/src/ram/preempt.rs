@@ -2,12 +2,12 @@
 //! postcopy destination asked for travel, so that they do not queue behind the
 //! background pages already written to the main stream.
 //!
-//! The channel carries bare RAM records (ZERO or PAGE, a block named by the first
-//! record on this channel that is for it and CONTINUE after that, EOS to end): no
-//! magic, no sections (spec 5.6). As QEMU 8 and later do, the source opens it at the
-//! switch to postcopy and writes each request's pages from the return path's thread
-//! the moment the request arrives; it closes the channel once the destination said
-//! `SHUT`, and sends no EOS. The destination takes the connection after the main one
+//! The channel carries bare RAM records (ZERO or PAGE; a record names its block
+//! unless it is the block of the previous record on this channel, CONTINUE; EOS to
+//! end): no magic, no sections (spec 5.6). As QEMU 8 and later do, the source opens it
+//! just before the switch to postcopy, while the guest still runs, and writes each
+//! request's pages from the return path's thread the moment the request arrives; it
+//! closes the channel once the destination said `SHUT`, and sends no EOS. The destination takes the connection after the main one
 //! and reads it in a thread of its own. A page goes out on exactly one of the two
 //! connections: whichever takes it from the dirty bitmap first sends it.
 
@@ -24,7 +24,12 @@ use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::wire::Reader;
 
-/// Opens the source's side of the preempt channel (at the switch to postcopy).
+/// Bytes of page records gathered before they are written (a request for a large
+/// range goes out in pieces of this size, not as one buffer of its size).
+const WRITE_AT: usize = 256 << 10;
+
+/// Opens the source's side of the preempt channel (just before the switch to
+/// postcopy, with the guest still running).
 pub type PreemptOpener = Box<dyn FnOnce() -> Result<Box<dyn Write + Send>> + Send>;
 
 /// Takes the destination's side of the preempt channel: the connection the source
@@ -72,23 +77,33 @@ impl PreemptSender {
     /// (taking them from the dirty bitmap), in one write; returns how many went out.
     pub(crate) fn send(&mut self, block: &str, start: u64, len: u64) -> Result<u64> {
         let (bi, pages) = requested_pages(&self.blocks, self.page_size, block, start, len)?;
-        self.buf.clear();
         let mut sent = 0;
         for page in pages {
             if self.blocks[bi].migration_bitmap().test_and_clear(page) {
                 self.put_page(bi, page);
                 sent += 1;
+                if self.buf.len() >= WRITE_AT {
+                    self.write_out()?;
+                }
             }
         }
-        if sent > 0 {
-            let io = |e: std::io::Error| Error::from(e).in_record("postcopy preempt channel");
-            self.out.write_all(&self.buf).map_err(io)?;
-            self.out.flush().map_err(io)?;
-            self.stats
-                .preempt_bytes
-                .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        }
+        self.write_out()?;
         Ok(sent)
+    }
+
+    /// Writes what `buf` holds and pushes it out.
+    fn write_out(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| Error::from(e).in_record("postcopy preempt channel");
+        self.out.write_all(&self.buf).map_err(io)?;
+        self.out.flush().map_err(io)?;
+        self.stats
+            .preempt_bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.buf.clear();
+        Ok(())
     }
 
     fn put_page(&mut self, bi: usize, page: usize) {
@@ -157,9 +172,10 @@ fn receive(
     loop {
         let at = r.position();
         let record = match records.next(&mut r) {
+            Ok(record) => record,
             // The source closes the channel between records when it is done.
-            Err(_) if r.position() == at && r.at_end().unwrap_or(true) => return Ok(()),
-            other => other?,
+            Err(_) if r.position() == at && matches!(r.at_end(), Ok(true)) => return Ok(()),
+            Err(e) => return Err(e),
         };
         let (block, offset, zero) = match record {
             RamRecord::Eos => return Ok(()),
@@ -188,8 +204,8 @@ fn receive(
         last = Some(bi);
         let b = &blocks[bi];
         let page = super::handler::page_index(b.as_ref(), page_size, offset, at)?;
+        incoming.side_channel_page(); // counted before it is placed: see the report
         place_postcopy_page(b.as_ref(), page_size, stats, incoming, &mut r, page, zero)?;
-        incoming.side_channel_page();
     }
 }
 

@@ -289,6 +289,26 @@ impl<'r, 'w> SaveSession<'r, 'w> {
         Ok(self.stats())
     }
 
+    /// Lets every handler that goes on in postcopy prepare the switch while the guest
+    /// still runs (QEMU connects its preempt channel at this point). Call it just
+    /// before stopping the guest for [`start_postcopy`](Self::start_postcopy); an
+    /// error leaves the stream as it was.
+    pub fn prepare_postcopy(&mut self) -> Result<()> {
+        self.expect(State::SetUp, "prepare_postcopy")?;
+        for e in self.registry.entries_mut() {
+            let section = e.section_ref();
+            if let Some(handler) = e.iterative_mut()
+                && handler.is_active()
+                && handler.has_postcopy()
+            {
+                handler
+                    .postcopy_prepare()
+                    .map_err(|err| err.in_section(section.clone()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The switch to postcopy, with the guest stopped (QEMU's `postcopy_start`, spec
     /// 5.6): SWITCHOVER_START, the END sections of handlers that cannot go on in
     /// postcopy, `POSTCOPY_RAM_DISCARD` for every page still to send, `PING(2)`, the

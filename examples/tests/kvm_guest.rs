@@ -746,3 +746,67 @@ fn qemu_xbzrle_source_loads_here_with_the_guests_memory() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Lazy restore of a KVM guest from a mapped-ram file: the destination's memory is
+/// registered with userfaultfd and its vCPU runs before any page is read; each page it
+/// touches is read from the file when it faults. The guest goes on from its next pass,
+/// and the pages it did not touch, read afterwards, are the source's.
+#[test]
+#[ignore = "needs /dev/kvm and userfaultfd (root; run by .ci/run where /dev/kvm exists)"]
+fn kvm_guest_restored_lazily_from_a_mapped_ram_file_runs_before_its_memory_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guest.mig");
+    let mut src = KvmMachine::new(RAM, quiet()).unwrap();
+    src.boot(Workload::Rewrite { pages: 64 }).unwrap();
+    src.start().unwrap();
+    wait_for_pass(&src, 10);
+    src.stop().unwrap();
+    // Data outside the working set, which the guest never touches.
+    let outside = 8 << 20;
+    src.ram.block().write(outside, b"not touched by the guest");
+    let (mut reg, _) = src.registry_with(|h| h.with_mapped_ram()).unwrap();
+    vmstate::stream::save_mapped_ram_snapshot(
+        &mut reg,
+        &file,
+        vmstate::stream::StreamConfig::new(MACHINE_TYPE),
+    )
+    .unwrap();
+
+    let mut dst = KvmMachine::new(RAM, quiet()).unwrap();
+    let (mut reg, _) = dst.registry_with(|h| h.with_lazy_restore()).unwrap();
+    let opts = vmstate::stream::LoadOptions {
+        machine: Some(MACHINE_TYPE.into()),
+        capabilities: vec!["mapped-ram".into()],
+        ..Default::default()
+    };
+    vmstate::stream::load_file(&mut reg, &file, opts, false).unwrap();
+    let block = dst.ram.block().clone();
+    let missing_at_start = block.missing_pages();
+    assert_eq!(
+        missing_at_start,
+        block.pages() as u64,
+        "no page was read before the guest ran"
+    );
+    let stopped_at = src.consoles[0].lock().unwrap().last_pass;
+    dst.start().unwrap();
+    wait_for_pass(&dst, stopped_at + 1);
+    dst.stop().unwrap();
+    let fetched = block.on_demand_stats().expect("pages on demand");
+    assert!(
+        fetched.pages > 0 && block.missing_pages() < missing_at_start,
+        "the vCPU's faults read pages from the file: {fetched:?}"
+    );
+    let mut bytes = [0u8; 24];
+    block.read(outside, &mut bytes);
+    assert_eq!(&bytes, b"not touched by the guest");
+    block.fetch_all();
+    assert_eq!(block.missing_pages(), 0);
+    let first_outside = (outside / 4096) as usize;
+    for page in first_outside..first_outside + 16 {
+        assert_eq!(
+            block.page_checksum(page),
+            src.ram.block().page_checksum(page),
+            "page {page}"
+        );
+    }
+}

@@ -997,18 +997,15 @@ impl vmstate::migrate::IncomingGuest for ReadingGuest {
     }
 }
 
-/// QEMU 10 as the source with `postcopy-ram`, slowed to 2 MB/s so that most of RAM is
-/// still there when `migrate-start-postcopy` switches: our destination loads the
-/// discards and the package, starts its guest at POSTCOPY_RUN, asks for the pages the
-/// guest reads (REQ_PAGES_ID / REQ_PAGES), and ends with QEMU's RAM.
-#[test]
-#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
-fn qemu_postcopy_source_migrates_to_our_destination() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let dst = std::thread::spawn(move || {
-        let (mut reg, ram) = compat_tests::destination::none_with_ram(RAM);
+/// Our `-M none` destination in a thread, its RAM handler set up by `configure`:
+/// receives one migration on `listener` with a [`ReadingGuest`], and returns the
+/// outcome and the RAM once the guest's reads are done.
+fn reading_destination(
+    listener: TcpListener,
+    configure: impl FnOnce(vmstate::ram::RamHandler) -> vmstate::ram::RamHandler + Send + 'static,
+) -> std::thread::JoinHandle<(vmstate::Result<vmstate::stream::LoadReport>, Arc<RamBlock>)> {
+    std::thread::spawn(move || {
+        let (mut reg, ram, _) = compat_tests::destination::none_with_handler(RAM, configure);
         let (sock, _) = listener.accept().unwrap();
         let mut guest = ReadingGuest {
             ram: ram.clone(),
@@ -1024,7 +1021,20 @@ fn qemu_postcopy_source_migrates_to_our_destination() {
             v.join().unwrap();
         }
         (report, ram)
-    });
+    })
+}
+
+/// QEMU 10 as the source with `postcopy-ram`, slowed to 2 MB/s so that most of RAM is
+/// still there when `migrate-start-postcopy` switches: our destination loads the
+/// discards and the package, starts its guest at POSTCOPY_RUN, asks for the pages the
+/// guest reads (REQ_PAGES_ID / REQ_PAGES), and ends with QEMU's RAM.
+#[test]
+#[ignore = "needs qemu-system-x86_64 (installed by .ci/run)"]
+fn qemu_postcopy_source_migrates_to_our_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dst = reading_destination(listener, |h| h);
     let (mut q, content, text) = qemu_source_with_blobs(dir.path(), &[]);
     let caps = json!([{"capability": "postcopy-ram", "state": true}]);
     q.execute("migrate-set-capabilities", json!({ "capabilities": caps }));
@@ -1066,29 +1076,12 @@ fn qemu_postcopy_preempt_source_answers_requests_on_its_preempt_channel() {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let dst = std::thread::spawn(move || {
-        let preempt = listener.try_clone().unwrap();
-        let (mut reg, ram, _) = compat_tests::destination::none_with_handler(RAM, |h| {
-            h.with_postcopy_preempt_incoming(Box::new(move || {
-                let (sock, _) = preempt.accept()?;
-                Ok(Box::new(sock) as Box<dyn std::io::Read + Send>)
-            }))
-        });
-        let (sock, _) = listener.accept().unwrap();
-        let mut guest = ReadingGuest {
-            ram: ram.clone(),
-            vcpu: None,
-        };
-        let report = vmstate::migrate::receive_with(
-            &mut reg,
-            sock,
-            &IncomingParams::new("none"),
-            &mut guest,
-        );
-        if let Some(v) = guest.vcpu.take() {
-            v.join().unwrap();
-        }
-        (report, ram)
+    let preempt = listener.try_clone().unwrap();
+    let dst = reading_destination(listener, move |h| {
+        h.with_postcopy_preempt_incoming(Box::new(move || {
+            let (sock, _) = preempt.accept()?;
+            Ok(Box::new(sock) as Box<dyn std::io::Read + Send>)
+        }))
     });
     let (mut q, content, text) = qemu_source_with_blobs(dir.path(), &[]);
     let caps = json!([

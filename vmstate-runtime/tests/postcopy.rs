@@ -127,6 +127,32 @@ fn destination_with(
     })
 }
 
+/// Migrates `guest` over a new connection to `addr` and waits for `dst`; both ends
+/// must succeed. The source's statistics, the destination's report and what landed.
+fn migrate_to(
+    reg: &mut vmstate::Registry,
+    guest: &mut ShadowGuest,
+    params: &MigrationParams,
+    addr: std::net::SocketAddr,
+    dst: JoinHandle<Landed>,
+) -> (vmstate::migrate::MigrationStats, LoadReport, Landed) {
+    let stats = migrate_over(
+        reg,
+        connect(addr),
+        guest,
+        params,
+        &CancelToken::new(),
+        &mut |_| {},
+    );
+    let mut landed = dst.join().unwrap();
+    let taken = Err(vmstate::Error::invalid("test", "the result was taken"));
+    let report = match std::mem::replace(&mut landed.result, taken) {
+        Ok(r) => r,
+        Err(e) => panic!("destination: {e}; source: {stats:?}"),
+    };
+    (stats.unwrap(), report, landed)
+}
+
 /// Source parameters that switch to postcopy after one round, slowed down so that
 /// most of RAM is still on the source at the switch and the background pages take a
 /// second: the destination's requests overtake them.
@@ -148,20 +174,7 @@ fn postcopy_moves_a_running_guest_and_the_destination_asks_for_what_it_touches()
     // scan sends from the start) and writes a marker into page 3000.
     let touch: Vec<u64> = (0..PAGES).rev().step_by(7).collect();
     let dst = destination(l, touch.clone(), Some(3000));
-    let stats = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    );
-    let mut landed = dst.join().unwrap();
-    let report = match landed.result {
-        Ok(r) => r,
-        Err(e) => panic!("destination: {e}; source: {stats:?}"),
-    };
-    let stats = stats.unwrap();
+    let (stats, report, mut landed) = migrate_to(&mut reg, &mut guest, &params, addr, dst);
 
     assert_eq!(stats.status, Status::Completed);
     assert_eq!(
@@ -217,20 +230,7 @@ fn with_the_preempt_channel_requested_pages_travel_beside_the_main_stream() {
     let params = postcopy_params(params);
     let touch: Vec<u64> = (0..PAGES).rev().step_by(5).collect();
     let dst = destination_with(l, touch.clone(), Some(2000), true);
-    let stats = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    );
-    let mut landed = dst.join().unwrap();
-    let report = match landed.result {
-        Ok(r) => r,
-        Err(e) => panic!("destination: {e}; source: {stats:?}"),
-    };
-    let stats = stats.unwrap();
+    let (stats, report, mut landed) = migrate_to(&mut reg, &mut guest, &params, addr, dst);
     let pc = stats.postcopy.expect("the migration switched to postcopy");
     assert!(pc.requests > 0 && pc.requested_pages > 0, "{pc:?}");
     let ram = stats.ram.expect("RAM counters");

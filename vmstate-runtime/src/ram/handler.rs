@@ -1214,7 +1214,9 @@ impl IterativeHandler for RamHandler {
         let listening = self.incoming.clone().filter(|i| i.is_listening());
         loop {
             let at = r.position();
-            match self.records.next(r)? {
+            let record = self.records.next(r)?;
+            let zero = matches!(record, RamRecord::Zero { .. });
+            match record {
                 RamRecord::Eos => return Ok(()),
                 RamRecord::MultifdFlush if listening.is_some() => {
                     return Err(Error::invalid(
@@ -1246,30 +1248,20 @@ impl IterativeHandler for RamHandler {
                     )
                     .at_offset(at));
                 }
-                RamRecord::Zero { block, offset } if let Some(incoming) = &listening => {
+                RamRecord::Zero { block, offset } | RamRecord::Page { block, offset }
+                    if let Some(incoming) = &listening =>
+                {
                     let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
                     let page = self.check_page(bi, offset, at)?;
+                    let block = self.blocks[bi].as_ref();
                     super::postcopy::place_postcopy_page(
-                        self.blocks[bi].as_ref(),
+                        block,
                         self.page_size,
                         &self.stats,
                         incoming,
                         r,
                         page,
-                        true,
-                    )?;
-                }
-                RamRecord::Page { block, offset } if let Some(incoming) = &listening => {
-                    let bi = self.block_for(&block).map_err(|e| e.at_offset(at))?;
-                    let page = self.check_page(bi, offset, at)?;
-                    super::postcopy::place_postcopy_page(
-                        self.blocks[bi].as_ref(),
-                        self.page_size,
-                        &self.stats,
-                        incoming,
-                        r,
-                        page,
-                        false,
+                        zero,
                     )?;
                 }
                 RamRecord::Xbzrle { .. } if listening.is_some() => {

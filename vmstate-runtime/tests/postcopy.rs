@@ -136,14 +136,7 @@ fn migrate_to(
     addr: std::net::SocketAddr,
     dst: JoinHandle<Landed>,
 ) -> (vmstate::migrate::MigrationStats, LoadReport, Landed) {
-    let stats = migrate_over(
-        reg,
-        connect(addr),
-        guest,
-        params,
-        &CancelToken::new(),
-        &mut |_| {},
-    );
+    let stats = support::migrate_to(reg, addr, guest, params);
     let mut landed = dst.join().unwrap();
     let taken = Err(vmstate::Error::invalid("test", "the result was taken"));
     let report = match std::mem::replace(&mut landed.result, taken) {
@@ -280,18 +273,9 @@ fn a_preempt_channel_never_opened_leaves_nothing_behind() {
     });
     params.postcopy = Some(PostcopyPolicy::on_request(StartPostcopy::new()));
     let dst = destination_with(l, Vec::new(), None, true);
-    let stats = migrate_over(
-        &mut reg,
-        connect(addr),
-        &mut guest,
-        &params,
-        &CancelToken::new(),
-        &mut |_| {},
-    );
-    let mut landed = dst.join().unwrap();
-    let report = landed.result.expect("the destination loaded");
+    let (stats, report, mut landed) = migrate_to(&mut reg, &mut guest, &params, addr, dst);
     landed.guest.vcpu.take().unwrap().join().unwrap();
-    assert!(stats.unwrap().postcopy.is_none(), "precopy converged");
+    assert!(stats.postcopy.is_none(), "precopy converged");
     assert!(report.postcopy.is_none());
     assert_eq!(
         Arc::strong_count(&landed.guest.ram),

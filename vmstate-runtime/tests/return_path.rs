@@ -18,23 +18,6 @@ use vmstate::{ErrorKind, Reader};
 
 const PAGES: u64 = 1024;
 
-/// Migrates `guest` over TCP to `addr` with the return path.
-fn migrate_to(
-    reg: &mut vmstate::Registry,
-    addr: std::net::SocketAddr,
-    guest: &mut ShadowGuest,
-    params: &vmstate::migrate::MigrationParams,
-) -> vmstate::Result<vmstate::migrate::MigrationStats> {
-    migrate_over(
-        reg,
-        connect(addr),
-        guest,
-        params,
-        &CancelToken::new(),
-        &mut |_| {},
-    )
-}
-
 fn phase_of(e: &vmstate::Error) -> String {
     match e.kind() {
         ErrorKind::MigrationFailed { phase, .. } => phase.clone(),
@@ -48,7 +31,7 @@ fn the_destination_confirms_and_only_then_runs_the_guest() {
     let (mut reg, params) = guest.source();
     let (l, addr) = listen();
     let dst = destination(l, PAGES, IncomingParams::new(MACHINE));
-    let stats = migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
+    let stats = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
     let landed = dst.join().unwrap();
     let report = landed.result.unwrap();
     assert!(landed.started);
@@ -67,7 +50,7 @@ fn a_destination_whose_load_fails_says_so_and_the_source_resumes() {
     let (l, addr) = listen();
     // The destination is another machine type: its load fails at the configuration.
     let dst = destination(l, PAGES, IncomingParams::new("other-machine"));
-    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
+    let err = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     let landed = dst.join().unwrap();
     assert!(!landed.started);
     let dst_err = landed.result.unwrap_err().to_string();
@@ -110,7 +93,7 @@ fn a_destination_that_never_reports_times_out_and_the_source_resumes() {
     params.io_timeout = Some(Duration::from_millis(500));
     let (l, addr) = listen();
     let dst = silent_destination(l);
-    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
+    let err = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert_eq!(phase_of(&err), "confirmation", "{err}");
     assert!(err.to_string().contains("did not report within"), "{err}");
     assert_eq!((guest.stops, guest.resumes), (1, 1));
@@ -135,7 +118,7 @@ fn a_destination_that_stops_reading_times_the_source_out() {
         let _ = done_rx.recv();
         drop(s);
     });
-    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
+    let err = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     done_tx.send(()).unwrap();
     dst.join().unwrap();
     let text = err.to_string();
@@ -191,7 +174,7 @@ fn the_stream_opens_the_return_path_right_after_the_configuration() {
         write_message(&mut s, &Message::Shut { failed: false }).unwrap();
         got
     });
-    migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
+    support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
     let got = dst.join().unwrap();
     // Header, configuration (len 15 + "faults-test-1.0"), then the two commands as
     // QEMU's qemu_savevm_send_open_return_path / qemu_savevm_send_ping write them.
@@ -217,7 +200,7 @@ fn no_state_is_sent_before_the_destinations_pong() {
         let _ = s.read_to_end(&mut got);
         got
     });
-    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
+    let err = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert_eq!(phase_of(&err), "setup", "{err}");
     assert!(err.to_string().contains("did not answer PING"), "{err}");
     let got = dst.join().unwrap();
@@ -262,7 +245,7 @@ fn switchover_waits_for_the_destinations_ack() {
     let mut incoming = IncomingParams::new(MACHINE);
     incoming.switchover_ack = true;
     let dst = destination(l, PAGES, incoming);
-    let stats = migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
+    let stats = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap();
     assert_eq!(stats.status, Status::Completed);
     assert!(dst.join().unwrap().started);
 }
@@ -277,7 +260,7 @@ fn without_the_ack_the_source_never_switches_over() {
     let (l, addr) = listen();
     // The destination does not have the capability: it never sends the ack.
     let dst = destination(l, PAGES, IncomingParams::new(MACHINE));
-    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
+    let err = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert!(err.to_string().contains("SWITCHOVER_ACK"), "{err}");
     assert_eq!(guest.stops, 0, "the guest was never stopped");
     let (bad_pages, dev_differs) = guest.check_intact();
@@ -335,7 +318,7 @@ fn a_destination_slower_than_the_source_timeout_does_not_start_after_the_source_
                 .unwrap();
         })
     });
-    let err = migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
+    let err = support::migrate_to(&mut reg, addr, &mut guest, &params).unwrap_err();
     assert_eq!(phase_of(&err), "confirmation", "{err}");
     assert_eq!((guest.stops, guest.resumes), (1, 1));
     let (bad_pages, dev_differs) = guest.check_intact();

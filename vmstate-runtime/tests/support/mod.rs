@@ -318,3 +318,22 @@ pub fn listen() -> (TcpListener, std::net::SocketAddr) {
 pub fn connect(addr: std::net::SocketAddr) -> TcpStream {
     TcpStream::connect(addr).unwrap()
 }
+
+/// Migrates `guest` over a new TCP connection to `addr` with `migrate_over` (and the
+/// return path it opens).
+#[allow(dead_code)] // not every test binary uses it
+pub fn migrate_to(
+    reg: &mut Registry,
+    addr: std::net::SocketAddr,
+    guest: &mut ShadowGuest,
+    params: &MigrationParams,
+) -> vmstate::Result<vmstate::migrate::MigrationStats> {
+    vmstate::migrate::migrate_over(
+        reg,
+        connect(addr),
+        guest,
+        params,
+        &vmstate::migrate::CancelToken::new(),
+        &mut |_| {},
+    )
+}

@@ -179,6 +179,7 @@ fn source(args: &Args) -> AnyResult<ExitCode> {
             ..Default::default()
         }),
         postcopy_preempt: args.postcopy_preempt,
+        max_postcopy_bandwidth: None,
     };
     let bar = progress_bar(args.ram);
     // The source's serial lines: every 100th pass, above the progress line.

@@ -365,6 +365,7 @@ fn run_ours(args: &Args, w: Workload) -> Run {
         warm_up: Duration::from_millis(200),
         postcopy: None,
         postcopy_preempt: false,
+        max_postcopy_bandwidth: None,
     };
     let o = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
     assert!(child.wait().unwrap().success(), "our destination failed");

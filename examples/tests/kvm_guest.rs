@@ -98,6 +98,10 @@ fn example_postcopy_migration(
         warm_up: Duration::from_millis(50),
         postcopy,
         postcopy_preempt: preempt,
+        // With a preempt channel, the background pages go slowly (the working set's
+        // 16 MiB in about a second), so that the vCPU's faults find most pages still
+        // on the source and are answered on the channel, whatever the scheduling.
+        max_postcopy_bandwidth: preempt.then_some(16 << 20),
     };
     let outcome = run_source(&cfg, &addr, quiet(), &mut |_| {}).unwrap();
     destination.join().unwrap().unwrap();

@@ -51,6 +51,8 @@ pub struct SourceConfig {
     /// Send requested pages on a postcopy-preempt channel (the destination must take
     /// one).
     pub postcopy_preempt: bool,
+    /// Cap on the background pages after the switch to postcopy, in bytes per second.
+    pub max_postcopy_bandwidth: Option<u64>,
 }
 
 /// The destination's settings.
@@ -339,6 +341,7 @@ pub fn run_source(
     params.on_timeout = OnTimeout::ForceSwitchover;
     params.ram_stats = Some(ram_stats);
     params.postcopy = cfg.postcopy.clone();
+    params.max_postcopy_bandwidth = cfg.max_postcopy_bandwidth;
     let stats = migrate_over(
         &mut reg,
         sock,
